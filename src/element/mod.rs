@@ -1,0 +1,3 @@
+//! Provider adapters: fetch one page of a resource.
+
+pub mod connectwise;

@@ -1,0 +1,12 @@
+//! pollerd: polls REST APIs on an interval and delivers what changed as signed webhooks.
+//!
+//! Data flows one way: files → [`config`] → `supervisor` → `poller` (through an
+//! [`element`]) → [`store`] → `delivery`.
+
+pub mod cli;
+pub mod config;
+pub mod dates;
+pub mod element;
+pub mod sim;
+pub mod store;
+pub mod template;

@@ -1,0 +1,1 @@
+//! Simulated servers (ConnectWise API, webhook receiver) used by tests, benchmarks and `pollerd demo`.

@@ -1,0 +1,1 @@
+//! Durable state behind a small trait: watermarks, seen ids, outbox, dead letters.
