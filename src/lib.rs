@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod dates;
 pub mod element;
 pub mod sim;

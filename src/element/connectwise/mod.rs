@@ -1,1 +1,4 @@
-//! The connectwisecrmrest element.
+//! The `connectwisecrmrest` element.
+
+pub mod ceql;
+pub mod hubs;

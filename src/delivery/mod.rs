@@ -1,0 +1,3 @@
+//! Webhook delivery: POST, signing, retry, dead letters.
+
+pub mod sign;

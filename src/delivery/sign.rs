@@ -1,0 +1,1 @@
+//! Notification signatures (Elements-Webhook-Signature, Standard Webhooks).

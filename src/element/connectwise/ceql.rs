@@ -1,0 +1,1 @@
+//! CEQL `where` → ConnectWise `conditions`.

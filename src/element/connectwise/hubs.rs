@@ -1,0 +1,1 @@
+//! Hub URLs (`/hubs/crm/contacts`) → native ConnectWise endpoints.

@@ -1,0 +1,1 @@
+//! Simulated ConnectWise Manage REST API.

@@ -1,0 +1,1 @@
+//! Webhook receiver for tests: records every request, answers as told.
