@@ -5,8 +5,8 @@
 
 pub mod cli;
 pub mod config;
-pub mod delivery;
 pub mod dates;
+pub mod delivery;
 pub mod element;
 pub mod sim;
 pub mod store;

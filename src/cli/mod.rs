@@ -1,0 +1,90 @@
+//! Command line: clap parses raw arguments, then each subcommand turns them into settings and
+//! runs. Exit statuses follow SPEC §8.
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pollerd",
+    version,
+    about = "Polls REST APIs and delivers what changed as signed webhooks"
+)]
+pub struct Args {
+    /// Settings file [default: $CONFIGURATION_DIRECTORY/pollerd.toml or /etc/pollerd/pollerd.toml]
+    #[arg(long, global = true, env = "POLLERD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (systemd Type=notify aware)
+    Run,
+    /// Validate the settings and instance files without starting anything
+    Check {
+        /// Instance files to check [default: every file in instances_dir]
+        files: Vec<PathBuf>,
+    },
+    /// One dry poll: print the notifications it would send; delivers nothing, changes no state
+    Poll {
+        instance: String,
+        #[arg(long)]
+        resource: Option<String>,
+        /// RFC 3339 start, e.g. 2026-01-02T03:04:05Z [default: one hour ago]
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Ask the running daemon for its status
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, replay or drop dead letters of the running daemon
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(DeadLetterCommand),
+    /// Run the real daemon against a built-in simulated ConnectWise API and a local receiver
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    List,
+    Replay {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    Drop {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Check { files } => check::run(args.config.as_deref(), &files),
+        other => not_built(&other),
+    }
+}
+
+/// Subcommands that later work fills in say so plainly (exit 2) rather than pretend.
+fn not_built(command: &Command) -> ExitCode {
+    let name = match command {
+        Command::Run => "run",
+        Command::Check { .. } => "check",
+        Command::Poll { .. } => "poll",
+        Command::Status { .. } => "status",
+        Command::DeadLetters(_) => "dead-letters",
+        Command::Demo => "demo",
+    };
+    eprintln!("pollerd {name}: not implemented yet in this build");
+    ExitCode::from(2)
+}

@@ -1,0 +1,89 @@
+//! Problems found in configuration files, printed the way compilers do:
+//! `FILE:LINE:COL: error: …` and `FILE: warning: …`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::source::Position;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// Where in the file; errors without one print `1:1` so every error line has the same shape.
+    pub position: Option<Position>,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(file: &Path, position: Option<Position>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            position,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(file: &Path, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            position: None,
+            severity: Severity::Warning,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// Replaces every occurrence of each secret value in the message with `***`.
+    pub fn redact(mut self, secrets: &[String]) -> Self {
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            if self.message.contains(s.as_str()) {
+                self.message = self.message.replace(s.as_str(), "***");
+            }
+        }
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match self.severity {
+            Severity::Error => {
+                let p = self.position.unwrap_or(Position::START);
+                write!(f, "{file}:{}:{}: error: {}", p.line, p.column, self.message)
+            }
+            Severity::Warning => write!(f, "{file}: warning: {}", self.message),
+        }
+    }
+}
+
+/// Collects diagnostics while validating one file.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn extend(&mut self, other: impl IntoIterator<Item = Diagnostic>) {
+        self.items.extend(other);
+    }
+}

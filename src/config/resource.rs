@@ -1,0 +1,510 @@
+//! The resources of an instance: `event.poller.configuration` (object or JSON string) and the
+//! legacy `event.poller.urls` list.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::fields::Ctx;
+use super::source::child_pointer;
+use super::spec::{DateField, FieldPath, Paging, ResourceSpec};
+use crate::dates::{DatePattern, Zone};
+use crate::template::UrlTemplate;
+
+const RESOURCE_KEYS: &[&str] = &[
+    "url",
+    "idField",
+    "datesConfiguration",
+    "pageSize",
+    "pollDelay",
+    "createdCheckTolerance",
+    "filterByUpdatedDate",
+    "filterByUpdateDate",
+    "filterByCurrentDate",
+    "updatedDateTimezone",
+    "paging",
+    "backfillSince",
+    "itemsPath",
+    "nextPageField",
+    "nextPageParam",
+    "pageParam",
+];
+const DATES_KEYS: &[&str] = &[
+    "updatedDateField",
+    "updatedDateFormat",
+    "updatedDateTimezone",
+    "createdDateField",
+    "createdDateFormat",
+    "createdDateTimezone",
+];
+
+const POLLER_CONF: &str = "/configuration/event.poller.configuration";
+const POLLER_URLS: &str = "/configuration/event.poller.urls";
+
+/// All resources of the instance; `None` when any had errors (they are reported).
+pub fn resources(
+    cx: &mut Ctx,
+    conf: &Map<String, Value>,
+    connectwise: bool,
+) -> Option<Vec<ResourceSpec>> {
+    let legacy = match conf.get("event.poller.urls") {
+        Some(v) => Some(legacy_urls(cx, v)?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    match (conf.get("event.poller.configuration"), legacy) {
+        (Some(v), legacy) => {
+            let map = cx.object(POLLER_CONF, "event.poller.configuration", v)?;
+            for (name, rv) in map {
+                // With JSON configuration present, the legacy list only says which are enabled.
+                if legacy
+                    .as_ref()
+                    .is_some_and(|l| !l.iter().any(|e| &e.resource == name))
+                {
+                    continue;
+                }
+                match resource(cx, name, rv, connectwise) {
+                    Some(r) => out.push(r),
+                    None => ok = false,
+                }
+            }
+            for entry in legacy.iter().flatten() {
+                if !map.contains_key(&entry.resource) {
+                    cx.error(
+                        POLLER_URLS,
+                        format!(
+                            "event.poller.urls line {} names resource {:?}, which event.poller.configuration does not define",
+                            entry.line, entry.resource
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        (None, Some(legacy)) => {
+            for entry in legacy {
+                match legacy_resource(cx, &entry, connectwise) {
+                    Some(r) => out.push(r),
+                    None => ok = false,
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    ok.then_some(out)
+}
+
+fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<ResourceSpec> {
+    let p = child_pointer(POLLER_CONF, name);
+    let what = format!("resource {name:?}");
+    let obj = cx.object(&p, &what, v)?;
+    cx.reject_unknown(&p, &what, obj, RESOURCE_KEYS);
+    let at = |k: &str| child_pointer(&p, k);
+
+    let url = match obj.get("url") {
+        Some(v) => cx
+            .required_string(&at("url"), "url", v)
+            .and_then(|u| template(cx, &at("url"), &u)),
+        None => {
+            cx.error(&p, format!("{what} needs a \"url\""));
+            None
+        }
+    };
+    let id_field = match obj.get("idField") {
+        Some(v) => cx
+            .required_string(&at("idField"), "idField", v)
+            .and_then(|f| field_path(cx, &at("idField"), &f)),
+        None => FieldPath::parse("id"),
+    };
+    let resource_zone = obj
+        .get("updatedDateTimezone")
+        .map(|v| (at("updatedDateTimezone"), v));
+    let (updated, created) = match obj.get("datesConfiguration") {
+        Some(v) => dates_configuration(cx, &at("datesConfiguration"), v, resource_zone)?,
+        None => {
+            cx.error(
+                &p,
+                format!("{what} needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat"),
+            );
+            return None;
+        }
+    };
+    let max_page = if connectwise { 1000 } else { 100_000 };
+    let page_size = match obj.get("pageSize") {
+        Some(v) => Some(cx.integer(&at("pageSize"), "pageSize", v, 1, max_page)? as u32),
+        None => None,
+    };
+    let seconds = |cx: &mut Ctx, key: &str| match obj.get(key) {
+        Some(v) => cx
+            .number(&at(key), key, v, 0.0, 30.0 * 24.0 * 3600.0)
+            .map(Duration::from_secs_f64),
+        None => Some(Duration::ZERO),
+    };
+    let poll_delay = seconds(cx, "pollDelay");
+    let tolerance = seconds(cx, "createdCheckTolerance");
+    let by_updated = match (
+        obj.get("filterByUpdatedDate"),
+        obj.get("filterByUpdateDate"),
+    ) {
+        (Some(_), Some(_)) => {
+            cx.key_error(
+                &at("filterByUpdateDate"),
+                "give filterByUpdatedDate or its old spelling filterByUpdateDate, not both",
+            );
+            None
+        }
+        (Some(v), None) => cx.boolean(&at("filterByUpdatedDate"), "filterByUpdatedDate", v),
+        (None, Some(v)) => cx.boolean(&at("filterByUpdateDate"), "filterByUpdateDate", v),
+        (None, None) => Some(true),
+    };
+    let by_current = match obj.get("filterByCurrentDate") {
+        Some(v) => cx.boolean(&at("filterByCurrentDate"), "filterByCurrentDate", v),
+        None => Some(false),
+    };
+    let paging = paging(cx, &p, obj, connectwise);
+    let backfill_since = match obj.get("backfillSince") {
+        Some(v) => cx.required_string(&at("backfillSince"), "backfillSince", v).and_then(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s).map(|d| d.to_utc()).map_err(|e| {
+                cx.error(&at("backfillSince"), format!("backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: {e}"));
+            }).ok()
+        }).map(Some),
+        None => Some(None),
+    };
+    if let (Some(url), Some(c)) = (&url, &created) {
+        if c.field == updated.field {
+            cx.warning(same_date_fields_warning(
+                name,
+                url.source(),
+                &c.field,
+                connectwise,
+            ));
+        }
+    }
+    let items_path = match obj.get("itemsPath") {
+        Some(v) => Some(
+            cx.required_string(&at("itemsPath"), "itemsPath", v)
+                .and_then(|f| field_path(cx, &at("itemsPath"), &f))?,
+        ),
+        None => None,
+    };
+    Some(ResourceSpec {
+        name: name.to_string(),
+        url: url?,
+        id_field: id_field?,
+        updated,
+        created,
+        page_size,
+        poll_delay: poll_delay?,
+        created_check_tolerance: tolerance?,
+        filter_by_updated_date: by_updated?,
+        filter_by_current_date: by_current?,
+        paging: paging?,
+        backfill_since: backfill_since?,
+        items_path,
+    })
+}
+
+/// SPEC §7: with equal created and updated fields every event is CREATED.
+fn same_date_fields_warning(
+    resource: &str,
+    url: &str,
+    field: &FieldPath,
+    connectwise: bool,
+) -> String {
+    let mut msg = format!(
+        "resource {resource:?}: createdDateField equals updatedDateField ({field}), so every event will be CREATED"
+    );
+    if connectwise {
+        let path = url.split('?').next().unwrap_or(url);
+        let has_date_entered = [
+            "companies",
+            "organizations",
+            "accounts",
+            "tickets",
+            "incidents",
+            "configurations",
+        ]
+        .iter()
+        .any(|o| path.contains(o));
+        if has_date_entered {
+            msg.push_str(
+                "; ConnectWise has _info.dateEntered for this resource: use it as createdDateField",
+            );
+        } else if path.contains("contacts") {
+            msg.push_str(" (ConnectWise contacts have only _info.lastUpdated, so CREATED and UPDATED cannot be told apart)");
+        }
+    }
+    msg
+}
+
+fn paging(cx: &mut Ctx, p: &str, obj: &Map<String, Value>, connectwise: bool) -> Option<Paging> {
+    let at = |k: &str| child_pointer(p, k);
+    let text = |cx: &mut Ctx, k: &str| obj.get(k).and_then(|v| cx.required_string(&at(k), k, v));
+    if connectwise {
+        for k in ["nextPageField", "nextPageParam", "pageParam", "itemsPath"] {
+            if obj.contains_key(k) {
+                cx.key_error(
+                    &at(k),
+                    format!(
+                        "{k} is for the http element; connectwisecrmrest pages with \"paging\""
+                    ),
+                );
+            }
+        }
+        return match obj.get("paging") {
+            None => Some(Paging::Keyset),
+            Some(v) => match cx.string(&at("paging"), "paging", v)?.as_str() {
+                "keyset" | "forward-only" => Some(Paging::Keyset),
+                "page" => Some(Paging::Page {
+                    param: "page".into(),
+                }),
+                other => {
+                    cx.error(
+                        &at("paging"),
+                        format!("paging must be \"keyset\" (default) or \"page\", not {other:?}"),
+                    );
+                    None
+                }
+            },
+        };
+    }
+    if obj.contains_key("paging") {
+        cx.key_error(&at("paging"), "\"paging\" is for connectwisecrmrest; the http element uses nextPageField/nextPageParam or pageParam");
+    }
+    match (
+        text(cx, "nextPageField"),
+        text(cx, "nextPageParam"),
+        text(cx, "pageParam"),
+    ) {
+        (Some(field), Some(param), None) => Some(Paging::Cursor {
+            field: field_path(cx, &at("nextPageField"), &field)?,
+            param,
+        }),
+        (None, None, Some(param)) => Some(Paging::Page { param }),
+        (None, None, None) => Some(Paging::Link),
+        _ => {
+            cx.error(p, "give nextPageField with nextPageParam (cursor paging), or pageParam (page paging), or neither (Link headers)");
+            None
+        }
+    }
+}
+
+type ZoneAt<'a> = Option<(String, &'a Value)>;
+
+fn dates_configuration(
+    cx: &mut Ctx,
+    p: &str,
+    v: &Value,
+    resource_zone: ZoneAt,
+) -> Option<(DateField, Option<DateField>)> {
+    let obj = cx.object(p, "datesConfiguration", v)?;
+    cx.reject_unknown(p, "datesConfiguration", obj, DATES_KEYS);
+    let entry = |k: &str| obj.get(k).map(|v| (child_pointer(p, k), v));
+    let updated = date_field(
+        cx,
+        p,
+        "updated",
+        entry("updatedDateField"),
+        entry("updatedDateFormat"),
+        entry("updatedDateTimezone").or(resource_zone),
+    );
+    let created = match entry("createdDateField") {
+        None => {
+            for k in ["createdDateFormat", "createdDateTimezone"] {
+                if obj.contains_key(k) {
+                    cx.key_error(
+                        &child_pointer(p, k),
+                        format!("{k} is given but createdDateField is not"),
+                    );
+                }
+            }
+            Some(None)
+        }
+        field => date_field(
+            cx,
+            p,
+            "created",
+            field,
+            entry("createdDateFormat"),
+            entry("createdDateTimezone"),
+        )
+        .map(Some),
+    };
+    Some((updated?, created?))
+}
+
+fn date_field(
+    cx: &mut Ctx,
+    p: &str,
+    which: &str,
+    field: ZoneAt,
+    format: ZoneAt,
+    zone: ZoneAt,
+) -> Option<DateField> {
+    let (Some((fp, fv)), Some((pp, pv))) = (field, format) else {
+        cx.error(
+            p,
+            format!("datesConfiguration needs {which}DateField and {which}DateFormat"),
+        );
+        return None;
+    };
+    let field = cx
+        .required_string(&fp, "a date field", fv)
+        .and_then(|f| field_path(cx, &fp, &f));
+    let pattern = cx
+        .required_string(&pp, "a date format", pv)
+        .and_then(|s| date_pattern(cx, &pp, &s));
+    let zone = match zone {
+        Some((zp, zv)) => cx
+            .required_string(&zp, "a time zone", zv)
+            .and_then(|z| time_zone(cx, &zp, &z)),
+        None => Some(Zone::utc()),
+    };
+    Some(DateField {
+        field: field?,
+        pattern: pattern?,
+        zone: zone?,
+    })
+}
+
+pub fn date_pattern(cx: &mut Ctx, pointer: &str, s: &str) -> Option<DatePattern> {
+    DatePattern::compile(s)
+        .map_err(|e| cx.error(pointer, format!("invalid date format {s:?}: {e}")))
+        .ok()
+}
+
+pub fn time_zone(cx: &mut Ctx, pointer: &str, s: &str) -> Option<Zone> {
+    Zone::parse(s)
+        .map_err(|e| cx.error(pointer, e.to_string()))
+        .ok()
+}
+
+fn template(cx: &mut Ctx, pointer: &str, s: &str) -> Option<UrlTemplate> {
+    UrlTemplate::parse(s)
+        .map_err(|e| {
+            cx.error(
+                pointer,
+                format!("invalid url template at character {}: {e}", e.offset + 1),
+            )
+        })
+        .ok()
+}
+
+fn field_path(cx: &mut Ctx, pointer: &str, s: &str) -> Option<FieldPath> {
+    let f = FieldPath::parse(s);
+    if f.is_none() {
+        cx.error(
+            pointer,
+            format!("invalid field path {s:?}: write dotted names like _info.lastUpdated"),
+        );
+    }
+    f
+}
+
+/// One line of `event.poller.urls`: `resource|url|xpath|updField|updFmt|updTz|crField|crFmt|crTz`.
+struct LegacyEntry {
+    line: usize,
+    resource: String,
+    fields: Vec<String>,
+}
+
+fn legacy_urls(cx: &mut Ctx, v: &Value) -> Option<Vec<LegacyEntry>> {
+    let text = cx.string(POLLER_URLS, "event.poller.urls", v)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<String> = line.split('|').map(|f| f.trim().to_string()).collect();
+        if fields[0].is_empty() {
+            cx.error(
+                POLLER_URLS,
+                format!(
+                    "event.poller.urls line {}: missing resource name before the first |",
+                    i + 1
+                ),
+            );
+            return None;
+        }
+        out.push(LegacyEntry {
+            line: i + 1,
+            resource: fields[0].clone(),
+            fields,
+        });
+    }
+    Some(out)
+}
+
+fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, connectwise: bool) -> Option<ResourceSpec> {
+    let f = |i: usize| {
+        e.fields
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let need = |cx: &mut Ctx, i: usize, what: &str| {
+        let v = f(i);
+        if v.is_none() {
+            cx.error(
+                POLLER_URLS,
+                format!(
+                    "event.poller.urls line {} ({}): missing {what}",
+                    e.line, e.resource
+                ),
+            );
+        }
+        v
+    };
+    let url = need(cx, 1, "url").and_then(|u| template(cx, POLLER_URLS, u));
+    let upd_field = need(cx, 3, "updated date field").and_then(|s| field_path(cx, POLLER_URLS, s));
+    let upd_fmt = need(cx, 4, "updated date format").and_then(|s| date_pattern(cx, POLLER_URLS, s));
+    let upd_tz = f(5).map_or(Some(Zone::utc()), |z| time_zone(cx, POLLER_URLS, z));
+    let created = match f(6) {
+        None => Some(None),
+        Some(cf) => {
+            let field = field_path(cx, POLLER_URLS, cf);
+            let fmt =
+                need(cx, 7, "created date format").and_then(|s| date_pattern(cx, POLLER_URLS, s));
+            let tz = f(8).map_or(Some(Zone::utc()), |z| time_zone(cx, POLLER_URLS, z));
+            match (field, fmt, tz) {
+                (Some(field), Some(pattern), Some(zone)) => Some(Some(DateField {
+                    field,
+                    pattern,
+                    zone,
+                })),
+                _ => None,
+            }
+        }
+    };
+    // The xpath column (2) named the records inside the body; for http it is the items path.
+    let items_path = if connectwise {
+        None
+    } else {
+        f(2).and_then(FieldPath::parse)
+    };
+    Some(ResourceSpec {
+        name: e.resource.clone(),
+        url: url?,
+        id_field: FieldPath::parse("id")?,
+        updated: DateField {
+            field: upd_field?,
+            pattern: upd_fmt?,
+            zone: upd_tz?,
+        },
+        created: created?,
+        page_size: None,
+        poll_delay: Duration::ZERO,
+        created_check_tolerance: Duration::ZERO,
+        filter_by_updated_date: true,
+        filter_by_current_date: false,
+        paging: if connectwise {
+            Paging::Keyset
+        } else {
+            Paging::Link
+        },
+        backfill_since: None,
+        items_path,
+    })
+}

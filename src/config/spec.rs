@@ -1,0 +1,200 @@
+//! Validated, typed instance specs: what the rest of pollerd works from. Nothing here knows
+//! whether the instance came from JSON or TOML, or how its values were spelled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::secret::Secret;
+use crate::dates::{DatePattern, Zone};
+use crate::template::UrlTemplate;
+
+#[derive(Clone, Debug)]
+pub struct InstanceSpec {
+    pub name: String,
+    /// `instanceId` in payloads: the file's numeric `id`, or a stable number derived from the name.
+    pub id: u64,
+    pub file: PathBuf,
+    pub tags: Vec<String>,
+    pub element: ElementSpec,
+    /// `None` when `event.notification.enabled` is false or absent: loaded, but not polled.
+    pub notifications: Option<NotificationSpec>,
+    pub refresh_interval: Duration,
+    pub resources: Vec<ResourceSpec>,
+    /// Equal fingerprints mean identical behaviour: the supervisor restarts only what changed.
+    pub fingerprint: u64,
+}
+
+impl InstanceSpec {
+    pub fn resource(&self, name: &str) -> Option<&ResourceSpec> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ElementSpec {
+    ConnectWise(ConnectWiseSpec),
+    Http(HttpSpec),
+}
+
+impl ElementSpec {
+    /// The element key as Cloud Elements spelled it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ElementSpec::ConnectWise(_) => "connectwisecrmrest",
+            ElementSpec::Http(_) => "http",
+        }
+    }
+
+    /// `hubKey` in event payloads.
+    pub fn hub_key(&self) -> &'static str {
+        match self {
+            ElementSpec::ConnectWise(_) => "crm",
+            ElementSpec::Http(_) => "general",
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        match self {
+            ElementSpec::ConnectWise(c) => &c.base_url,
+            ElementSpec::Http(h) => &h.base_url,
+        }
+    }
+}
+
+pub const ELEMENT_KEYS: &[&str] = &["connectwisecrmrest", "http"];
+
+#[derive(Clone, Debug)]
+pub struct ConnectWiseSpec {
+    pub base_url: String,
+    pub company: String,
+    pub public_key: Secret,
+    pub private_key: Secret,
+    /// ConnectWise rejects requests without it; optional only so the seed example loads.
+    pub client_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpSpec {
+    pub base_url: String,
+    /// Header values may carry API keys, so they are secrets.
+    pub headers: Vec<(String, Secret)>,
+    pub auth: Option<HttpAuth>,
+}
+
+#[derive(Clone, Debug)]
+pub enum HttpAuth {
+    Basic { user: String, password: Secret },
+    Bearer { token: Secret },
+}
+
+#[derive(Clone, Debug)]
+pub struct NotificationSpec {
+    pub callback_url: String,
+    pub signature_key: Option<Secret>,
+    /// A `whsec_…` Standard Webhooks secret.
+    pub webhook_secret: Option<Secret>,
+    /// Events per notification, 1–100.
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct ResourceSpec {
+    /// The key in `event.poller.configuration`, e.g. `contacts`; also `objectType` in payloads.
+    pub name: String,
+    pub url: UrlTemplate,
+    pub id_field: FieldPath,
+    pub updated: DateField,
+    /// Without it every event is `UPDATED`.
+    pub created: Option<DateField>,
+    pub page_size: Option<u32>,
+    pub poll_delay: Duration,
+    pub created_check_tolerance: Duration,
+    pub filter_by_updated_date: bool,
+    pub filter_by_current_date: bool,
+    pub paging: Paging,
+    /// Where the very first run starts; `None` = when the resource was first enabled.
+    pub backfill_since: Option<DateTime<Utc>>,
+    /// For the `http` element: dotted path to the records array; `None` = the body is the array.
+    pub items_path: Option<FieldPath>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DateField {
+    pub field: FieldPath,
+    pub pattern: DatePattern,
+    pub zone: Zone,
+}
+
+/// How the next page of a resource is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Paging {
+    /// ConnectWise forward-only keyset paging by id (`pageId`).
+    Keyset,
+    /// Offset paging: `param`=1,2,… with the page size.
+    Page { param: String },
+    /// Follow `Link: <…>; rel="next"`.
+    Link,
+    /// Read the next cursor from `field` of the body and send it as `param`.
+    Cursor { field: FieldPath, param: String },
+}
+
+/// A dotted path into a JSON record (`_info.lastUpdated`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath {
+    source: String,
+    parts: Vec<String>,
+}
+
+impl FieldPath {
+    pub fn parse(s: &str) -> Option<FieldPath> {
+        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+        if s.is_empty() || parts.iter().any(String::is_empty) {
+            return None;
+        }
+        Some(FieldPath {
+            source: s.to_string(),
+            parts,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        self.parts.iter().try_fold(value, |v, p| match v {
+            Value::Object(m) => m.get(p),
+            Value::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_path_reads_nested_values() {
+        let v = serde_json::json!({"_info": {"lastUpdated": "x"}, "a": [1, {"b": 2}]});
+        assert_eq!(
+            FieldPath::parse("_info.lastUpdated").unwrap().get(&v),
+            Some(&Value::from("x"))
+        );
+        assert_eq!(
+            FieldPath::parse("a.1.b").unwrap().get(&v),
+            Some(&Value::from(2))
+        );
+        assert_eq!(FieldPath::parse("a.5").unwrap().get(&v), None);
+        assert!(FieldPath::parse("a..b").is_none());
+    }
+}
