@@ -237,7 +237,7 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
         notifications: notifications.flatten(),
         refresh_interval: interval?,
         resources: resources?,
-        fingerprint: fingerprint(&doc.value, &cx.secrets),
+        fingerprint: fingerprint(&doc.value),
     })
 }
 
@@ -249,10 +249,29 @@ pub fn derived_instance_id(name: &str) -> u64 {
     ])) % 1_000_000_000
 }
 
-fn fingerprint(value: &Value, secrets: &[String]) -> u64 {
+/// Hashes the resolved document with object keys sorted, so reordering keys (or writing the same
+/// instance in TOML instead of JSON) is not a change. Resolved secrets are part of the value.
+fn fingerprint(value: &Value) -> u64 {
+    fn feed(v: &Value, h: &mut DefaultHasher) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                h.write_u8(b'{');
+                for k in keys {
+                    k.hash(h);
+                    feed(&m[k], h);
+                }
+            }
+            Value::Array(items) => {
+                h.write_u8(b'[');
+                items.iter().for_each(|i| feed(i, h));
+            }
+            other => other.to_string().hash(h),
+        }
+    }
     let mut h = DefaultHasher::new();
-    value.to_string().hash(&mut h);
-    secrets.hash(&mut h);
+    feed(value, &mut h);
     h.finish()
 }
 

@@ -54,6 +54,8 @@ pub fn resources(
     let mut out = Vec::new();
     let mut ok = true;
     match (conf.get("event.poller.configuration"), legacy) {
+        // A string here failed to parse as JSON; that error is already reported.
+        (Some(Value::String(_)), _) => return None,
         (Some(v), legacy) => {
             let map = cx.object(POLLER_CONF, "event.poller.configuration", v)?;
             for (name, rv) in map {

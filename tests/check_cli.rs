@@ -1,0 +1,433 @@
+//! `pollerd check` as an operator runs it: the real binary over a corpus of broken files, each
+//! with the exact `FILE:LINE:COL: error: …` lines it must print.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const PUBLIC: &str = "PUBLIC-SECRET-VALUE-5d1f";
+const PRIVATE: &str = "PRIVATE-SECRET-VALUE-9c2e";
+
+fn pollerd(settings: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pollerd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--config")
+        .arg(settings)
+        .args(args)
+        .env("CW_PUBLIC", PUBLIC)
+        .env("CW_PRIVATE", PRIVATE)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("POLLERD_CONFIG")
+        .output()
+        .expect("run pollerd")
+}
+
+fn empty_settings() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pollerd.toml");
+    std::fs::write(&path, "").unwrap();
+    (dir, path)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn error_lines(o: &Output) -> Vec<String> {
+    stdout(o)
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// (files checked together, the error lines expected, in order)
+const CASES: &[(&[&str], &[&str])] = &[
+    (
+        &["bad-json.json"],
+        &["bad-json.json:15:25: error: invalid JSON: key must be a string"],
+    ),
+    (
+        &["bad-toml.toml"],
+        &[
+            "bad-toml.toml:6:11: error: invalid TOML: string values must be quoted, expected literal string",
+        ],
+    ),
+    (
+        &["empty.json"],
+        &["empty.json:1:1: error: invalid JSON: EOF while parsing a value"],
+    ),
+    (
+        &["top-level-array.json"],
+        &["top-level-array.json:1:1: error: the instance must be an object, not an array"],
+    ),
+    (
+        &["not-utf8.json"],
+        &[
+            "not-utf8.json:1:1: error: file is not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 17",
+        ],
+    ),
+    (
+        &["unknown-element.json"],
+        &[
+            "unknown-element.json:2:22: error: unsupported element \"salesforce\"; supported elements: connectwisecrmrest, http",
+        ],
+    ),
+    (
+        &["missing-callback.json"],
+        &[
+            "missing-callback.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
+        ],
+    ),
+    (
+        &["unclosed-template.json"],
+        &[
+            "unclosed-template.json:14:16: error: invalid url template at character 39: unclosed `${`",
+        ],
+    ),
+    (
+        &["missing-secret-file.json"],
+        &[
+            "missing-secret-file.json:8:20: error: cannot read secret file /nonexistent/pollerd/cw-private: No such file or directory (os error 2)",
+        ],
+    ),
+    (
+        &["env-secret-unset.json"],
+        &[
+            "env-secret-unset.json:8:20: error: environment variable POLLERD_TEST_UNSET_VARIABLE (from ${env:POLLERD_TEST_UNSET_VARIABLE}) is not set",
+        ],
+    ),
+    (
+        &["credential-without-directory.json"],
+        &[
+            "credential-without-directory.json:8:20: error: ${credential:cw-private} needs $CREDENTIALS_DIRECTORY, which is set by systemd's LoadCredential=",
+        ],
+    ),
+    (
+        &["unknown-top-key.json"],
+        &[
+            "unknown-top-key.json:1:1: error: missing \"element\": write \"element\": {\"key\": \"connectwisecrmrest\"}",
+            "unknown-top-key.json:2:3: error: unknown key \"elemnt\" in the instance; expected one of: element, providerData, configuration, tags, name, id, description",
+        ],
+    ),
+    (
+        &["unknown-resource-key.json"],
+        &[
+            "unknown-resource-key.json:15:9: error: unknown key \"idFeild\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam",
+        ],
+    ),
+    (
+        &["unknown-event-key.json"],
+        &[
+            "unknown-event-key.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
+            "unknown-event-key.json:11:5: error: unknown key \"event.notification.callback.ur\"; event keys are: event.notification.enabled, event.notification.callback.url, event.notification.signature.key, event.notification.webhook.secret, event.notification.batch.size, event.poller.refresh_interval, event.poller.configuration, event.poller.urls",
+        ],
+    ),
+    (
+        &["toml-unknown-key.toml"],
+        &[
+            "toml-unknown-key.toml:18:1: error: unknown key \"pollDeley\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam",
+        ],
+    ),
+    (
+        &["batch-size.json"],
+        &[
+            "batch-size.json:12:38: error: event.notification.batch.size must be between 1 and 100, not 500",
+        ],
+    ),
+    (
+        &["refresh-interval.json"],
+        &[
+            "refresh-interval.json:12:38: error: event.poller.refresh_interval must be a number, not \"soon\"",
+        ],
+    ),
+    (
+        &["enabled-maybe.json"],
+        &[
+            "enabled-maybe.json:10:35: error: event.notification.enabled must be true or false, not \"maybe\"",
+        ],
+    ),
+    (
+        &["callback-ftp.json"],
+        &[
+            "callback-ftp.json:11:40: error: event.notification.callback.url must be an http:// or https:// URL, not ftp:",
+        ],
+    ),
+    (
+        &["callback-not-url.json"],
+        &[
+            "callback-not-url.json:11:40: error: event.notification.callback.url is not a valid URL: relative URL without a base",
+        ],
+    ),
+    (
+        &["missing-base-url.json"],
+        &["missing-base-url.json:4:20: error: missing configuration \"baseUrl\""],
+    ),
+    (
+        &["missing-private-key.json"],
+        &["missing-private-key.json:4:20: error: missing configuration \"private.key\""],
+    ),
+    (
+        &["missing-dates.json"],
+        &[
+            "missing-dates.json:13:19: error: resource \"contacts\" needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat",
+        ],
+    ),
+    (
+        &["missing-date-format.json"],
+        &[
+            "missing-date-format.json:15:31: error: datesConfiguration needs updatedDateField and updatedDateFormat",
+        ],
+    ),
+    (
+        &["embedded-bad-json.json"],
+        &[
+            "embedded-bad-json.json:12:35: error: event.poller.configuration holds a string that is not valid JSON: trailing comma at line 1 column 43",
+        ],
+    ),
+    (
+        &["webhook-secret-format.json"],
+        &[
+            "webhook-secret-format.json:12:42: error: event.notification.webhook.secret must be \"whsec_\" followed by base64 key bytes",
+        ],
+    ),
+    (
+        &["filter-both-spellings.json"],
+        &[
+            "filter-both-spellings.json:17:9: error: give filterByUpdatedDate or its old spelling filterByUpdateDate, not both",
+        ],
+    ),
+    (
+        &["page-size.json"],
+        &["page-size.json:16:21: error: pageSize must be between 1 and 1000, not 5000"],
+    ),
+    (
+        &["tags-not-array.json"],
+        &["tags-not-array.json:4:11: error: tags must be an array of strings, not a string"],
+    ),
+    (
+        &["http-auth-type.json"],
+        &[
+            "http-auth-type.json:6:13: error: auth \"type\" must be \"basic\" (user, password) or \"bearer\" (token)",
+        ],
+    ),
+    (
+        &["legacy-unknown-resource.json"],
+        &[
+            "legacy-unknown-resource.json:12:26: error: event.poller.urls line 2 names resource \"companies\", which event.poller.configuration does not define",
+        ],
+    ),
+    (
+        &["backfill-since.json"],
+        &[
+            "backfill-since.json:16:26: error: backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: premature end of input",
+        ],
+    ),
+    (
+        &["secret-in-number-field.json"],
+        &[
+            "secret-in-number-field.json:12:38: error: event.notification.batch.size must be a number, not \"***\"",
+        ],
+    ),
+    (
+        &["duplicate-a.json", "duplicate-b.json"],
+        &[
+            "duplicate-b.json:3:3: error: instance name \"Dup\" is already defined by tests/data/broken/duplicate-a.json; this file is ignored",
+        ],
+    ),
+];
+
+#[test]
+fn every_broken_file_gets_its_exact_error_lines() {
+    let (_dir, settings) = empty_settings();
+    let mut failures = Vec::new();
+    for (files, expected) in CASES {
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| format!("tests/data/broken/{f}"))
+            .collect();
+        let args: Vec<&str> = std::iter::once("check")
+            .chain(paths.iter().map(String::as_str))
+            .collect();
+        let out = pollerd(&settings, &args);
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|e| format!("tests/data/broken/{e}"))
+            .collect();
+        let got = error_lines(&out);
+        if got != expected || out.status.code() != Some(1) {
+            failures.push(format!(
+                "{files:?}: exit {:?}\n  expected: {expected:#?}\n  got: {got:#?}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_corpus_holds_at_least_25_broken_files_and_all_are_covered() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broken");
+    let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let covered: std::collections::BTreeSet<String> = CASES
+        .iter()
+        .flat_map(|(f, _)| f.iter().map(|s| s.to_string()))
+        .collect();
+    let uncovered: Vec<_> = on_disk.difference(&covered).collect();
+    assert!(
+        uncovered.is_empty(),
+        "corpus files without an expectation: {uncovered:?}"
+    );
+    assert!(on_disk.len() >= 25, "only {} broken files", on_disk.len());
+}
+
+#[test]
+fn secrets_never_appear_in_check_output() {
+    let (_dir, settings) = empty_settings();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broken");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            format!(
+                "tests/data/broken/{}",
+                e.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    files.push("tests/data/valid-base.json".into());
+    files.sort();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = pollerd(&settings, &args);
+    let all = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        all.contains(": error: "),
+        "the corpus must produce errors:\n{all}"
+    );
+    for secret in [PUBLIC, PRIVATE] {
+        assert!(!all.contains(secret), "secret {secret} leaked:\n{all}");
+    }
+}
+
+#[test]
+fn the_seed_example_checks_clean_with_its_warnings() {
+    let (_dir, settings) = empty_settings();
+    let out = pollerd(
+        &settings,
+        &["check", "etc/instances.d/connectwise-contacts.json.example"],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("1 valid, 0 error(s)"), "{text}");
+    for warning in [
+        "warning: callback URL http://mycoolapp.com uses plain http:// to a non-loopback host",
+        "warning: no \"connectwise.clientID\"",
+        "warning: resource \"contacts\": createdDateField equals updatedDateField (_info.lastUpdated), so every event will be CREATED",
+        "warning: providerData is accepted and ignored",
+    ] {
+        assert!(text.contains(warning), "missing {warning:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_company_resource_with_equal_date_fields_is_told_about_date_entered() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("pollerd.toml");
+    std::fs::write(&settings, "").unwrap();
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("etc/instances.d/connectwise-contacts.json.example"),
+    )
+    .unwrap();
+    let file = dir.path().join("companies.json");
+    std::fs::write(
+        &file,
+        seed.replace("/hubs/crm/contacts", "/hubs/crm/accounts"),
+    )
+    .unwrap();
+    let out = pollerd(&settings, &["check", file.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains(
+            "ConnectWise has _info.dateEntered for this resource: use it as createdDateField"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn check_without_files_reads_the_instances_directory_and_skips_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("instances.d");
+    std::fs::create_dir(&inst).unwrap();
+    let valid = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid-base.json"),
+    )
+    .unwrap();
+    std::fs::write(inst.join("good.json"), &valid).unwrap();
+    // Editor and package-manager leftovers hold broken JSON; they must be ignored.
+    for leftover in [
+        ".good.json.swp",
+        "good.json~",
+        "good.json.dpkg-new",
+        "good.json.rpmnew",
+        ".hidden.json",
+        "notes.txt",
+    ] {
+        std::fs::write(inst.join(leftover), "{ broken").unwrap();
+    }
+    let settings = dir.path().join("pollerd.toml");
+    std::fs::write(&settings, "instances_dir = \"instances.d\"\n").unwrap();
+    let out = pollerd(&settings, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("checked 1 instance file(s): 1 valid, 0 error(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn broken_settings_files_are_errors_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("pollerd.toml");
+    let cases = [
+        (
+            "[polling]\nmax_concurent = 3\n",
+            "2:1: error: unknown field `max_concurent`, expected one of `http_timeout`, `max_concurrent`, `max_per_host`",
+        ),
+        (
+            "[delivery]\ntimeout = \"4 parsecs\"\n",
+            "2:11: error: invalid duration \"4 parsecs\"",
+        ),
+        (
+            "log_format = \"xml\"\n",
+            "1:14: error: unknown variant `xml`, expected one of `auto`, `text`, `json`, `journald`",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&settings, text).unwrap();
+        let out = pollerd(&settings, &["check"]);
+        let first = stdout(&out).lines().next().unwrap_or("").to_string();
+        assert_eq!(out.status.code(), Some(1), "{first}");
+        let want = format!("{}:{expected}", settings.display());
+        assert!(
+            first.starts_with(&want),
+            "expected {want:?}\n got {first:?}"
+        );
+    }
+}
+
+#[test]
+fn an_explicit_settings_file_that_does_not_exist_is_an_error() {
+    let out = pollerd(Path::new("/nonexistent/pollerd.toml"), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("/nonexistent/pollerd.toml:1:1: error: cannot read settings file"),
+        "{}",
+        stdout(&out)
+    );
+}
