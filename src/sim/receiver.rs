@@ -121,7 +121,10 @@ impl fmt::Debug for ReceivedRequest {
     }
 }
 
-/// Handle to a running receiver; clones share the same server and records.
+/// Handle to a running receiver; clones share the same server and records. The server stops on
+/// [`Receiver::shutdown`] or when the last clone is dropped.
+///
+/// Benchmarks should count with [`Receiver::request_count`] (no copy) rather than `requests()`.
 #[derive(Clone)]
 pub struct Receiver {
     handle: Arc<Handle>,
