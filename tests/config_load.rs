@@ -202,7 +202,9 @@ fn secret_references_resolve_and_never_print() {
         r#"{{"element":{{"key":"connectwisecrmrest"}},"name":"s","configuration":{{"baseUrl":"https://cw.example.com","company":"c",
           "public.key":"${{file:{}}}","private.key":"${{credential:cw-private}}","clientId":"cid",
           "event.notification.enabled":true,"event.notification.callback.url":"https://h.example.com",
-          "event.notification.signature.key":"${{file:{}}}"}}}}"#,
+          "event.notification.signature.key":"${{file:{}}}",
+          "event.poller.configuration":{{"contacts":{{"url":"/hubs/crm/contacts",
+            "datesConfiguration":{{"updatedDateField":"_info.lastUpdated","updatedDateFormat":"yyyy-MM-dd'T'HH:mm:ss'Z'"}}}}}}}}}}"#,
         dir.path().join("sigkey").display(),
         dir.path().join("sigkey").display()
     );
@@ -214,7 +216,7 @@ fn secret_references_resolve_and_never_print() {
             credentials_dir: Some(dir.path().to_path_buf()),
         },
     );
-    let spec = loaded.spec.expect("loads");
+    let spec = loaded.spec.clone().unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics));
     let ElementSpec::ConnectWise(cw) = &spec.element else {
         panic!()
     };

@@ -44,9 +44,10 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    /// Replaces every occurrence of each secret value in the message with `***`.
+    /// Replaces every occurrence of each secret value in the message with `***`. Values shorter
+    /// than 4 characters are placeholders, not secrets, and would shred the message.
     pub fn redact(mut self, secrets: &[String]) -> Self {
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
+        for s in secrets.iter().filter(|s| s.chars().count() >= 4) {
             if self.message.contains(s.as_str()) {
                 self.message = self.message.replace(s.as_str(), "***");
             }

@@ -221,7 +221,7 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
         conf,
         matches!(element, Some(ElementSpec::ConnectWise(_))),
     );
-    if notifications.is_some() && resources.as_ref().is_some_and(Vec::is_empty) {
+    if matches!(notifications, Some(Some(_))) && resources.as_ref().is_some_and(Vec::is_empty) {
         cx.error(
             "/configuration",
             "events are enabled but no resource is configured: add event.poller.configuration",
