@@ -498,3 +498,38 @@ fn zones_accept_java_spellings_and_refuse_unknown_ones() {
         "unknown time zone \"Mars/Base\": use an IANA name like America/Denver, GMT/UTC, or an offset like -08:00"
     );
 }
+
+#[test]
+fn malformed_and_non_ascii_text_is_refused_without_panicking() {
+    let patterns = [
+        "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
+        "EEE, dd MMM yyyy HH:mm:ss Z",
+        "yyyy-MM-dd'T'HH:mmz",
+        "yyMMddHHmmss",
+        "h 'o''clock' a, EEEE d MMMM yy",
+        "milliseconds",
+        "seconds",
+    ];
+    let texts = [
+        "",
+        " ",
+        "é",
+        "2024-01-01Té",
+        "2024-01-01T00:00GMT+",
+        "2024-01-01T00:00+",
+        "Ωed, 01 Jan",
+        "Wed, 01 Jan 2024 00:00:00 +99",
+        "2401a",
+        "12 o'clock XM",
+        "1e9",
+        "-",
+        ".5",
+    ];
+    for text in patterns {
+        let compiled = pattern(text);
+        for input in texts {
+            let result = compiled.parse(input, &zone("America/Denver"));
+            assert!(result.is_err(), "{text} accepted {input:?} as {result:?}");
+        }
+    }
+}
