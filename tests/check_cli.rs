@@ -41,199 +41,56 @@ fn error_lines(o: &Output) -> Vec<String> {
 }
 
 /// (files checked together, the error lines expected, in order)
+#[rustfmt::skip]
 const CASES: &[(&[&str], &[&str])] = &[
-    (
-        &["bad-json.json"],
-        &["bad-json.json:15:25: error: invalid JSON: key must be a string"],
-    ),
-    (
-        &["bad-toml.toml"],
-        &[
-            "bad-toml.toml:6:11: error: invalid TOML: string values must be quoted, expected literal string",
-        ],
-    ),
-    (
-        &["empty.json"],
-        &["empty.json:1:1: error: invalid JSON: EOF while parsing a value"],
-    ),
-    (
-        &["top-level-array.json"],
-        &["top-level-array.json:1:1: error: the instance must be an object, not an array"],
-    ),
-    (
-        &["not-utf8.json"],
-        &[
-            "not-utf8.json:1:1: error: file is not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 17",
-        ],
-    ),
-    (
-        &["unknown-element.json"],
-        &[
-            "unknown-element.json:2:22: error: unsupported element \"salesforce\"; supported elements: connectwisecrmrest, http",
-        ],
-    ),
-    (
-        &["missing-callback.json"],
-        &[
-            "missing-callback.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
-        ],
-    ),
-    (
-        &["unclosed-template.json"],
-        &[
-            "unclosed-template.json:14:16: error: invalid url template at character 39: unclosed `${`",
-        ],
-    ),
-    (
-        &["missing-secret-file.json"],
-        &[
-            "missing-secret-file.json:8:20: error: cannot read secret file /nonexistent/pollerd/cw-private: No such file or directory (os error 2)",
-        ],
-    ),
-    (
-        &["env-secret-unset.json"],
-        &[
-            "env-secret-unset.json:8:20: error: environment variable POLLERD_TEST_UNSET_VARIABLE (from ${env:POLLERD_TEST_UNSET_VARIABLE}) is not set",
-        ],
-    ),
-    (
-        &["credential-without-directory.json"],
-        &[
-            "credential-without-directory.json:8:20: error: ${credential:cw-private} needs $CREDENTIALS_DIRECTORY, which is set by systemd's LoadCredential=",
-        ],
-    ),
-    (
-        &["unknown-top-key.json"],
-        &[
-            "unknown-top-key.json:1:1: error: missing \"element\": write \"element\": {\"key\": \"connectwisecrmrest\"}",
-            "unknown-top-key.json:2:3: error: unknown key \"elemnt\" in the instance; expected one of: element, providerData, configuration, tags, name, id, description",
-        ],
-    ),
-    (
-        &["unknown-resource-key.json"],
-        &[
-            "unknown-resource-key.json:15:9: error: unknown key \"idFeild\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam",
-        ],
-    ),
-    (
-        &["unknown-event-key.json"],
-        &[
-            "unknown-event-key.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
-            "unknown-event-key.json:11:5: error: unknown key \"event.notification.callback.ur\"; event keys are: event.notification.enabled, event.notification.callback.url, event.notification.signature.key, event.notification.webhook.secret, event.notification.batch.size, event.poller.refresh_interval, event.poller.configuration, event.poller.urls",
-        ],
-    ),
-    (
-        &["toml-unknown-key.toml"],
-        &[
-            "toml-unknown-key.toml:18:1: error: unknown key \"pollDeley\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam",
-        ],
-    ),
-    (
-        &["batch-size.json"],
-        &[
-            "batch-size.json:12:38: error: event.notification.batch.size must be between 1 and 100, not 500",
-        ],
-    ),
-    (
-        &["refresh-interval.json"],
-        &[
-            "refresh-interval.json:12:38: error: event.poller.refresh_interval must be a number, not \"soon\"",
-        ],
-    ),
-    (
-        &["enabled-maybe.json"],
-        &[
-            "enabled-maybe.json:10:35: error: event.notification.enabled must be true or false, not \"maybe\"",
-        ],
-    ),
-    (
-        &["callback-ftp.json"],
-        &[
-            "callback-ftp.json:11:40: error: event.notification.callback.url must be an http:// or https:// URL, not ftp:",
-        ],
-    ),
-    (
-        &["callback-not-url.json"],
-        &[
-            "callback-not-url.json:11:40: error: event.notification.callback.url is not a valid URL: relative URL without a base",
-        ],
-    ),
-    (
-        &["missing-base-url.json"],
-        &["missing-base-url.json:4:20: error: missing configuration \"baseUrl\""],
-    ),
-    (
-        &["missing-private-key.json"],
-        &["missing-private-key.json:4:20: error: missing configuration \"private.key\""],
-    ),
-    (
-        &["missing-dates.json"],
-        &[
-            "missing-dates.json:13:19: error: resource \"contacts\" needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat",
-        ],
-    ),
-    (
-        &["missing-date-format.json"],
-        &[
-            "missing-date-format.json:15:31: error: datesConfiguration needs updatedDateField and updatedDateFormat",
-        ],
-    ),
-    (
-        &["embedded-bad-json.json"],
-        &[
-            "embedded-bad-json.json:12:35: error: event.poller.configuration holds a string that is not valid JSON: trailing comma at line 1 column 43",
-        ],
-    ),
-    (
-        &["webhook-secret-format.json"],
-        &[
-            "webhook-secret-format.json:12:42: error: event.notification.webhook.secret must be \"whsec_\" followed by base64 key bytes",
-        ],
-    ),
-    (
-        &["filter-both-spellings.json"],
-        &[
-            "filter-both-spellings.json:17:9: error: give filterByUpdatedDate or its old spelling filterByUpdateDate, not both",
-        ],
-    ),
-    (
-        &["page-size.json"],
-        &["page-size.json:16:21: error: pageSize must be between 1 and 1000, not 5000"],
-    ),
-    (
-        &["tags-not-array.json"],
-        &["tags-not-array.json:4:11: error: tags must be an array of strings, not a string"],
-    ),
-    (
-        &["http-auth-type.json"],
-        &[
-            "http-auth-type.json:6:13: error: auth \"type\" must be \"basic\" (user, password) or \"bearer\" (token)",
-        ],
-    ),
-    (
-        &["legacy-unknown-resource.json"],
-        &[
-            "legacy-unknown-resource.json:12:26: error: event.poller.urls line 2 names resource \"companies\", which event.poller.configuration does not define",
-        ],
-    ),
-    (
-        &["backfill-since.json"],
-        &[
-            "backfill-since.json:16:26: error: backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: premature end of input",
-        ],
-    ),
-    (
-        &["secret-in-number-field.json"],
-        &[
-            "secret-in-number-field.json:12:38: error: event.notification.batch.size must be a number, not \"***\"",
-        ],
-    ),
-    (
-        &["duplicate-a.json", "duplicate-b.json"],
-        &[
-            "duplicate-b.json:3:3: error: instance name \"Dup\" is already defined by tests/data/broken/duplicate-a.json; this file is ignored",
-        ],
-    ),
+    (&["bad-json.json"], &["bad-json.json:15:25: error: invalid JSON: key must be a string"]),
+    (&["bad-toml.toml"], &["bad-toml.toml:6:11: error: invalid TOML: string values must be quoted, expected literal string"]),
+    (&["empty.json"], &["empty.json:1:1: error: invalid JSON: EOF while parsing a value"]),
+    (&["top-level-array.json"], &["top-level-array.json:1:1: error: the instance must be an object, not an array"]),
+    (&["not-utf8.json"], &["not-utf8.json:1:1: error: file is not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 17"]),
+    (&["unknown-element.json"], &["unknown-element.json:2:22: error: unsupported element \"salesforce\"; supported elements: connectwisecrmrest, http"]),
+    (&["missing-callback.json"], &["missing-callback.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing"]),
+    (&["unclosed-template.json"], &["unclosed-template.json:14:16: error: invalid url template: unclosed \"${\": no \"}\" outside single quotes after \"${gmtDate:yyyy-MM-dd\" (at byte 38 of the URL template)"]),
+    (&["missing-secret-file.json"], &["missing-secret-file.json:8:20: error: cannot read secret file /nonexistent/pollerd/cw-private: No such file or directory (os error 2)"]),
+    (&["env-secret-unset.json"], &["env-secret-unset.json:8:20: error: environment variable POLLERD_TEST_UNSET_VARIABLE (from ${env:POLLERD_TEST_UNSET_VARIABLE}) is not set"]),
+    (&["credential-bad-name.json"], &["credential-bad-name.json:8:20: error: invalid credential name \"../../etc/shadow\""]),
+    (&["unknown-top-key.json"], &[
+        "unknown-top-key.json:1:1: error: missing \"element\": write \"element\": {\"key\": \"connectwisecrmrest\"}",
+        "unknown-top-key.json:2:3: error: unknown key \"elemnt\" in the instance; expected one of: element, providerData, configuration, tags, name, id, description",
+    ]),
+    (&["unknown-resource-key.json"], &["unknown-resource-key.json:15:9: error: unknown key \"idFeild\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam"]),
+    (&["unknown-event-key.json"], &[
+        "unknown-event-key.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
+        "unknown-event-key.json:11:5: error: unknown key \"event.notification.callback.ur\"; event keys are: event.notification.enabled, event.notification.callback.url, event.notification.signature.key, event.notification.webhook.secret, event.notification.batch.size, event.poller.refresh_interval, event.poller.configuration, event.poller.urls",
+    ]),
+    (&["toml-unknown-key.toml"], &["toml-unknown-key.toml:18:1: error: unknown key \"pollDeley\" in resource \"contacts\"; expected one of: url, idField, datesConfiguration, pageSize, pollDelay, createdCheckTolerance, filterByUpdatedDate, filterByUpdateDate, filterByCurrentDate, updatedDateTimezone, paging, backfillSince, itemsPath, nextPageField, nextPageParam, pageParam"]),
+    (&["batch-size.json"], &["batch-size.json:12:38: error: event.notification.batch.size must be between 1 and 100, not 500"]),
+    (&["refresh-interval.json"], &["refresh-interval.json:12:38: error: event.poller.refresh_interval must be a number, not \"soon\""]),
+    (&["enabled-maybe.json"], &["enabled-maybe.json:10:35: error: event.notification.enabled must be true or false, not \"maybe\""]),
+    (&["callback-ftp.json"], &["callback-ftp.json:11:40: error: event.notification.callback.url must be an http:// or https:// URL, not ftp:"]),
+    (&["callback-not-url.json"], &["callback-not-url.json:11:40: error: event.notification.callback.url is not a valid URL: relative URL without a base"]),
+    (&["missing-base-url.json"], &["missing-base-url.json:4:20: error: missing configuration \"baseUrl\""]),
+    (&["missing-private-key.json"], &["missing-private-key.json:4:20: error: missing configuration \"private.key\""]),
+    (&["missing-dates.json"], &["missing-dates.json:13:19: error: resource \"contacts\" needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat"]),
+    (&["missing-date-format.json"], &["missing-date-format.json:15:31: error: datesConfiguration needs updatedDateField and updatedDateFormat"]),
+    (&["embedded-bad-json.json"], &["embedded-bad-json.json:12:35: error: event.poller.configuration holds a string that is not valid JSON: trailing comma at line 1 column 43"]),
+    (&["webhook-secret-format.json"], &["webhook-secret-format.json:12:42: error: event.notification.webhook.secret must be \"whsec_\" followed by base64 key bytes"]),
+    (&["filter-both-spellings.json"], &["filter-both-spellings.json:17:9: error: give filterByUpdatedDate or its old spelling filterByUpdateDate, not both"]),
+    (&["page-size.json"], &["page-size.json:16:21: error: pageSize must be between 1 and 1000, not 5000"]),
+    (&["tags-not-array.json"], &["tags-not-array.json:4:11: error: tags must be an array of strings, not a string"]),
+    (&["http-auth-type.json"], &["http-auth-type.json:6:13: error: auth \"type\" must be \"basic\" (user, password) or \"bearer\" (token)"]),
+    (&["legacy-unknown-resource.json"], &["legacy-unknown-resource.json:12:26: error: event.poller.urls line 2 names resource \"companies\", which event.poller.configuration does not define"]),
+    (&["backfill-since.json"], &["backfill-since.json:16:26: error: backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: premature end of input"]),
+    (&["secret-in-number-field.json"], &["secret-in-number-field.json:12:38: error: event.notification.batch.size must be a number, not \"***\""]),
+    (&["duplicate-a.json", "duplicate-b.json"], &["duplicate-b.json:3:3: error: instance name \"Dup\" is already defined by tests/data/broken/duplicate-a.json; this file is ignored"]),
+    (&["bad-pattern-letter.json"], &["bad-pattern-letter.json:18:32: error: invalid date format: unsupported pattern letter 'Q' at position 23 of \"yyyy-MM-dd'T'HH:mm:ss.QQQ\""]),
+    (&["unknown-zone.json"], &["unknown-zone.json:16:32: error: unknown time zone \"Mars/Base\": use an IANA name like America/Denver, GMT/UTC, or an offset like -08:00"]),
+    (&["many-errors.json"], &[
+        "many-errors.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
+        "many-errors.json:11:38: error: event.notification.batch.size must be between 1 and 100, not 0",
+        "many-errors.json:15:20: error: idField must not be empty",
+        "many-errors.json:16:125: error: unknown time zone \"Nowhere/Zone\": use an IANA name like America/Denver, GMT/UTC, or an offset like -08:00",
+    ]),
 ];
 
 #[test]
@@ -388,6 +245,55 @@ fn check_without_files_reads_the_instances_directory_and_skips_leftovers() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn credential_references_are_warned_about_outside_systemd_and_read_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("pollerd.toml");
+    std::fs::write(&settings, "").unwrap();
+    let valid = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid-base.json"),
+    )
+    .unwrap();
+    let file = dir.path().join("cred.json");
+    std::fs::write(
+        &file,
+        valid.replace("${env:CW_PRIVATE}", "${credential:cw-private}"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = pollerd(&settings, &["check", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("warning: ${credential:cw-private} not verified"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Under systemd the directory is set: a missing credential is an error, a present one loads.
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let run = |creds: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_pollerd"))
+            .args(["--config", settings.to_str().unwrap(), "check", file])
+            .env("CW_PUBLIC", PUBLIC)
+            .env("CREDENTIALS_DIRECTORY", creds)
+            .output()
+            .unwrap()
+    };
+    let out = run(&creds);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(":8:20: error: cannot read credential cw-private at "),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(creds.join("cw-private"), format!("{PRIVATE}\n")).unwrap();
+    let out = run(&creds);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(PRIVATE));
 }
 
 #[test]

@@ -214,9 +214,13 @@ fn secret_references_resolve_and_never_print() {
         &path,
         &SecretSources {
             credentials_dir: Some(dir.path().to_path_buf()),
+            unverified_credentials_ok: false,
         },
     );
-    let spec = loaded.spec.clone().unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics));
+    let spec = loaded
+        .spec
+        .clone()
+        .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics));
     let ElementSpec::ConnectWise(cw) = &spec.element else {
         panic!()
     };

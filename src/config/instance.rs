@@ -122,14 +122,17 @@ pub fn validate(
     embed_poller_configuration(&mut doc, &mut early);
     let literal_secrets = literal_secret_keys(&doc.value);
     let mut literal_values: Vec<String> = literal_secrets.iter().map(|(_, v)| v.clone()).collect();
-    let (resolved, secret_errors) = resolve_references(&mut doc.value, sources);
-    literal_values.extend(resolved);
+    let resolution = resolve_references(&mut doc.value, sources);
+    literal_values.extend(resolution.values);
 
     let mut cx = Ctx::new(&doc);
     cx.secrets = literal_values;
     cx.diags.extend(early.items);
-    for (pointer, message) in secret_errors {
+    for (pointer, message) in resolution.errors {
         cx.error(&pointer, message);
+    }
+    for message in resolution.warnings {
+        cx.warning(message);
     }
     if readable_by_others {
         for (key, _) in &literal_secrets {

@@ -372,7 +372,7 @@ fn date_field(
 
 pub fn date_pattern(cx: &mut Ctx, pointer: &str, s: &str) -> Option<DatePattern> {
     DatePattern::compile(s)
-        .map_err(|e| cx.error(pointer, format!("invalid date format {s:?}: {e}")))
+        .map_err(|e| cx.error(pointer, format!("invalid date format: {e}")))
         .ok()
 }
 
@@ -384,12 +384,7 @@ pub fn time_zone(cx: &mut Ctx, pointer: &str, s: &str) -> Option<Zone> {
 
 fn template(cx: &mut Ctx, pointer: &str, s: &str) -> Option<UrlTemplate> {
     UrlTemplate::parse(s)
-        .map_err(|e| {
-            cx.error(
-                pointer,
-                format!("invalid url template at character {}: {e}", e.offset + 1),
-            )
-        })
+        .map_err(|e| cx.error(pointer, format!("invalid url template: {e}")))
         .ok()
 }
 

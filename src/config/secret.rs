@@ -40,12 +40,16 @@ impl fmt::Display for Secret {
 pub struct SecretSources {
     /// systemd's `$CREDENTIALS_DIRECTORY` (from `LoadCredential=`).
     pub credentials_dir: Option<PathBuf>,
+    /// `pollerd check` run from a shell has no credentials directory: credential references
+    /// are then warned about as unverified instead of failing the file.
+    pub unverified_credentials_ok: bool,
 }
 
 impl SecretSources {
     pub fn from_env() -> Self {
         SecretSources {
             credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            unverified_credentials_ok: false,
         }
     }
 }
@@ -79,7 +83,7 @@ impl<'a> SecretRef<'a> {
             SecretRef::File(path) => read_secret_file(Path::new(path))
                 .map_err(|e| format!("cannot read secret file {path}: {e}")),
             SecretRef::Credential(name) => {
-                if name.is_empty() || name.contains('/') {
+                if !valid_credential_name(name) {
                     return Err(format!("invalid credential name {name:?}"));
                 }
                 let dir = sources.credentials_dir.as_ref().ok_or_else(|| {
@@ -96,57 +100,68 @@ impl<'a> SecretRef<'a> {
     }
 }
 
+/// systemd credential names are plain file names.
+fn valid_credential_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
+}
+
 fn read_secret_file(path: &Path) -> std::io::Result<String> {
     let text = std::fs::read_to_string(path)?;
     // Files written with `echo` end in a newline that is not part of the secret.
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Replaces every string value that is a secret reference by the value it names.
-/// Returns the resolved values (for redaction) and the errors as (pointer, message).
-pub fn resolve_references(
-    value: &mut Value,
-    sources: &SecretSources,
-) -> (Vec<String>, Vec<(String, String)>) {
-    let mut resolved = Vec::new();
-    let mut errors = Vec::new();
-    walk(value, "", sources, &mut resolved, &mut errors);
-    (resolved, errors)
+/// What resolving the references of one document gave.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// The loaded values, so messages can be redacted.
+    pub values: Vec<String>,
+    /// (JSON pointer, message)
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<String>,
 }
 
-fn walk(
-    value: &mut Value,
-    pointer: &str,
-    sources: &SecretSources,
-    resolved: &mut Vec<String>,
-    errors: &mut Vec<(String, String)>,
-) {
+/// Replaces every string value that is a secret reference by the value it names.
+pub fn resolve_references(value: &mut Value, sources: &SecretSources) -> Resolution {
+    let mut out = Resolution::default();
+    walk(value, "", sources, &mut out);
+    out
+}
+
+fn walk(value: &mut Value, pointer: &str, sources: &SecretSources, out: &mut Resolution) {
     match value {
         Value::String(s) => {
-            if let Some(r) = SecretRef::parse(s) {
-                match r.resolve(sources) {
-                    Ok(v) => {
-                        resolved.push(v.clone());
-                        *s = v;
-                    }
-                    Err(e) => errors.push((pointer.to_string(), e)),
+            let Some(r) = SecretRef::parse(s) else {
+                return;
+            };
+            if let SecretRef::Credential(name) = r {
+                if sources.credentials_dir.is_none()
+                    && sources.unverified_credentials_ok
+                    && valid_credential_name(name)
+                {
+                    out.warnings.push(format!(
+                        "${{credential:{name}}} not verified: $CREDENTIALS_DIRECTORY is unset outside systemd"
+                    ));
+                    *s = format!("unverified-credential-{name}");
+                    return;
                 }
+            }
+            match r.resolve(sources) {
+                Ok(v) => {
+                    out.values.push(v.clone());
+                    *s = v;
+                }
+                Err(e) => out.errors.push((pointer.to_string(), e)),
             }
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                walk(v, &child_pointer(pointer, k), sources, resolved, errors);
+                walk(v, &child_pointer(pointer, k), sources, out);
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                walk(
-                    v,
-                    &child_pointer(pointer, &i.to_string()),
-                    sources,
-                    resolved,
-                    errors,
-                );
+                walk(v, &child_pointer(pointer, &i.to_string()), sources, out);
             }
         }
         _ => {}
@@ -185,12 +200,13 @@ mod tests {
         std::fs::write(dir.path().join("cw-private"), "s3cr3t\n").unwrap();
         let sources = SecretSources {
             credentials_dir: Some(dir.path().to_path_buf()),
+            unverified_credentials_ok: false,
         };
         let file = format!("${{file:{}}}", dir.path().join("cw-private").display());
         let mut v = serde_json::json!({"a": "${credential:cw-private}", "b": [file]});
-        let (resolved, errors) = resolve_references(&mut v, &sources);
-        assert!(errors.is_empty(), "{errors:?}");
+        let r = resolve_references(&mut v, &sources);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(v, serde_json::json!({"a": "s3cr3t", "b": ["s3cr3t"]}));
-        assert_eq!(resolved.len(), 2);
+        assert_eq!(r.values.len(), 2);
     }
 }
