@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use diagnostics::{Diagnostic, Severity};
+pub use fields::kind as json_kind;
 pub use instance::{LoadedFile, load_instance_file};
 pub use secret::{Secret, SecretSources};
 pub use settings::{Environment, LogFormat, Settings};

@@ -1,0 +1,196 @@
+//! The one HTTP client every element shares, with a limit of concurrent requests per provider
+//! host and a pause for hosts that answered 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, RETRY_AFTER};
+use tokio::sync::Semaphore;
+
+use super::FetchError;
+use crate::http_headers::{is_json_media_type, next_link, parse_http_date, parse_retry_after};
+
+/// Shared by all pollers: keep-alive connections and per-host limits.
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    hosts: Arc<Mutex<HashMap<String, Arc<HostGate>>>>,
+    max_per_host: usize,
+}
+
+struct HostGate {
+    permits: Semaphore,
+    /// Set from a 429's Retry-After: no request to this host before then.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// What a provider answered, read in full.
+pub struct ProviderResponse {
+    pub status: reqwest::StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    /// For messages: scheme, host and path, never credentials.
+    pub shown_url: String,
+}
+
+impl ProviderResponse {
+    pub fn date(&self) -> Option<chrono::DateTime<Utc>> {
+        self.headers
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+    }
+
+    pub fn next_link(&self) -> Option<String> {
+        self.headers
+            .get(LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+    }
+
+    /// The body as JSON, refusing what is not labelled or shaped as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, FetchError> {
+        let content_type = self
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.is_empty() && !is_json_media_type(content_type) {
+            return Err(FetchError::NotJson {
+                url: self.shown_url.clone(),
+                content_type: content_type.to_string(),
+                snippet: snippet(&self.body),
+            });
+        }
+        serde_json::from_slice(&self.body).map_err(|e| FetchError::BadJson {
+            url: self.shown_url.clone(),
+            message: e.to_string(),
+            snippet: snippet(&self.body),
+        })
+    }
+}
+
+/// The start of a body, printable, for log lines.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if body.len() > 200 {
+        format!("{one_line}…")
+    } else {
+        one_line
+    }
+}
+
+/// Scheme, host, port and path of a URL: safe to print.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+impl ProviderClient {
+    pub fn new(timeout: Duration, max_per_host: usize) -> Result<ProviderClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(ProviderClient {
+            http,
+            hosts: Arc::default(),
+            max_per_host: max_per_host.max(1),
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn gate(&self, host: &str) -> Arc<HostGate> {
+        let mut hosts = self.hosts.lock().expect("host gates");
+        hosts
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                Arc::new(HostGate {
+                    permits: Semaphore::new(self.max_per_host),
+                    paused_until: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends within the host's limits and reads the whole answer. Non-2xx answers are errors
+    /// (`body_message` turns a provider's error body into text for the log).
+    pub async fn send(
+        &self,
+        request: reqwest::Request,
+        body_message: fn(&[u8]) -> Option<String>,
+    ) -> Result<ProviderResponse, FetchError> {
+        let shown = shown_url(request.url());
+        let host = request.url().host_str().unwrap_or("").to_string();
+        let gate = self.gate(&host);
+        let _permit = gate.permits.acquire().await.expect("never closed");
+        let paused = *gate.paused_until.lock().expect("pause");
+        if let Some(until) = paused {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| FetchError::Request {
+                url: shown.clone(),
+                timeout: e.is_timeout(),
+                message: error_chain(&e.without_url()),
+            })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| FetchError::Request {
+            url: shown.clone(),
+            timeout: e.is_timeout(),
+            message: error_chain(&e.without_url()),
+        })?;
+        if status.is_success() {
+            return Ok(ProviderResponse {
+                status,
+                headers,
+                body,
+                shown_url: shown,
+            });
+        }
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        if status.as_u16() == 429 {
+            let pause = retry_after.unwrap_or(Duration::from_secs(5));
+            *gate.paused_until.lock().expect("pause") = Some(Instant::now() + pause);
+        }
+        Err(FetchError::Status {
+            url: shown,
+            status: status.as_u16(),
+            message: body_message(&body).unwrap_or_else(|| snippet(&body)),
+            retry_after,
+        })
+    }
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in `source()`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

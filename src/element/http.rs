@@ -1,0 +1,138 @@
+//! The generic `http` element: any JSON REST API. Records are the body (an array) or the array at
+//! `itemsPath`; the next page comes from a `Link: rel="next"` header, a cursor field in the body
+//! (`nextPageField` → `nextPageParam`), or a page number (`pageParam`, with `pageSize`).
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::{Cursor, FetchError, Page, ProviderClient, id_text, join_url, same_origin};
+use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec, json_kind};
+
+#[derive(Clone)]
+pub struct HttpElement {
+    base_url: String,
+    /// Operator headers and auth, all marked sensitive so they never print.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for HttpElement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpElement")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sensitive(value: &str, what: &str) -> Result<HeaderValue, FetchError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| FetchError::Config(format!("{what} is not valid header text")))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl HttpElement {
+    pub fn new(spec: &HttpSpec) -> Result<HttpElement, FetchError> {
+        let mut headers = Vec::new();
+        for (name, value) in &spec.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| FetchError::Config(format!("invalid header name {name:?}")))?;
+            let value = sensitive(value.expose(), &format!("header {name}"))?;
+            headers.push((name, value));
+        }
+        match &spec.auth {
+            Some(HttpAuth::Basic { user, password }) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
+                headers.push((AUTHORIZATION, sensitive(&format!("Basic {encoded}"), "auth")?));
+            }
+            Some(HttpAuth::Bearer { token }) => {
+                headers.push((AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose()), "auth")?));
+            }
+            None => {}
+        }
+        Ok(HttpElement {
+            base_url: spec.base_url.clone(),
+            headers,
+        })
+    }
+
+    pub async fn fetch_page(
+        &self,
+        client: &ProviderClient,
+        resource: &ResourceSpec,
+        rendered_url: &str,
+        cursor: &Cursor,
+    ) -> Result<Page, FetchError> {
+        let first = join_url(&self.base_url, rendered_url)?;
+        let mut url = first.clone();
+        match (cursor, &resource.paging) {
+            (Cursor::Url(next), _) => {
+                url = join_url(&self.base_url, next)?;
+                if !same_origin(&first, &url) {
+                    return Err(FetchError::Config(format!(
+                        "refusing to follow a Link to another host: {}",
+                        url.host_str().unwrap_or("")
+                    )));
+                }
+            }
+            (Cursor::Token(token), Paging::Cursor { param, .. }) => {
+                url.query_pairs_mut().append_pair(param, token);
+            }
+            (Cursor::First | Cursor::Page(_), Paging::Page { param }) => {
+                let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
+                let mut q = url.query_pairs_mut();
+                q.append_pair(param, &n.to_string());
+                if let Some(size) = resource.page_size {
+                    q.append_pair("pageSize", &size.to_string());
+                }
+            }
+            _ => {}
+        }
+        let mut request = client.http().get(url).header(ACCEPT, "application/json");
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        let request = request.build().map_err(|e| FetchError::Config(e.to_string()))?;
+        let response = client.send(request, |_| None).await?;
+        let body = response.json()?;
+        let items = match &resource.items_path {
+            Some(path) => path.get(&body),
+            None => Some(&body),
+        };
+        let records = match items {
+            Some(Value::Array(records)) => records.clone(),
+            Some(other) => {
+                return Err(FetchError::Shape {
+                    url: response.shown_url.clone(),
+                    message: format!(
+                        "expected an array of records{}, got {}",
+                        resource.items_path.as_ref().map(|p| format!(" at {p}")).unwrap_or_default(),
+                        json_kind(other)
+                    ),
+                });
+            }
+            None => {
+                return Err(FetchError::Shape {
+                    url: response.shown_url.clone(),
+                    message: format!(
+                        "no {} in the body",
+                        resource.items_path.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                    ),
+                });
+            }
+        };
+        let next = match &resource.paging {
+            Paging::Cursor { field, .. } => field.get(&body).and_then(id_text).map(Cursor::Token),
+            Paging::Page { .. } => {
+                let full = resource.page_size.map_or(!records.is_empty(), |s| records.len() as u32 >= s);
+                let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
+                full.then_some(Cursor::Page(n + 1))
+            }
+            _ => response.next_link().map(Cursor::Url),
+        };
+        Ok(Page {
+            records,
+            next,
+            provider_date: response.date(),
+        })
+    }
+}
