@@ -1,1 +1,156 @@
 //! Hub URLs (`/hubs/crm/contacts`) → native ConnectWise endpoints.
+//!
+//! Cloud Elements instances name their resources with normalised "hub" URLs; ConnectWise has its
+//! own paths. [`native_request`] maps the path, keeps anything after the object segment
+//! (`/hubs/crm/contacts/42` → `/company/contacts/42`), splits the query into decoded pairs and
+//! replaces a CEQL `where` parameter with ConnectWise `conditions`
+//! (see [`super::ceql::where_to_conditions`]). A path that is not under `/hubs/` is already a
+//! native ConnectWise path and is kept as is.
+
+use super::ceql::{CeqlError, where_to_conditions};
+
+/// Hub object names and the ConnectWise endpoints they stand for.
+const HUB_OBJECTS: [(&str, &str); 8] = [
+    ("contacts", "/company/contacts"),
+    ("organizations", "/company/companies"),
+    ("accounts", "/company/companies"),
+    ("incidents", "/service/tickets"),
+    ("opportunities", "/sales/opportunities"),
+    ("activities", "/sales/activities"),
+    ("time-entries", "/time/entries"),
+    ("configurations", "/company/configurations"),
+];
+
+/// A request for the ConnectWise API: a path relative to the instance's `baseUrl` and the
+/// query parameters, decoded, in their original order (the HTTP client encodes them again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeRequest {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+}
+
+/// Why a resource URL cannot be turned into a ConnectWise request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error(
+        "unknown hub object '{object}' in '{url}'; supported: {}",
+        supported_objects()
+    )]
+    UnknownObject { url: String, object: String },
+    #[error(
+        "hub URL '{url}' names no object; expected /hubs/<hub>/<object>, objects: {}",
+        supported_objects()
+    )]
+    MissingObject { url: String },
+    #[error("in the 'where' parameter of '{url}': {source}")]
+    Where {
+        url: String,
+        #[source]
+        source: CeqlError,
+    },
+}
+
+fn supported_objects() -> String {
+    HUB_OBJECTS
+        .iter()
+        .map(|(object, _)| *object)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ConnectWise path of a hub object (`contacts` → `/company/contacts`).
+pub fn native_path_for(hub_object: &str) -> Option<&'static str> {
+    HUB_OBJECTS
+        .iter()
+        .find(|(object, _)| *object == hub_object)
+        .map(|(_, path)| *path)
+}
+
+/// Turns a rendered resource URL (path and query, relative to `baseUrl`) into a ConnectWise
+/// request.
+///
+/// Query values are percent-decoded when they hold valid `%XX` escapes that decode to UTF-8;
+/// otherwise they are taken as raw text, since rendered URLs usually hold `'`, `>` and spaces
+/// unencoded (and a `like '%ab%'` pattern must survive). `+` is kept as `+` (rendered dates
+/// carry offsets like `+02:00`); a literal `&` inside a value must be written `%26`.
+pub fn native_request(rendered_url: &str) -> Result<NativeRequest, HubError> {
+    let (raw_path, raw_query) = match rendered_url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rendered_url, None),
+    };
+    let path = native_path(rendered_url, raw_path)?;
+    let mut query = Vec::new();
+    for pair in raw_query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (decode_component(name), decode_component(value));
+        if name == "where" {
+            let conditions = where_to_conditions(&value).map_err(|source| HubError::Where {
+                url: rendered_url.to_string(),
+                source,
+            })?;
+            query.push(("conditions".to_string(), conditions));
+        } else {
+            query.push((name, value));
+        }
+    }
+    Ok(NativeRequest { path, query })
+}
+
+fn native_path(url: &str, raw_path: &str) -> Result<String, HubError> {
+    let Some(after_hubs) = raw_path.strip_prefix("/hubs/") else {
+        return Ok(raw_path.to_string());
+    };
+    // after_hubs = "<hub>/<object>[/rest]"
+    let mut segments = after_hubs.splitn(3, '/');
+    let _hub = segments.next();
+    let object = segments.next().filter(|object| !object.is_empty());
+    let Some(object) = object else {
+        return Err(HubError::MissingObject {
+            url: url.to_string(),
+        });
+    };
+    let Some(native) = native_path_for(object) else {
+        return Err(HubError::UnknownObject {
+            url: url.to_string(),
+            object: object.to_string(),
+        });
+    };
+    Ok(match segments.next() {
+        Some(rest) if !rest.is_empty() => format!("{native}/{rest}"),
+        _ => native.to_string(),
+    })
+}
+
+/// Percent-decodes `text` when every `%` starts a valid escape and the result is UTF-8;
+/// otherwise returns it unchanged.
+fn decode_component(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|pair| std::str::from_utf8(pair).ok());
+            match hex.and_then(|pair| u8::from_str_radix(pair, 16).ok()) {
+                Some(byte) => {
+                    decoded.push(byte);
+                    i += 3;
+                    continue;
+                }
+                None => return text.to_string(),
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| text.to_string())
+}
