@@ -1,1 +1,221 @@
 //! Durable state behind a small trait: watermarks, seen ids, outbox, dead letters.
+//!
+//! The poller hands each fetched page to [`Store::commit`] as one [`PageCommit`]; delivery
+//! walks the per-resource outbox queues ([`Store::queues`], [`Store::outbox_head`]) and
+//! acknowledges, reschedules or dead-letters their heads. [`SledStore`] is the engine;
+//! nothing outside `store/sled.rs` sees a sled type, so another engine can replace it.
+
+mod codec;
+mod sled;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+pub use self::sled::SledStore;
+
+/// Longest error text kept with an outbox entry or a dead letter, in bytes.
+pub const ERROR_SNIPPET_MAX_BYTES: usize = 512;
+
+/// Which instance and resource a piece of state belongs to (names, never file contents).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub instance: String,
+    pub resource: String,
+}
+
+impl ResourceKey {
+    pub fn new(instance: impl Into<String>, resource: impl Into<String>) -> ResourceKey {
+        ResourceKey {
+            instance: instance.into(),
+            resource: resource.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.instance, self.resource)
+    }
+}
+
+/// A notification to append to a resource's outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewNotification {
+    pub event_id: String,
+    /// The exact JSON bytes that will be POSTed; stored as-is.
+    pub body: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one fetched page changes; lands atomically and durably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageCommit {
+    pub key: ResourceKey,
+    /// Appended to the tail of the key's queue, in order.
+    pub notifications: Vec<NewNotification>,
+    /// Object id → updated date now emitted.
+    pub seen: Vec<(String, DateTime<Utc>)>,
+    /// Set when `Some`.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Drop seen entries with a date before this (applied after `seen`).
+    pub prune_seen_before: Option<DateTime<Utc>>,
+}
+
+impl PageCommit {
+    /// An empty commit for `key`; fill in the fields that apply.
+    pub fn new(key: ResourceKey) -> PageCommit {
+        PageCommit {
+            key,
+            notifications: Vec::new(),
+            seen: Vec::new(),
+            watermark: None,
+            prune_seen_before: None,
+        }
+    }
+}
+
+/// A queued notification as delivery sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub key: ResourceKey,
+    /// Position in the queue: larger means created later.
+    pub seq: u64,
+    pub event_id: String,
+    pub body: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// A notification that delivery gave up on, kept until replayed or dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Stable handle for replay/drop: the event id (suffixed with the queue position in the
+    /// unlikely case that id is already dead-lettered).
+    pub id: String,
+    pub key: ResourceKey,
+    pub event_id: String,
+    pub body: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    /// At most [`ERROR_SNIPPET_MAX_BYTES`] bytes.
+    pub last_error: String,
+    pub dead_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub outbox_depth: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the store at {}: it is locked by another open store, is another pollerd running?",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    /// The engine failed while doing `action` (which names the resource where there is one).
+    #[error("store: cannot {action}: {reason}")]
+    Engine { action: String, reason: String },
+    #[error("store: cannot {action}: a stored value is unreadable ({reason})")]
+    Corrupt { action: String, reason: String },
+    #[error("store: {key} has no outbox entry {seq} (already acknowledged or dead-lettered?)")]
+    NotInOutbox { key: ResourceKey, seq: u64 },
+    #[error("store: refusing a commit for {key}: {reason}")]
+    InvalidCommit { key: ResourceKey, reason: String },
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn watermark(&self, key: &ResourceKey) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Every resource with a watermark, ordered by key.
+    fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError>;
+    /// The seen date of each id, in the order asked.
+    fn seen_dates(
+        &self,
+        key: &ResourceKey,
+        object_ids: &[&str],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
+    /// Atomic: notifications + seen + watermark + pruning land together or not at all, and are
+    /// DURABLE (flushed to disk) when this returns Ok — delivery may send them right after.
+    fn commit(&self, commit: PageCommit) -> Result<(), StoreError>;
+    /// Keys with a non-empty outbox, ordered.
+    fn queues(&self) -> Result<Vec<ResourceKey>, StoreError>;
+    fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError>;
+    fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError>;
+    /// Removes an entry after a 2xx (not flushed: a lost ack only means a re-send).
+    /// Acknowledging an entry that is already gone is not an error.
+    fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError>;
+    /// Records a failed attempt; `error` is cut to [`ERROR_SNIPPET_MAX_BYTES`].
+    fn record_failure(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Atomically moves an outbox entry to the dead letters.
+    fn dead_letter(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// All dead letters, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Back to the TAIL of its queue, same event_id, attempts reset. False when no such id.
+    fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
+    /// False when no such id.
+    fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
+    /// O(1): served from counters.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Drops watermark + seen (not the outbox) — for tests/ops.
+    fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError>;
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Number of seen entries kept for `key` (scans; for tests and diagnostics).
+    #[doc(hidden)]
+    fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError>;
+}
+
+/// Cuts `text` to at most `max_bytes`, on a character boundary.
+pub(crate) fn truncate_to_bytes(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_to_bytes("abc", 512), "abc");
+        assert_eq!(truncate_to_bytes("abcdef", 4), "abcd");
+        // "é" is two bytes: cutting at 3 would split the second one.
+        assert_eq!(truncate_to_bytes("éé", 3), "é");
+    }
+
+    #[test]
+    fn resource_key_displays_as_instance_slash_resource() {
+        assert_eq!(
+            ResourceKey::new("cw-prod", "contacts").to_string(),
+            "cw-prod/contacts"
+        );
+    }
+}
