@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc2822(value.trim()).ok().map(|d| d.to_utc())
+    DateTime::parse_from_rfc2822(value.trim())
+        .ok()
+        .map(|d| d.to_utc())
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to `now`. A date in the past is zero.
@@ -31,7 +33,9 @@ pub fn next_link(value: &str) -> Option<String> {
             let Some(rel) = p.strip_prefix("rel=") else {
                 return false;
             };
-            rel.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))
+            rel.trim_matches('"')
+                .split_whitespace()
+                .any(|r| r.eq_ignore_ascii_case("next"))
         });
         if is_next {
             return Some(url.to_string());
@@ -43,7 +47,12 @@ pub fn next_link(value: &str) -> Option<String> {
 /// `application/json`, or any `*/*+json` (ConnectWise labels bodies
 /// `application/vnd.connectwise.com+json; version=…`).
 pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
 }
 
@@ -53,13 +62,18 @@ mod tests {
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
         assert_eq!(
             parse_retry_after("Thu, 01 Jan 2026 00:00:10 GMT", now),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(parse_retry_after("Wed, 31 Dec 2025 00:00:10 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 00:00:10 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -73,7 +87,9 @@ mod tests {
     #[test]
     fn json_media_types() {
         assert!(is_json_media_type("application/json; charset=utf-8"));
-        assert!(is_json_media_type("application/vnd.connectwise.com+json; version=2022.1"));
+        assert!(is_json_media_type(
+            "application/vnd.connectwise.com+json; version=2022.1"
+        ));
         assert!(!is_json_media_type("text/html; charset=utf-8"));
         assert!(!is_json_media_type("text/plain"));
     }

@@ -9,6 +9,7 @@ pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_headers;
+pub mod poller;
 pub mod sim;
 pub mod store;
 pub mod template;

@@ -85,6 +85,8 @@ const CASES: &[(&[&str], &[&str])] = &[
     (&["duplicate-a.json", "duplicate-b.json"], &["duplicate-b.json:3:3: error: instance name \"Dup\" is already defined by tests/data/broken/duplicate-a.json; this file is ignored"]),
     (&["bad-pattern-letter.json"], &["bad-pattern-letter.json:18:32: error: invalid date format: unsupported pattern letter 'Q' at position 23 of \"yyyy-MM-dd'T'HH:mm:ss.QQQ\""]),
     (&["unknown-zone.json"], &["unknown-zone.json:16:32: error: unknown time zone \"Mars/Base\": use an IANA name like America/Denver, GMT/UTC, or an offset like -08:00"]),
+    (&["unknown-hub-object.json"], &["unknown-hub-object.json:14:16: error: unknown hub object 'widgets' in '/hubs/crm/widgets?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}''; supported: contacts, organizations, accounts, incidents, opportunities, activities, time-entries, configurations"]),
+    (&["bad-where.json"], &["bad-where.json:14:16: error: in the 'where' parameter of '/hubs/crm/contacts?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}': invalid where clause at byte 12: unterminated string: no closing '"]),
     (&["many-errors.json"], &[
         "many-errors.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
         "many-errors.json:11:38: error: event.notification.batch.size must be between 1 and 100, not 0",

@@ -107,7 +107,8 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
     let url = match obj.get("url") {
         Some(v) => cx
             .required_string(&at("url"), "url", v)
-            .and_then(|u| template(cx, &at("url"), &u)),
+            .and_then(|u| template(cx, &at("url"), &u))
+            .filter(|t| !connectwise || connectwise_url(cx, &at("url"), t)),
         None => {
             cx.error(&p, format!("{what} needs a \"url\""));
             None
@@ -386,6 +387,20 @@ fn template(cx: &mut Ctx, pointer: &str, s: &str) -> Option<UrlTemplate> {
     UrlTemplate::parse(s)
         .map_err(|e| cx.error(pointer, format!("invalid url template: {e}")))
         .ok()
+}
+
+/// A ConnectWise resource URL must map to an endpoint and its `where` must translate; both are
+/// checked now, with any instant, rather than on the first poll.
+fn connectwise_url(cx: &mut Ctx, pointer: &str, t: &UrlTemplate) -> bool {
+    let rendered = t.render(chrono::DateTime::UNIX_EPOCH);
+    match crate::element::connectwise::hubs::native_request(&rendered) {
+        Ok(_) => true,
+        Err(e) => {
+            // Name the URL as the operator wrote it, not as rendered for the check.
+            cx.error(pointer, e.to_string().replace(&rendered, t.source()));
+            false
+        }
+    }
 }
 
 fn field_path(cx: &mut Ctx, pointer: &str, s: &str) -> Option<FieldPath> {

@@ -25,7 +25,8 @@ impl std::fmt::Debug for HttpElement {
 }
 
 fn sensitive(value: &str, what: &str) -> Result<HeaderValue, FetchError> {
-    let mut v = HeaderValue::from_str(value).map_err(|_| FetchError::Config(format!("{what} is not valid header text")))?;
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| FetchError::Config(format!("{what} is not valid header text")))?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -41,11 +42,18 @@ impl HttpElement {
         }
         match &spec.auth {
             Some(HttpAuth::Basic { user, password }) => {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
-                headers.push((AUTHORIZATION, sensitive(&format!("Basic {encoded}"), "auth")?));
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose()));
+                headers.push((
+                    AUTHORIZATION,
+                    sensitive(&format!("Basic {encoded}"), "auth")?,
+                ));
             }
             Some(HttpAuth::Bearer { token }) => {
-                headers.push((AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose()), "auth")?));
+                headers.push((
+                    AUTHORIZATION,
+                    sensitive(&format!("Bearer {}", token.expose()), "auth")?,
+                ));
             }
             None => {}
         }
@@ -91,7 +99,9 @@ impl HttpElement {
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
         }
-        let request = request.build().map_err(|e| FetchError::Config(e.to_string()))?;
+        let request = request
+            .build()
+            .map_err(|e| FetchError::Config(e.to_string()))?;
         let response = client.send(request, |_| None).await?;
         let body = response.json()?;
         let items = match &resource.items_path {
@@ -105,7 +115,11 @@ impl HttpElement {
                     url: response.shown_url.clone(),
                     message: format!(
                         "expected an array of records{}, got {}",
-                        resource.items_path.as_ref().map(|p| format!(" at {p}")).unwrap_or_default(),
+                        resource
+                            .items_path
+                            .as_ref()
+                            .map(|p| format!(" at {p}"))
+                            .unwrap_or_default(),
                         json_kind(other)
                     ),
                 });
@@ -115,7 +129,11 @@ impl HttpElement {
                     url: response.shown_url.clone(),
                     message: format!(
                         "no {} in the body",
-                        resource.items_path.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                        resource
+                            .items_path
+                            .as_ref()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default()
                     ),
                 });
             }
@@ -123,7 +141,9 @@ impl HttpElement {
         let next = match &resource.paging {
             Paging::Cursor { field, .. } => field.get(&body).and_then(id_text).map(Cursor::Token),
             Paging::Page { .. } => {
-                let full = resource.page_size.map_or(!records.is_empty(), |s| records.len() as u32 >= s);
+                let full = resource
+                    .page_size
+                    .map_or(!records.is_empty(), |s| records.len() as u32 >= s);
                 let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
                 full.then_some(Cursor::Page(n + 1))
             }

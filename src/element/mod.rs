@@ -95,7 +95,9 @@ pub enum Element {
 impl Element {
     pub fn new(spec: &ElementSpec) -> Result<Element, FetchError> {
         match spec {
-            ElementSpec::ConnectWise(c) => Ok(Element::ConnectWise(connectwise::ConnectWise::new(c)?)),
+            ElementSpec::ConnectWise(c) => {
+                Ok(Element::ConnectWise(connectwise::ConnectWise::new(c)?))
+            }
             ElementSpec::Http(h) => Ok(Element::Http(http::HttpElement::new(h)?)),
         }
     }
@@ -118,15 +120,23 @@ impl Element {
 /// (`…/apis/3.0` + `/company/contacts`).
 pub fn join_url(base: &str, path: &str) -> Result<reqwest::Url, FetchError> {
     if path.starts_with("http://") || path.starts_with("https://") {
-        return reqwest::Url::parse(path).map_err(|e| FetchError::Config(format!("invalid URL {path:?}: {e}")));
+        return reqwest::Url::parse(path)
+            .map_err(|e| FetchError::Config(format!("invalid URL {path:?}: {e}")));
     }
-    let joined = format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'));
-    reqwest::Url::parse(&joined).map_err(|e| FetchError::Config(format!("invalid URL {joined:?}: {e}")))
+    let joined = format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    reqwest::Url::parse(&joined)
+        .map_err(|e| FetchError::Config(format!("invalid URL {joined:?}: {e}")))
 }
 
 /// A `Link` URL must stay on the host the credentials are for.
 pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
-    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// The id of a record as text (ids are numbers in ConnectWise, strings elsewhere).

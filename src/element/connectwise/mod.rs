@@ -41,14 +41,18 @@ impl ConnectWise {
             spec.private_key.expose()
         );
         let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}"))
-            .map_err(|_| FetchError::Config("ConnectWise credentials are not valid header text".into()))?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+                FetchError::Config("ConnectWise credentials are not valid header text".into())
+            })?;
         authorization.set_sensitive(true);
         let client_id = spec
             .client_id
             .as_deref()
             .map(|c| {
-                HeaderValue::from_str(c).map_err(|_| FetchError::Config("connectwise.clientID is not valid header text".into()))
+                HeaderValue::from_str(c).map_err(|_| {
+                    FetchError::Config("connectwise.clientID is not valid header text".into())
+                })
             })
             .transpose()?;
         Ok(ConnectWise {
@@ -65,7 +69,10 @@ impl ConnectWise {
         rendered_url: &str,
         cursor: &Cursor,
     ) -> Result<Page, FetchError> {
-        let page_size = resource.page_size.unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE);
+        let page_size = resource
+            .page_size
+            .unwrap_or(MAX_PAGE_SIZE)
+            .min(MAX_PAGE_SIZE);
         let first = self.first_page_url(rendered_url)?;
         let url = match cursor {
             Cursor::Url(next) => {
@@ -110,14 +117,19 @@ impl ConnectWise {
         if resource.paging == Paging::Keyset {
             request = request.header("pagination-type", "forward-only");
         }
-        let request = request.build().map_err(|e| FetchError::Config(e.to_string()))?;
+        let request = request
+            .build()
+            .map_err(|e| FetchError::Config(e.to_string()))?;
         let response = client.send(request, error_message).await?;
         let records = match response.json()? {
             serde_json::Value::Array(records) => records,
             other => {
                 return Err(FetchError::Shape {
                     url: response.shown_url.clone(),
-                    message: format!("expected a JSON array of records, got {}", json_kind(&other)),
+                    message: format!(
+                        "expected a JSON array of records, got {}",
+                        json_kind(&other)
+                    ),
                 });
             }
         };
@@ -144,7 +156,8 @@ impl ConnectWise {
 
     /// The native endpoint with the translated query, before paging parameters.
     fn first_page_url(&self, rendered_url: &str) -> Result<reqwest::Url, FetchError> {
-        let native = hubs::native_request(rendered_url).map_err(|e| FetchError::Config(e.to_string()))?;
+        let native =
+            hubs::native_request(rendered_url).map_err(|e| FetchError::Config(e.to_string()))?;
         let mut url = join_url(&self.base_url, &native.path)?;
         if !native.query.is_empty() {
             url.query_pairs_mut().extend_pairs(native.query.iter());
@@ -166,7 +179,12 @@ fn error_message(body: &[u8]) -> Option<String> {
         }
         out.push_str(message);
     }
-    for e in v.get("errors").and_then(|e| e.as_array()).into_iter().flatten() {
+    for e in v
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+    {
         let message = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
         let field = e.get("field").and_then(|m| m.as_str()).unwrap_or("");
         out.push_str(&format!(" [{field}: {message}]"));

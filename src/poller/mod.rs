@@ -1,0 +1,331 @@
+//! One run of one resource: render the URL from the lower bound, fetch every page through the
+//! element, turn new or changed records into notifications, and commit each page atomically.
+//!
+//! Watermarks follow the provider's clock (the `Date` header of a run's first response), so a
+//! skewed provider loses nothing; a run that fails midway leaves the watermark where it was, and
+//! the seen set keeps its retry from emitting anything twice (SPEC §7).
+
+mod extract;
+pub mod notification;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub use extract::{Candidate, Skip};
+pub use notification::EventType;
+
+use crate::config::{InstanceSpec, ResourceSpec};
+use crate::element::{Cursor, Element, FetchError, ProviderClient};
+use crate::store::{NewNotification, PageCommit, ResourceKey, Store, StoreError};
+use notification::EventRecord;
+
+/// The overlap added below every lower bound: Date headers have whole seconds.
+pub const OVERLAP: Duration = Duration::from_secs(1);
+/// A run that pages this far is assumed to be looping.
+const MAX_PAGES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("instance {instance}, resource {resource}, page {page}: {source}")]
+    Fetch {
+        instance: String,
+        resource: String,
+        page: usize,
+        #[source]
+        source: FetchError,
+    },
+    #[error("instance {instance}, resource {resource}: {source}")]
+    Store {
+        instance: String,
+        resource: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "instance {instance}, resource {resource}: more than {MAX_PAGES} pages; is the provider repeating a page?"
+    )]
+    TooManyPages { instance: String, resource: String },
+}
+
+impl PollError {
+    /// A short class of the failure, for logging once per change of state.
+    pub fn class(&self) -> String {
+        match self {
+            PollError::Fetch { source, .. } => source.class(),
+            PollError::Store { .. } => "store".into(),
+            PollError::TooManyPages { .. } => "paging".into(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub pages: usize,
+    pub records: usize,
+    pub events: usize,
+    pub notifications: usize,
+    /// Records without an id or with an unusable date.
+    pub skipped: usize,
+    /// The watermark the run left.
+    pub watermark: Option<DateTime<Utc>>,
+    /// The resource's first run: it only set the watermark.
+    pub baseline: bool,
+}
+
+/// Where a run's results go: the store (daemon) or memory (`pollerd poll`).
+pub trait RunSink: Send {
+    fn seen_dates(
+        &mut self,
+        key: &ResourceKey,
+        ids: &[&str],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
+    fn commit(&mut self, commit: PageCommit)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Commits to the store; the fsync runs off the async threads.
+pub struct StoreSink(pub Arc<dyn Store>);
+
+impl RunSink for StoreSink {
+    fn seen_dates(
+        &mut self,
+        key: &ResourceKey,
+        ids: &[&str],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.0.seen_dates(key, ids)
+    }
+
+    async fn commit(&mut self, commit: PageCommit) -> Result<(), StoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || store.commit(commit))
+            .await
+            .expect("store commit task panicked")
+    }
+}
+
+/// Keeps everything in memory and touches no state: the dry run.
+#[derive(Default)]
+pub struct MemorySink {
+    seen: HashMap<String, DateTime<Utc>>,
+    pub notifications: Vec<NewNotification>,
+}
+
+impl RunSink for MemorySink {
+    fn seen_dates(
+        &mut self,
+        _: &ResourceKey,
+        ids: &[&str],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        Ok(ids.iter().map(|id| self.seen.get(*id).copied()).collect())
+    }
+
+    async fn commit(&mut self, commit: PageCommit) -> Result<(), StoreError> {
+        self.seen.extend(commit.seen);
+        self.notifications.extend(commit.notifications);
+        Ok(())
+    }
+}
+
+/// The lower bound of a run from a watermark (SPEC §7).
+pub fn lower_bound(watermark: DateTime<Utc>, resource: &ResourceSpec) -> DateTime<Utc> {
+    watermark - chrono::Duration::from_std(resource.poll_delay + OVERLAP).unwrap_or_default()
+}
+
+/// Runs one resource of one instance against the store.
+pub async fn run_resource(
+    client: &ProviderClient,
+    store: &Arc<dyn Store>,
+    instance: &InstanceSpec,
+    element: &Element,
+    resource: &ResourceSpec,
+) -> Result<RunReport, PollError> {
+    let key = ResourceKey::new(&instance.name, &resource.name);
+    let store_error = |source| PollError::Store {
+        instance: instance.name.clone(),
+        resource: resource.name.clone(),
+        source,
+    };
+    let watermark = store.watermark(&key).map_err(store_error)?;
+    let mut sink = StoreSink(store.clone());
+    let from = match (watermark, resource.backfill_since) {
+        (Some(w), _) => lower_bound(w, resource),
+        (None, Some(since)) => since,
+        (None, None) => return baseline(client, &mut sink, instance, element, resource).await,
+    };
+    scan(client, &mut sink, instance, element, resource, from).await
+}
+
+/// The first run of a resource: no backfill, so it only learns the provider's clock and sets
+/// the watermark there ("the time the resource was first enabled", in the provider's time).
+async fn baseline(
+    client: &ProviderClient,
+    sink: &mut impl RunSink,
+    instance: &InstanceSpec,
+    element: &Element,
+    resource: &ResourceSpec,
+) -> Result<RunReport, PollError> {
+    let started = Utc::now();
+    let url = resource.url.render(started);
+    let page = element
+        .fetch_page(client, resource, &url, &Cursor::First)
+        .await
+        .map_err(|source| PollError::Fetch {
+            instance: instance.name.clone(),
+            resource: resource.name.clone(),
+            page: 1,
+            source,
+        })?;
+    let watermark = page.provider_date.unwrap_or(started);
+    let mut commit = PageCommit::new(ResourceKey::new(&instance.name, &resource.name));
+    commit.watermark = Some(watermark);
+    sink.commit(commit)
+        .await
+        .map_err(|source| PollError::Store {
+            instance: instance.name.clone(),
+            resource: resource.name.clone(),
+            source,
+        })?;
+    Ok(RunReport {
+        pages: 1,
+        records: page.records.len(),
+        watermark: Some(watermark),
+        baseline: true,
+        ..RunReport::default()
+    })
+}
+
+/// Fetches every page from `from` on and commits what is new, page by page; sets the watermark
+/// only when every page was read.
+pub async fn scan(
+    client: &ProviderClient,
+    sink: &mut impl RunSink,
+    instance: &InstanceSpec,
+    element: &Element,
+    resource: &ResourceSpec,
+    from: DateTime<Utc>,
+) -> Result<RunReport, PollError> {
+    let key = ResourceKey::new(&instance.name, &resource.name);
+    let store_error = |source| PollError::Store {
+        instance: instance.name.clone(),
+        resource: resource.name.clone(),
+        source,
+    };
+    let batch_size = instance.notifications.as_ref().map_or(10, |n| n.batch_size);
+    let started = Utc::now();
+    let url = resource.url.render(from);
+    let mut report = RunReport::default();
+    let mut cursor = Cursor::First;
+    let mut provider_start: Option<DateTime<Utc>> = None;
+    loop {
+        report.pages += 1;
+        if report.pages > MAX_PAGES {
+            return Err(PollError::TooManyPages {
+                instance: instance.name.clone(),
+                resource: resource.name.clone(),
+            });
+        }
+        let page = element
+            .fetch_page(client, resource, &url, &cursor)
+            .await
+            .map_err(|source| PollError::Fetch {
+                instance: instance.name.clone(),
+                resource: resource.name.clone(),
+                page: report.pages,
+                source,
+            })?;
+        let run_start = *provider_start.get_or_insert(page.provider_date.unwrap_or(started));
+        report.records += page.records.len();
+
+        let mut fresh: Vec<Candidate> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        for (index, record) in page.records.iter().enumerate() {
+            let c = match extract::candidate(resource, index, record) {
+                Ok(c) => c,
+                Err(skip) => {
+                    report.skipped += 1;
+                    tracing::warn!(
+                        instance = %instance.name, resource = %resource.name,
+                        "skipped record {} of page {}: {skip}", index + 1, report.pages
+                    );
+                    continue;
+                }
+            };
+            if resource.filter_by_updated_date && c.updated <= from {
+                continue;
+            }
+            if resource.filter_by_current_date && c.updated > run_start {
+                continue; // the next run picks it up
+            }
+            // The same id twice in one page: keep the later version.
+            match position.get(&c.object_id) {
+                Some(&i) if fresh[i].updated >= c.updated => {}
+                Some(&i) => fresh[i] = c,
+                None => {
+                    position.insert(c.object_id.clone(), fresh.len());
+                    fresh.push(c);
+                }
+            }
+        }
+        let ids: Vec<&str> = fresh.iter().map(|c| c.object_id.as_str()).collect();
+        let seen = sink.seen_dates(&key, &ids).map_err(store_error)?;
+        let new: Vec<&Candidate> = fresh
+            .iter()
+            .zip(seen)
+            .filter(|(c, seen)| seen.is_none_or(|s| s < c.updated))
+            .map(|(c, _)| c)
+            .collect();
+
+        let mut commit = PageCommit::new(key.clone());
+        let created = Utc::now();
+        for batch in new.chunks(batch_size.max(1)) {
+            let events: Vec<EventRecord<'_>> = batch
+                .iter()
+                .map(|c| EventRecord {
+                    object_id: c.object_id.clone(),
+                    updated: c.updated,
+                    event_type: c.event_type,
+                    record: &page.records[c.index],
+                })
+                .collect();
+            let event_id = notification::event_id(&instance.name, &resource.name, &events);
+            let body = notification::envelope(
+                instance,
+                &resource.name,
+                &event_id,
+                &events,
+                started,
+                created,
+            );
+            commit.notifications.push(NewNotification {
+                event_id,
+                body,
+                created_at: created,
+            });
+            commit
+                .seen
+                .extend(batch.iter().map(|c| (c.object_id.clone(), c.updated)));
+        }
+        report.events += new.len();
+        report.notifications += commit.notifications.len();
+        if !commit.notifications.is_empty() {
+            sink.commit(commit).await.map_err(store_error)?;
+        }
+        match page.next {
+            Some(next) if !page.records.is_empty() => cursor = next,
+            _ => break,
+        }
+    }
+    let watermark = provider_start.unwrap_or(started);
+    let mut commit = PageCommit::new(key);
+    commit.watermark = Some(watermark);
+    // Seen entries at or below the next lower bound can no longer matter.
+    commit.prune_seen_before = Some(lower_bound(watermark, resource));
+    sink.commit(commit).await.map_err(store_error)?;
+    report.watermark = Some(watermark);
+    Ok(report)
+}

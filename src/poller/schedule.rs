@@ -1,0 +1,128 @@
+//! Running resources on their intervals: one task per resource, a global bound on polls at
+//! once, a little jitter so a thousand instances do not poll in the same millisecond, and a
+//! log line only when a resource's state changes (failing → recovered), not once per poll.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{PollError, RunReport, run_resource};
+use crate::config::{InstanceSpec, ResourceSpec};
+use crate::element::{Element, ProviderClient};
+use crate::store::Store;
+
+/// What every poll task shares.
+#[derive(Clone)]
+pub struct PollShared {
+    pub client: ProviderClient,
+    pub store: Arc<dyn Store>,
+    /// `[polling] max_concurrent`.
+    pub permits: Arc<Semaphore>,
+}
+
+/// What the daemon can tell about a resource (for `pollerd status`).
+#[derive(Clone, Debug, Default)]
+pub struct ResourceStatus {
+    pub last_poll: Option<DateTime<Utc>>,
+    pub next_poll: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_report: Option<RunReport>,
+    pub events_emitted: u64,
+    pub runs: u64,
+}
+
+pub type SharedStatus = Arc<Mutex<ResourceStatus>>;
+
+/// A spread of up to a tenth of the interval (at most 5 s), different for every resource.
+pub fn jitter(interval: Duration) -> Duration {
+    let max = (interval / 10).min(Duration::from_secs(5));
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(fastrand::u64(0..max.as_nanos() as u64))
+}
+
+/// Polls one resource until `cancel` fires. Runs are never overlapped: the next starts an
+/// interval after the previous one ended.
+pub async fn poll_loop(
+    shared: PollShared,
+    instance: Arc<InstanceSpec>,
+    element: Element,
+    resource: ResourceSpec,
+    status: SharedStatus,
+    cancel: CancellationToken,
+) {
+    let interval = instance.refresh_interval;
+    let mut delay = jitter(interval);
+    let mut failing: Option<String> = None;
+    loop {
+        set_next(&status, delay);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = shared.permits.clone().acquire_owned() => p.expect("never closed"),
+        };
+        // A run is not cut in the middle: each page is committed atomically anyway, but
+        // finishing lets the watermark advance.
+        let result = run_resource(
+            &shared.client,
+            &shared.store,
+            &instance,
+            &element,
+            &resource,
+        )
+        .await;
+        drop(permit);
+        record(&instance, &resource, &status, &mut failing, result);
+        delay = interval + jitter(interval);
+    }
+}
+
+fn set_next(status: &SharedStatus, delay: Duration) {
+    let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    status.lock().expect("status").next_poll = Some(next);
+}
+
+fn record(
+    instance: &InstanceSpec,
+    resource: &ResourceSpec,
+    status: &SharedStatus,
+    failing: &mut Option<String>,
+    result: Result<RunReport, PollError>,
+) {
+    let mut s = status.lock().expect("status");
+    s.last_poll = Some(Utc::now());
+    s.runs += 1;
+    match result {
+        Ok(report) => {
+            if let Some(class) = failing.take() {
+                tracing::info!(instance = %instance.name, resource = %resource.name, "polling recovered (was failing: {class})");
+            }
+            if report.events > 0 {
+                tracing::info!(
+                    instance = %instance.name, resource = %resource.name,
+                    "{} event(s) in {} notification(s) from {} record(s)", report.events, report.notifications, report.records
+                );
+            }
+            s.events_emitted += report.events as u64;
+            s.last_error = None;
+            s.last_report = Some(report);
+        }
+        Err(e) => {
+            let class = e.class();
+            if failing.as_deref() != Some(class.as_str()) {
+                tracing::error!(instance = %instance.name, resource = %resource.name, "polling failed: {e}");
+                *failing = Some(class);
+            } else {
+                tracing::debug!(instance = %instance.name, resource = %resource.name, "polling still failing: {e}");
+            }
+            s.last_error = Some(e.to_string());
+        }
+    }
+}
