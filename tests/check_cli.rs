@@ -74,7 +74,7 @@ const CASES: &[(&[&str], &[&str])] = &[
     (&["missing-dates.json"], &["missing-dates.json:13:19: error: resource \"contacts\" needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat"]),
     (&["missing-date-format.json"], &["missing-date-format.json:15:31: error: datesConfiguration needs updatedDateField and updatedDateFormat"]),
     (&["embedded-bad-json.json"], &["embedded-bad-json.json:12:35: error: event.poller.configuration holds a string that is not valid JSON: trailing comma at line 1 column 43"]),
-    (&["webhook-secret-format.json"], &["webhook-secret-format.json:12:42: error: event.notification.webhook.secret must be \"whsec_\" followed by base64 key bytes"]),
+    (&["webhook-secret-format.json"], &["webhook-secret-format.json:12:42: error: event.notification.webhook.secret: webhook secret must start with \"whsec_\" followed by the base64-encoded key"]),
     (&["filter-both-spellings.json"], &["filter-both-spellings.json:17:9: error: give filterByUpdatedDate or its old spelling filterByUpdateDate, not both"]),
     (&["page-size.json"], &["page-size.json:16:21: error: pageSize must be between 1 and 1000, not 5000"]),
     (&["tags-not-array.json"], &["tags-not-array.json:4:11: error: tags must be an array of strings, not a string"]),

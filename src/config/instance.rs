@@ -554,14 +554,10 @@ fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<Notif
     let signature_key = optional_secret(cx, conf, "event.notification.signature.key");
     let webhook_secret = optional_secret(cx, conf, "event.notification.webhook.secret");
     if let Some(s) = &webhook_secret {
-        let ok = s.expose().strip_prefix("whsec_").is_some_and(|b| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b)
-                .is_ok_and(|k| !k.is_empty())
-        });
-        if !ok {
+        if let Err(e) = crate::delivery::sign::WebhookSecret::parse(s.expose()) {
             cx.error(
                 &p("event.notification.webhook.secret"),
-                "event.notification.webhook.secret must be \"whsec_\" followed by base64 key bytes",
+                format!("event.notification.webhook.secret: {e}"),
             );
         }
     }
