@@ -8,7 +8,7 @@ pub mod config;
 pub mod dates;
 pub mod delivery;
 pub mod element;
-pub mod http_headers;
+pub mod http_util;
 pub mod poller;
 pub mod sim;
 pub mod store;

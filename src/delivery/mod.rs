@@ -1,3 +1,311 @@
-//! Webhook delivery: POST, signing, retry, dead letters.
+//! Webhook delivery: workers take notifications from the outbox, one resource queue at a time in
+//! creation order, many queues in parallel up to `[delivery] max_in_flight`, over one shared
+//! keep-alive client. A failing head holds back its own queue only (SPEC §6): it is retried on
+//! the schedule, its next attempt time is stored so a restart keeps the backoff, and it becomes a
+//! dead letter when the receiver rejects it or the schedule runs out.
 
+pub mod attempt;
 pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use attempt::{Outcome, Target};
+
+use crate::config::settings::DeliverySettings;
+use crate::store::{ResourceKey, Store, StoreError};
+
+/// Told about each delivery, for metrics.
+pub trait DeliveryObserver: Send + Sync {
+    /// `outcome` is "ok", "retry" or "dead"; latency is from commit to 2xx.
+    fn delivered(&self, outcome: &str, latency: Option<Duration>);
+}
+
+#[derive(Clone)]
+pub struct Deliverer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    schedule: Vec<Duration>,
+    grace_period: Duration,
+    targets: RwLock<HashMap<String, Target>>,
+    workers: Mutex<HashMap<ResourceKey, JoinHandle<()>>>,
+    permits: Arc<Semaphore>,
+    /// Stop taking work (SIGTERM).
+    stopping: CancellationToken,
+    /// The grace period is over: abandon requests in flight (they stay in the outbox).
+    abandon: CancellationToken,
+    observer: Option<Arc<dyn DeliveryObserver>>,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: &DeliverySettings,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+    ) -> Result<Deliverer, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            // A redirect is a failure: the receiver must be configured with its real URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(settings.max_in_flight)
+            .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Deliverer {
+            inner: Arc::new(Inner {
+                store,
+                http,
+                schedule: settings.schedule.clone(),
+                grace_period: settings.grace_period,
+                targets: RwLock::default(),
+                workers: Mutex::default(),
+                permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+                stopping: CancellationToken::new(),
+                abandon: CancellationToken::new(),
+                observer,
+            }),
+        })
+    }
+
+    /// Sets where an instance's notifications go. Targets of removed instances are kept, so
+    /// what they already committed is still delivered.
+    pub fn set_target(&self, instance: &str, target: Target) {
+        self.inner
+            .targets
+            .write()
+            .expect("targets")
+            .insert(instance.to_string(), target);
+    }
+
+    /// A commit added to `key`'s queue: make sure a worker is on it.
+    pub fn wake(&self, key: &ResourceKey) {
+        ensure_worker(&self.inner, key);
+    }
+
+    /// Starts workers for every non-empty queue (at start, and after targets change).
+    pub fn wake_all(&self) -> Result<(), StoreError> {
+        for key in self.inner.store.queues()? {
+            ensure_worker(&self.inner, &key);
+        }
+        Ok(())
+    }
+
+    /// Number of queues with a worker running.
+    pub fn active_queues(&self) -> usize {
+        let workers = self.inner.workers.lock().expect("workers");
+        workers.values().filter(|h| !h.is_finished()).count()
+    }
+
+    /// Graceful stop: no new attempts; attempts in flight get the grace period; then the store
+    /// is flushed. Whatever was not delivered stays in the outbox for the next start.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.cancel();
+        let handles: Vec<JoinHandle<()>> = {
+            let mut workers = self.inner.workers.lock().expect("workers");
+            workers.drain().map(|(_, h)| h).collect()
+        };
+        let all = futures_join_all(handles);
+        tokio::pin!(all);
+        if tokio::time::timeout(self.inner.grace_period, &mut all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in flight after the {:?} grace period were abandoned; they stay queued",
+                self.inner.grace_period
+            );
+            self.inner.abandon.cancel();
+            all.await;
+        }
+        if let Err(e) = self.inner.store.flush() {
+            tracing::error!("flushing the store at shutdown: {e}");
+        }
+    }
+}
+
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn ensure_worker(inner: &Arc<Inner>, key: &ResourceKey) {
+    if inner.stopping.is_cancelled() {
+        return;
+    }
+    let mut workers = inner.workers.lock().expect("workers");
+    if workers.get(key).is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    let handle = tokio::spawn(work_queue(inner.clone(), key.clone()));
+    workers.insert(key.clone(), handle);
+}
+
+/// Delivers one queue's notifications in order until it is empty or delivery stops.
+async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
+    let mut failing = false;
+    let mut store_trouble = 0u32;
+    loop {
+        if inner.stopping.is_cancelled() {
+            return;
+        }
+        let head = match inner.store.outbox_head(&key) {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                // Leave only if still empty while holding the registry: a commit that lands
+                // now will find no worker and start one.
+                let mut workers = inner.workers.lock().expect("workers");
+                if matches!(inner.store.outbox_head(&key), Ok(None)) {
+                    workers.remove(&key);
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                store_trouble += 1;
+                tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}");
+                if pause(&inner, Duration::from_secs(store_trouble.min(30) as u64)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        store_trouble = 0;
+        let now = Utc::now();
+        if let Some(at) = head.next_attempt_at.filter(|at| *at > now) {
+            if pause(&inner, (at - now).to_std().unwrap_or_default()).await {
+                return;
+            }
+            continue;
+        }
+        let target = inner
+            .targets
+            .read()
+            .expect("targets")
+            .get(&key.instance)
+            .cloned();
+        let Some(target) = target else {
+            tracing::warn!(
+                instance = %key.instance, resource = %key.resource,
+                "notifications are queued for an instance that is not loaded; they wait until it is"
+            );
+            inner.workers.lock().expect("workers").remove(&key);
+            return;
+        };
+        let permit = tokio::select! {
+            _ = inner.stopping.cancelled() => return,
+            p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let outcome = tokio::select! {
+            _ = inner.abandon.cancelled() => return,
+            o = attempt::attempt(&inner.http, &target, &head, Utc::now()) => o,
+        };
+        drop(permit);
+        let span = (
+            key.instance.as_str(),
+            key.resource.as_str(),
+            head.event_id.as_str(),
+        );
+        let result = match outcome {
+            Outcome::Delivered { .. } => {
+                if failing {
+                    tracing::info!(
+                        instance = span.0,
+                        resource = span.1,
+                        event_id = span.2,
+                        "delivery recovered"
+                    );
+                    failing = false;
+                }
+                observe(&inner, "ok", (Utc::now() - head.created_at).to_std().ok());
+                inner.store.ack(&key, head.seq)
+            }
+            Outcome::Retry {
+                status,
+                error,
+                retry_after,
+            } => {
+                let failures = head.attempts + 1;
+                match attempt::next_delay(&inner.schedule, failures, retry_after) {
+                    Some(delay) => {
+                        if !failing {
+                            tracing::warn!(
+                                instance = span.0,
+                                resource = span.1,
+                                event_id = span.2,
+                                "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
+                                target.callback_url,
+                                delay
+                            );
+                            failing = true;
+                        }
+                        observe(&inner, "retry", None);
+                        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        inner
+                            .store
+                            .record_failure(&key, head.seq, failures, at, &error)
+                    }
+                    None => {
+                        tracing::error!(
+                            instance = span.0,
+                            resource = span.1,
+                            event_id = span.2,
+                            "delivery gave up after {failures} attempts ({error}); moved to dead letters"
+                        );
+                        observe(&inner, "dead", None);
+                        inner
+                            .store
+                            .dead_letter(&key, head.seq, failures, status, &error)
+                    }
+                }
+            }
+            Outcome::Reject { status, error } => {
+                tracing::error!(
+                    instance = span.0,
+                    resource = span.1,
+                    event_id = span.2,
+                    "the receiver rejected the notification ({error}); moved to dead letters"
+                );
+                observe(&inner, "dead", None);
+                inner
+                    .store
+                    .dead_letter(&key, head.seq, head.attempts + 1, Some(status), &error)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                instance = span.0,
+                resource = span.1,
+                event_id = span.2,
+                "recording the delivery outcome: {e}"
+            );
+            if pause(&inner, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+}
+
+fn observe(inner: &Inner, outcome: &str, latency: Option<Duration>) {
+    if let Some(o) = &inner.observer {
+        o.delivered(outcome, latency);
+    }
+}
+
+/// Sleeps, or returns true when delivery is stopping.
+async fn pause(inner: &Inner, d: Duration) -> bool {
+    tokio::select! {
+        _ = inner.stopping.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

@@ -10,7 +10,9 @@ use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
 use super::FetchError;
-use crate::http_headers::{is_json_media_type, next_link, parse_http_date, parse_retry_after};
+use crate::http_util::{
+    error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, snippet,
+};
 
 /// Shared by all pollers: keep-alive connections and per-host limits.
 #[derive(Clone)]
@@ -69,17 +71,6 @@ impl ProviderResponse {
             message: e.to_string(),
             snippet: snippet(&self.body),
         })
-    }
-}
-
-/// The start of a body, printable, for log lines.
-pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > 200 {
-        format!("{one_line}…")
-    } else {
-        one_line
     }
 }
 
@@ -178,19 +169,4 @@ impl ProviderClient {
             retry_after,
         })
     }
-}
-
-/// An error and its causes on one line (reqwest hides the useful part in `source()`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }

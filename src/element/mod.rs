@@ -10,7 +10,7 @@ pub mod http;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use client::{ProviderClient, ProviderResponse, snippet};
+pub use client::{ProviderClient, ProviderResponse};
 
 use crate::config::{ElementSpec, ResourceSpec};
 

@@ -88,8 +88,24 @@ pub trait RunSink: Send {
     -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Called after each commit that queued notifications (delivery wakes the queue's worker).
+pub type CommitListener = Arc<dyn Fn(&ResourceKey) + Send + Sync>;
+
+/// What every poll shares.
+#[derive(Clone)]
+pub struct PollShared {
+    pub client: ProviderClient,
+    pub store: Arc<dyn Store>,
+    /// `[polling] max_concurrent`.
+    pub permits: Arc<tokio::sync::Semaphore>,
+    pub on_commit: Option<CommitListener>,
+}
+
 /// Commits to the store; the fsync runs off the async threads.
-pub struct StoreSink(pub Arc<dyn Store>);
+pub struct StoreSink {
+    store: Arc<dyn Store>,
+    on_commit: Option<CommitListener>,
+}
 
 impl RunSink for StoreSink {
     fn seen_dates(
@@ -97,14 +113,20 @@ impl RunSink for StoreSink {
         key: &ResourceKey,
         ids: &[&str],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
-        self.0.seen_dates(key, ids)
+        self.store.seen_dates(key, ids)
     }
 
     async fn commit(&mut self, commit: PageCommit) -> Result<(), StoreError> {
-        let store = self.0.clone();
+        let store = self.store.clone();
+        let key = commit.key.clone();
+        let queued = !commit.notifications.is_empty();
         tokio::task::spawn_blocking(move || store.commit(commit))
             .await
-            .expect("store commit task panicked")
+            .expect("store commit task panicked")?;
+        if let (true, Some(listener)) = (queued, &self.on_commit) {
+            listener(&key);
+        }
+        Ok(())
     }
 }
 
@@ -138,8 +160,7 @@ pub fn lower_bound(watermark: DateTime<Utc>, resource: &ResourceSpec) -> DateTim
 
 /// Runs one resource of one instance against the store.
 pub async fn run_resource(
-    client: &ProviderClient,
-    store: &Arc<dyn Store>,
+    shared: &PollShared,
     instance: &InstanceSpec,
     element: &Element,
     resource: &ResourceSpec,
@@ -150,8 +171,12 @@ pub async fn run_resource(
         resource: resource.name.clone(),
         source,
     };
-    let watermark = store.watermark(&key).map_err(store_error)?;
-    let mut sink = StoreSink(store.clone());
+    let watermark = shared.store.watermark(&key).map_err(store_error)?;
+    let client = &shared.client;
+    let mut sink = StoreSink {
+        store: shared.store.clone(),
+        on_commit: shared.on_commit.clone(),
+    };
     let from = match (watermark, resource.backfill_since) {
         (Some(w), _) => lower_bound(w, resource),
         (None, Some(since)) => since,

@@ -6,22 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{PollError, RunReport, run_resource};
+use super::{PollError, PollShared, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
-use crate::element::{Element, ProviderClient};
-use crate::store::Store;
-
-/// What every poll task shares.
-#[derive(Clone)]
-pub struct PollShared {
-    pub client: ProviderClient,
-    pub store: Arc<dyn Store>,
-    /// `[polling] max_concurrent`.
-    pub permits: Arc<Semaphore>,
-}
+use crate::element::Element;
 
 /// What the daemon can tell about a resource (for `pollerd status`).
 #[derive(Clone, Debug, Default)]
@@ -70,14 +59,7 @@ pub async fn poll_loop(
         };
         // A run is not cut in the middle: each page is committed atomically anyway, but
         // finishing lets the watermark advance.
-        let result = run_resource(
-            &shared.client,
-            &shared.store,
-            &instance,
-            &element,
-            &resource,
-        )
-        .await;
+        let result = run_resource(&shared, &instance, &element, &resource).await;
         drop(permit);
         record(&instance, &resource, &status, &mut failing, result);
         delay = interval + jitter(interval);

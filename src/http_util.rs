@@ -1,5 +1,5 @@
-//! Reading the HTTP headers both sides of pollerd care about: `Date`, `Retry-After`, `Link`,
-//! `Content-Type`.
+//! HTTP helpers both sides of pollerd share: the headers they read (`Date`, `Retry-After`,
+//! `Link`, `Content-Type`) and how they put a body or an error on one log line.
 
 use std::time::Duration;
 
@@ -54,6 +54,32 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
+}
+
+/// The start of a body, printable on one line, for log lines and dead letters.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if body.len() > 200 {
+        format!("{one_line}…")
+    } else {
+        one_line
+    }
+}
+
+/// An error and its causes on one line (reqwest keeps the useful part in `source()`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
