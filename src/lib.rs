@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dates;
 pub mod delivery;
 pub mod element;
@@ -12,4 +13,5 @@ pub mod http_util;
 pub mod poller;
 pub mod sim;
 pub mod store;
+pub mod supervisor;
 pub mod template;

@@ -71,6 +71,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Check { files } => check::run(args.config.as_deref(), &files),
+        Command::Run => crate::daemon::run(args.config.as_deref()),
         other => not_built(&other),
     }
 }

@@ -57,9 +57,12 @@ pub async fn poll_loop(
             _ = cancel.cancelled() => return,
             p = shared.permits.clone().acquire_owned() => p.expect("never closed"),
         };
-        // A run is not cut in the middle: each page is committed atomically anyway, but
-        // finishing lets the watermark advance.
-        let result = run_resource(&shared, &instance, &element, &resource).await;
+        // Stopping may cut a run between or inside page fetches: every commit is atomic, and
+        // the watermark only moves when a run completes, so nothing is lost or doubled.
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = run_resource(&shared, &instance, &element, &resource) => r,
+        };
         drop(permit);
         record(&instance, &resource, &status, &mut failing, result);
         delay = interval + jitter(interval);

@@ -1,0 +1,303 @@
+//! Keeps the running set of instances equal to the files, touching only what changed.
+//!
+//! Each file's last good spec is remembered: a file that turns invalid keeps its old version
+//! running (the error is reported), a removed file stops its instance, and an instance whose
+//! spec changed is stopped — its tasks awaited — before the new version starts, so two pollers
+//! never run for the same resource.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Diagnostic, InstanceSpec, SecretSources};
+use crate::delivery::sign::WebhookSecret;
+use crate::delivery::{Deliverer, Target};
+use crate::element::Element;
+use crate::poller::PollShared;
+use crate::poller::schedule::{ResourceStatus, SharedStatus, poll_loop};
+
+/// A running instance: one poll task per resource.
+struct Running {
+    spec: Arc<InstanceSpec>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    statuses: Vec<(String, SharedStatus)>,
+}
+
+/// What a file last gave.
+#[derive(Clone)]
+struct FileState {
+    /// The last version of this file that validated.
+    good: Option<Arc<InstanceSpec>>,
+    /// Errors of the current version, when it does not validate.
+    errors: Vec<Diagnostic>,
+}
+
+/// The outcome of applying a set of files.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
+    pub unchanged: usize,
+    pub errors: Vec<String>,
+}
+
+/// A view of one instance for status output.
+#[derive(Clone)]
+pub struct InstanceView {
+    pub spec: Arc<InstanceSpec>,
+    pub resources: Vec<(String, ResourceStatus)>,
+    pub error: Option<String>,
+}
+
+pub struct Supervisor {
+    shared: PollShared,
+    deliverer: Deliverer,
+    sources: SecretSources,
+    files: BTreeMap<PathBuf, FileState>,
+    running: HashMap<String, Running>,
+}
+
+impl Supervisor {
+    pub fn new(shared: PollShared, deliverer: Deliverer, sources: SecretSources) -> Supervisor {
+        Supervisor {
+            shared,
+            deliverer,
+            sources,
+            files: BTreeMap::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    /// Re-reads `changed` files (or every file of `dir` when `None`) and applies the result.
+    pub async fn reload(&mut self, dir: &Path, changed: Option<&[PathBuf]>) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let listed = match config::list_instance_files(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                let message = format!(
+                    "{}: cannot read the instances directory: {e}",
+                    dir.display()
+                );
+                tracing::error!("{message}");
+                summary.errors.push(message);
+                // Keep everything running: a vanished directory is more likely a mistake.
+                return summary;
+            }
+        };
+        self.files.retain(|path, _| listed.contains(path));
+        let to_read: Vec<PathBuf> = match changed {
+            None => listed.clone(),
+            Some(paths) => paths
+                .iter()
+                .filter(|p| listed.contains(p))
+                .cloned()
+                .collect(),
+        };
+        for path in to_read {
+            let loaded = config::load_instance_file(&path, &self.sources);
+            for d in &loaded.diagnostics {
+                if d.is_error() {
+                    tracing::error!("{d}");
+                } else {
+                    tracing::warn!("{d}");
+                }
+            }
+            let errors: Vec<Diagnostic> = loaded
+                .diagnostics
+                .into_iter()
+                .filter(Diagnostic::is_error)
+                .collect();
+            let previous = self.files.get(&path).and_then(|f| f.good.clone());
+            let good = loaded.spec.map(Arc::new).or(previous);
+            if !errors.is_empty() && good.is_some() {
+                tracing::warn!(
+                    "{}: keeping the last valid version of this file running",
+                    path.display()
+                );
+            }
+            summary
+                .errors
+                .extend(errors.iter().map(ToString::to_string));
+            self.files.insert(path, FileState { good, errors });
+        }
+        let desired = self.desired(&mut summary);
+        self.apply(desired, &mut summary).await;
+        summary
+    }
+
+    /// One spec per name: files in name order; a later file with a taken name is rejected.
+    fn desired(&self, summary: &mut ReloadSummary) -> HashMap<String, Arc<InstanceSpec>> {
+        let mut desired: HashMap<String, Arc<InstanceSpec>> = HashMap::new();
+        for (path, state) in &self.files {
+            let Some(spec) = &state.good else { continue };
+            if let Some(first) = desired.get(&spec.name) {
+                let message = format!(
+                    "{}:1:1: error: instance name {:?} is already defined by {}; this file is ignored",
+                    path.display(),
+                    spec.name,
+                    first.file.display()
+                );
+                tracing::error!("{message}");
+                summary.errors.push(message);
+                continue;
+            }
+            desired.insert(spec.name.clone(), spec.clone());
+        }
+        desired
+    }
+
+    async fn apply(
+        &mut self,
+        desired: HashMap<String, Arc<InstanceSpec>>,
+        summary: &mut ReloadSummary,
+    ) {
+        let before: Vec<String> = self.running.keys().cloned().collect();
+        for name in before.clone() {
+            let keep = desired
+                .get(&name)
+                .is_some_and(|d| d.fingerprint == self.running[&name].spec.fingerprint);
+            if keep {
+                summary.unchanged += 1;
+                continue;
+            }
+            let running = self.running.remove(&name).expect("listed");
+            stop(running).await;
+            if !desired.contains_key(&name) {
+                tracing::info!(instance = %name, "instance stopped (its file is gone); queued notifications are still delivered");
+                summary.stopped.push(name);
+            }
+        }
+        let mut names: Vec<&String> = desired.keys().collect();
+        names.sort();
+        for name in names {
+            let spec = &desired[name];
+            if let Some(n) = &spec.notifications {
+                match target(n) {
+                    Ok(t) => self.deliverer.set_target(name, t),
+                    Err(e) => tracing::error!(instance = %name, "{e}"),
+                }
+            }
+            if self.running.contains_key(name) {
+                continue;
+            }
+            match self.start(spec.clone()) {
+                Ok(running) => {
+                    self.running.insert(name.clone(), running);
+                    if before.contains(name) {
+                        summary.restarted.push(name.clone());
+                    } else {
+                        summary.started.push(name.clone());
+                    }
+                }
+                Err(e) => {
+                    let message = format!("instance {name}: {e}");
+                    tracing::error!("{message}");
+                    summary.errors.push(message);
+                }
+            }
+        }
+        if let Err(e) = self.deliverer.wake_all() {
+            tracing::error!("reading the outbox queues: {e}");
+        }
+    }
+
+    fn start(&self, spec: Arc<InstanceSpec>) -> Result<Running, crate::element::FetchError> {
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut statuses = Vec::new();
+        if spec.notifications.is_some() {
+            let element = Element::new(&spec.element)?;
+            for resource in &spec.resources {
+                let status: SharedStatus = Arc::new(Mutex::new(ResourceStatus::default()));
+                statuses.push((resource.name.clone(), status.clone()));
+                tasks.push(tokio::spawn(poll_loop(
+                    self.shared.clone(),
+                    spec.clone(),
+                    element.clone(),
+                    resource.clone(),
+                    status,
+                    cancel.child_token(),
+                )));
+            }
+            tracing::info!(instance = %spec.name, "polling {} resource(s) every {:?}", spec.resources.len(), spec.refresh_interval);
+        } else {
+            tracing::info!(instance = %spec.name, "loaded; events are not enabled, so it does not poll");
+        }
+        Ok(Running {
+            spec,
+            cancel,
+            tasks,
+            statuses,
+        })
+    }
+
+    /// Stops every instance and waits for its tasks.
+    pub async fn stop_all(&mut self) {
+        for (_, running) in self.running.drain() {
+            stop(running).await;
+        }
+    }
+
+    /// The running instances and their resources' states, by name.
+    pub fn views(&self) -> Vec<InstanceView> {
+        let mut views: Vec<InstanceView> = self
+            .running
+            .values()
+            .map(|r| InstanceView {
+                spec: r.spec.clone(),
+                resources: r
+                    .statuses
+                    .iter()
+                    .map(|(name, s)| (name.clone(), s.lock().expect("status").clone()))
+                    .collect(),
+                error: self
+                    .files
+                    .get(&r.spec.file)
+                    .and_then(|f| f.errors.first())
+                    .map(ToString::to_string),
+            })
+            .collect();
+        views.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        views
+    }
+
+    /// How many poll tasks run for each (instance, resource): always 1 when healthy.
+    pub fn poller_counts(&self) -> BTreeMap<(String, String), usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.running.values() {
+            for ((name, _), task) in r.statuses.iter().zip(&r.tasks) {
+                if !task.is_finished() {
+                    *counts
+                        .entry((r.spec.name.clone(), name.clone()))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+async fn stop(running: Running) {
+    running.cancel.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+fn target(n: &config::NotificationSpec) -> Result<Target, String> {
+    let webhook_secret = n
+        .webhook_secret
+        .as_ref()
+        .map(|s| WebhookSecret::parse(s.expose()).map_err(|e| e.to_string()))
+        .transpose()?;
+    Ok(Target {
+        callback_url: n.callback_url.clone(),
+        signature_key: n.signature_key.clone(),
+        webhook_secret,
+    })
+}
