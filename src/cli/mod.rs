@@ -2,6 +2,7 @@
 //! runs. Exit statuses follow SPEC §8.
 
 mod check;
+mod poll;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,16 @@ pub fn main() -> ExitCode {
     match args.command {
         Command::Check { files } => check::run(args.config.as_deref(), &files),
         Command::Run => crate::daemon::run(args.config.as_deref()),
+        Command::Poll {
+            instance,
+            resource,
+            since,
+        } => poll::run(
+            args.config.as_deref(),
+            &instance,
+            resource.as_deref(),
+            since.as_deref(),
+        ),
         other => not_built(&other),
     }
 }
