@@ -3,12 +3,14 @@
 //! Data flows one way: files → [`config`] → `supervisor` → `poller` (through an
 //! [`element`]) → [`store`] → `delivery`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_headers;
+pub mod metrics;
 pub mod poller;
 pub mod sim;
 pub mod store;
