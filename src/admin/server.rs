@@ -204,7 +204,7 @@ async fn replay(
 ) -> Response {
     let ids = match selected_ids(selection) {
         Ok(ids) => ids,
-        Err(refusal) => return refusal,
+        Err(problem) => return refusal(StatusCode::BAD_REQUEST, problem),
     };
     call_backend(move || backend.replay(ids).map(|count| CountAnswer { count })).await
 }
@@ -215,7 +215,7 @@ async fn drop_letters(
 ) -> Response {
     let ids = match selected_ids(selection) {
         Ok(ids) => ids,
-        Err(refusal) => return refusal,
+        Err(problem) => return refusal(StatusCode::BAD_REQUEST, problem),
     };
     call_backend(move || {
         backend
@@ -232,14 +232,12 @@ async fn unknown_route(method: Method, uri: Uri) -> Response {
     )
 }
 
+/// The backend's argument, or what is wrong with the request body.
 fn selected_ids(
     selection: Result<Json<DeadLetterSelection>, JsonRejection>,
-) -> Result<Option<Vec<String>>, Response> {
-    let Json(selection) =
-        selection.map_err(|rejection| refusal(StatusCode::BAD_REQUEST, rejection.body_text()))?;
-    selection
-        .into_ids()
-        .map_err(|problem| refusal(StatusCode::BAD_REQUEST, problem.to_string()))
+) -> Result<Option<Vec<String>>, String> {
+    let Json(selection) = selection.map_err(|rejection| rejection.body_text())?;
+    selection.into_ids().map_err(str::to_string)
 }
 
 /// Backend calls may block (the store), so they run off the async threads.
