@@ -497,3 +497,56 @@ fn cli_commands_exit_0_with_a_daemon_and_1_without() {
         ExitCode::FAILURE
     );
 }
+
+/// Sends one raw HTTP/1.1 request over the socket; returns the status code and the body.
+async fn raw_request(socket: &Path, method: &str, target: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn malformed_selections_and_unknown_routes_are_refused_with_json_errors() {
+    let running = start_server().await;
+    for body in [
+        "{}",
+        r#"{"ids": []}"#,
+        r#"{"ids": ["ev-1"], "all": true}"#,
+        r#"{"all": true, "extra": 1}"#,
+        "not json",
+    ] {
+        let (status, answer) =
+            raw_request(&running.socket, "POST", "/v1/dead-letters/drop", body).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON error body");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty())
+        );
+    }
+    assert_eq!(running.backend.remaining_ids().len(), 4, "nothing dropped");
+
+    let (status, answer) = raw_request(&running.socket, "GET", "/v2/everything", "").await;
+    assert_eq!(status, 404);
+    assert!(answer.contains("no such admin route"), "{answer}");
+}
