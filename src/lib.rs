@@ -3,6 +3,7 @@
 //! Data flows one way: files → [`config`] → `supervisor` → `poller` (through an
 //! [`element`]) → [`store`] → `delivery`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -10,6 +11,7 @@ pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_util;
+pub mod metrics;
 pub mod poller;
 pub mod sim;
 pub mod store;

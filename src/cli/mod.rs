@@ -1,6 +1,7 @@
 //! Command line: clap parses raw arguments, then each subcommand turns them into settings and
 //! runs. Exit statuses follow SPEC §8.
 
+pub mod admin;
 mod check;
 mod poll;
 

@@ -1,0 +1,193 @@
+//! The admin socket: JSON over HTTP/1.1 on a unix socket (SPEC §2, §8).
+//!
+//! The daemon implements [`AdminBackend`]; [`AdminServer`] serves it; the CLI calls the client
+//! functions ([`get_status`], [`list_dead_letters`], [`replay_dead_letters`],
+//! [`drop_dead_letters`]).
+//!
+//! Routes (all answers are JSON):
+//!
+//! | method and path                 | request body                      | answer                |
+//! |---------------------------------|-----------------------------------|-----------------------|
+//! | `GET /v1/status`                | —                                 | [`StatusReport`]      |
+//! | `GET /v1/dead-letters`          | —                                 | `[DeadLetterView…]`   |
+//! | `POST /v1/dead-letters/replay`  | `{"ids": ["…"]}` or `{"all": true}` | `{"count": N}`      |
+//! | `POST /v1/dead-letters/drop`    | `{"ids": ["…"]}` or `{"all": true}` | `{"count": N}`      |
+//!
+//! A request the server cannot make sense of answers 400, a backend failure (an unknown dead
+//! letter id included) answers 500; both with `{"error": "…"}`. Dead-letter bodies never cross
+//! the socket (they may be large), and no view holds a secret: the daemon only fills in names,
+//! dates, counts and error texts.
+
+mod client;
+mod server;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use self::client::{
+    AdminClientError, drop_dead_letters, get_status, list_dead_letters, replay_dead_letters,
+};
+pub use self::server::{AdminServer, AdminStartError};
+
+/// Path prefix of every route; bumped if the JSON shapes ever change incompatibly.
+const API_PREFIX: &str = "/v1";
+
+/// Implemented by the daemon; the admin server only calls it.
+///
+/// Calls run on a blocking thread, so an implementation may touch the store directly.
+pub trait AdminBackend: Send + Sync + 'static {
+    fn status(&self) -> StatusReport;
+    fn dead_letters(&self) -> Result<Vec<DeadLetterView>, String>;
+    /// `ids = None` → all. Returns how many were replayed; unknown ids are an error naming them.
+    fn replay(&self, ids: Option<Vec<String>>) -> Result<usize, String>;
+    /// `ids = None` → all. Returns how many were dropped; unknown ids are an error naming them.
+    fn drop_dead_letters(&self, ids: Option<Vec<String>>) -> Result<usize, String>;
+}
+
+/// What `pollerd status` shows: the daemon and every loaded instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub instances: Vec<InstanceStatus>,
+    /// Notifications waiting for delivery, all resources together.
+    pub outbox_depth: u64,
+    /// Dead letters kept, all resources together.
+    pub dead_letters: u64,
+    pub last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub file: String,
+    pub element: String,
+    pub enabled: bool,
+    pub resources: Vec<ResourceStatusView>,
+    /// Last load error of the instance's file when the running version is an older good one.
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ResourceStatusView {
+    pub name: String,
+    pub watermark: Option<DateTime<Utc>>,
+    pub last_poll: Option<DateTime<Utc>>,
+    pub next_poll: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub events_emitted: u64,
+    pub outbox_depth: u64,
+    pub dead_letters: u64,
+    /// Running poll tasks for this resource: 1 for an enabled instance; anything else is a bug
+    /// (two pollers would emit every event twice).
+    pub pollers: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReloadStatus {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub errors: Vec<String>,
+}
+
+/// A dead letter without its body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DeadLetterView {
+    pub id: String,
+    pub instance: String,
+    pub resource: String,
+    pub event_id: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    pub created_at: DateTime<Utc>,
+    pub dead_at: DateTime<Utc>,
+}
+
+/// Body of the replay and drop routes: exactly one of `ids` (non-empty) or `all: true`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSelection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    all: bool,
+}
+
+impl DeadLetterSelection {
+    fn from_ids(ids: Option<Vec<String>>) -> DeadLetterSelection {
+        match ids {
+            Some(ids) => DeadLetterSelection {
+                ids: Some(ids),
+                all: false,
+            },
+            None => DeadLetterSelection {
+                ids: None,
+                all: true,
+            },
+        }
+    }
+
+    /// The backend's argument: `None` means every dead letter.
+    fn into_ids(self) -> Result<Option<Vec<String>>, &'static str> {
+        match (self.ids, self.all) {
+            (Some(_), true) => Err("give either \"ids\" or \"all\": true, not both"),
+            (Some(ids), false) if ids.is_empty() => Err("\"ids\" is empty"),
+            (Some(ids), false) => Ok(Some(ids)),
+            (None, true) => Ok(None),
+            (None, false) => Err("give \"ids\": [...] or \"all\": true"),
+        }
+    }
+}
+
+/// Answer of the replay and drop routes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+struct CountAnswer {
+    count: usize,
+}
+
+/// Answer of any refused request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct ErrorAnswer {
+    error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_needs_exactly_one_of_ids_or_all() {
+        let ids = DeadLetterSelection {
+            ids: Some(vec!["a".into()]),
+            all: false,
+        };
+        assert_eq!(ids.into_ids(), Ok(Some(vec!["a".to_string()])));
+        let all = DeadLetterSelection {
+            ids: None,
+            all: true,
+        };
+        assert_eq!(all.into_ids(), Ok(None));
+        assert!(DeadLetterSelection::default().into_ids().is_err());
+        let both = DeadLetterSelection {
+            ids: Some(vec!["a".into()]),
+            all: true,
+        };
+        assert!(both.into_ids().is_err());
+        let empty = DeadLetterSelection {
+            ids: Some(Vec::new()),
+            all: false,
+        };
+        assert!(empty.into_ids().is_err());
+    }
+
+    #[test]
+    fn selection_wire_form_is_ids_or_all() {
+        let ids = serde_json::to_value(DeadLetterSelection::from_ids(Some(vec!["x".into()])))
+            .expect("serializes");
+        assert_eq!(ids, serde_json::json!({"ids": ["x"]}));
+        let all = serde_json::to_value(DeadLetterSelection::from_ids(None)).expect("serializes");
+        assert_eq!(all, serde_json::json!({"all": true}));
+    }
+}

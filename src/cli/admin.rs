@@ -1,0 +1,407 @@
+//! `pollerd status` and `pollerd dead-letters …`: ask the running daemon over its admin socket
+//! and print the answer for a person (or as JSON).
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+
+use crate::admin::{self, DeadLetterView, StatusReport};
+
+/// Tables are laid out to fit a terminal this wide.
+const SCREEN_WIDTH: usize = 120;
+/// The last-error column never gets narrower than this, even if the row then wraps.
+const MIN_ERROR_WIDTH: usize = 24;
+/// Name columns are cut beyond these widths so the error column keeps some room.
+const MAX_INSTANCE_WIDTH: usize = 24;
+const MAX_RESOURCE_WIDTH: usize = 18;
+const COLUMN_GAP: &str = "  ";
+
+/// What `pollerd dead-letters` was asked to do; `None` ids mean every dead letter (`--all`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    List,
+    Replay(Option<Vec<String>>),
+    Drop(Option<Vec<String>>),
+}
+
+/// `pollerd status [--json]`: 0, or 1 if the daemon is not reachable.
+pub fn status(socket: &Path, json: bool) -> ExitCode {
+    let report = match block_on(admin::get_status(socket)) {
+        Ok(report) => report,
+        Err(error) => return fail(&error),
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => return fail(&anyhow::Error::new(error).context("cannot print status")),
+        }
+    } else {
+        print!("{}", render_status(&report));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `pollerd dead-letters list|replay|drop`: 0, or 1 on any error.
+pub fn dead_letters(socket: &Path, action: DeadLetterAction) -> ExitCode {
+    let outcome = block_on(async {
+        match action {
+            DeadLetterAction::List => admin::list_dead_letters(socket)
+                .await
+                .map(|list| render_dead_letters(&list)),
+            DeadLetterAction::Replay(ids) => admin::replay_dead_letters(socket, ids)
+                .await
+                .map(|count| format!("replayed {}\n", plural(count as u64, "dead letter"))),
+            DeadLetterAction::Drop(ids) => admin::drop_dead_letters(socket, ids)
+                .await
+                .map(|count| format!("dropped {}\n", plural(count as u64, "dead letter"))),
+        }
+    });
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+/// A small runtime of its own: the CLI does one request and exits.
+fn block_on<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::Error::new(error).context("cannot start the async runtime"))?;
+    runtime.block_on(request)
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// The status as a table: one row per resource, then notes and totals; fits 120 columns.
+pub fn render_status(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pollerd {}, pid {}, running since {} UTC",
+        report.version,
+        report.pid,
+        report.started_at.format("%Y-%m-%d %H:%M:%S")
+    );
+    if let Some(reload) = &report.last_reload {
+        let at = reload.at.format("%Y-%m-%d %H:%M:%S");
+        if reload.ok {
+            let _ = writeln!(out, "last reload {at} UTC: ok");
+        } else {
+            let _ = writeln!(
+                out,
+                "last reload {at} UTC: {}",
+                plural(reload.errors.len() as u64, "error")
+            );
+            for error in &reload.errors {
+                out.push_str(&wrap(&one_line(error), "  ", "    "));
+            }
+        }
+    }
+    out.push('\n');
+
+    let headers = [
+        "INSTANCE",
+        "RESOURCE",
+        "WATERMARK",
+        "LAST POLL",
+        "NEXT POLL",
+        "EVENTS",
+        "OUTBOX",
+        "DEAD",
+        "LAST ERROR",
+    ];
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut resource_count = 0_u64;
+    let mut events_total = 0_u64;
+    for instance in &report.instances {
+        if !instance.enabled {
+            notes.push(format!(
+                "instance {} ({}): disabled",
+                instance.name, instance.file
+            ));
+        }
+        if let Some(error) = &instance.error {
+            notes.push(format!(
+                "instance {} ({}): its file has an error, the last good version runs: {}",
+                instance.name,
+                instance.file,
+                one_line(error)
+            ));
+        }
+        for resource in &instance.resources {
+            resource_count += 1;
+            events_total += resource.events_emitted;
+            if instance.enabled && resource.pollers != 1 {
+                notes.push(format!(
+                    "instance {}, resource {}: {} poll tasks running, expected 1",
+                    instance.name, resource.name, resource.pollers
+                ));
+            }
+            rows.push(vec![
+                truncate(&instance.name, MAX_INSTANCE_WIDTH),
+                truncate(&resource.name, MAX_RESOURCE_WIDTH),
+                short_time(resource.watermark),
+                short_time(resource.last_poll),
+                short_time(resource.next_poll),
+                resource.events_emitted.to_string(),
+                resource.outbox_depth.to_string(),
+                resource.dead_letters.to_string(),
+                resource
+                    .last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), one_line),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        out.push_str("no resources are being polled\n");
+    } else {
+        let truncated = write_table(&mut out, &headers, &rows, &[5, 6, 7]);
+        if truncated {
+            out.push_str("(errors cut to fit; `pollerd status --json` shows them whole)\n");
+        }
+    }
+    for note in &notes {
+        out.push_str(&wrap(note, "note: ", "      "));
+    }
+    let enabled = report
+        .instances
+        .iter()
+        .filter(|instance| instance.enabled)
+        .count() as u64;
+    let _ = writeln!(
+        out,
+        "total: {} ({enabled} enabled), {}, {} emitted, {} in the outbox, {}",
+        plural(report.instances.len() as u64, "instance"),
+        plural(resource_count, "resource"),
+        plural(events_total, "event"),
+        plural(report.outbox_depth, "notification"),
+        plural(report.dead_letters, "dead letter"),
+    );
+    out
+}
+
+/// The dead letters as a table (ids in full: they are what replay and drop take).
+pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
+    if list.is_empty() {
+        return "no dead letters\n".to_string();
+    }
+    // The id is normally the event id; a separate column only when some differ.
+    let show_event_id = list.iter().any(|letter| letter.event_id != letter.id);
+    let mut headers = vec!["ID"];
+    if show_event_id {
+        headers.push("EVENT ID");
+    }
+    headers.extend([
+        "INSTANCE",
+        "RESOURCE",
+        "ATTEMPTS",
+        "STATUS",
+        "CREATED (UTC)",
+        "DEAD SINCE (UTC)",
+        "LAST ERROR",
+    ]);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|letter| {
+            let mut row = vec![letter.id.clone()];
+            if show_event_id {
+                row.push(letter.event_id.clone());
+            }
+            row.extend([
+                truncate(&letter.instance, MAX_INSTANCE_WIDTH),
+                truncate(&letter.resource, MAX_RESOURCE_WIDTH),
+                letter.attempts.to_string(),
+                letter
+                    .last_status
+                    .map_or_else(|| "-".to_string(), |status| status.to_string()),
+                letter.created_at.format("%m-%d %H:%M:%S").to_string(),
+                letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
+                one_line(&letter.last_error),
+            ]);
+            row
+        })
+        .collect();
+    let count_columns: Vec<usize> = if show_event_id {
+        vec![4, 5]
+    } else {
+        vec![3, 4]
+    };
+    let mut out = String::new();
+    let truncated = write_table(&mut out, &headers, &rows, &count_columns);
+    let _ = writeln!(out, "total: {}", plural(list.len() as u64, "dead letter"));
+    if truncated {
+        out.push_str("(errors cut to fit)\n");
+    }
+    out
+}
+
+/// Writes aligned columns; the last column takes what is left of the screen and is cut to it.
+/// `right_aligned` lists number columns. Returns whether any last-column cell was cut.
+fn write_table(
+    out: &mut String,
+    headers: &[&str],
+    rows: &[Vec<String>],
+    right_aligned: &[usize],
+) -> bool {
+    let last = headers.len() - 1;
+    let mut widths: Vec<usize> = headers.iter().map(|header| width(header)).collect();
+    for row in rows {
+        for (column, cell) in row.iter().enumerate().take(last) {
+            widths[column] = widths[column].max(width(cell));
+        }
+    }
+    let used: usize = widths[..last].iter().sum::<usize>() + COLUMN_GAP.len() * last;
+    let last_width = SCREEN_WIDTH.saturating_sub(used).max(MIN_ERROR_WIDTH);
+    let mut truncated = false;
+    let mut write_row = |out: &mut String, cells: &[&str]| {
+        let mut line = String::new();
+        for (column, cell) in cells.iter().enumerate() {
+            if column == last {
+                let cut = truncate(cell, last_width);
+                truncated |= cut != *cell;
+                line.push_str(&cut);
+            } else {
+                let padding = " ".repeat(widths[column] - width(cell));
+                if right_aligned.contains(&column) {
+                    line.push_str(&padding);
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&padding);
+                }
+                line.push_str(COLUMN_GAP);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    write_row(out, headers);
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        write_row(out, &cells);
+    }
+    truncated
+}
+
+fn width(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut with "…".
+fn truncate(text: &str, max: usize) -> String {
+    if width(text) <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Word-wraps `text` to the screen width: `first` before the first line, `rest` before the
+/// others. A word longer than a line is cut rather than overflow.
+fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut line_has_word = false;
+    for word in text.split_whitespace() {
+        if line_has_word && width(&line) + 1 + width(word) > SCREEN_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_string();
+            line_has_word = false;
+        }
+        if line_has_word {
+            line.push(' ');
+        }
+        let room = SCREEN_WIDTH - width(&line);
+        line.push_str(&truncate(word, room));
+        line_has_word = true;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// Error texts may hold newlines (provider bodies); a table row must not.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Month, day and time, UTC: the year adds width and rarely information here.
+fn short_time(time: Option<DateTime<Utc>>) -> String {
+    time.map_or_else(
+        || "-".to_string(),
+        |time| time.format("%m-%d %H:%M:%S").to_string(),
+    )
+}
+
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_marks_the_cut_and_keeps_short_text() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcd", 4), "abcd");
+        assert_eq!(width(&truncate("ééééééé", 3)), 3);
+    }
+
+    #[test]
+    fn wrap_keeps_lines_within_the_screen() {
+        let text = format!("{} {}", "word ".repeat(60), "y".repeat(300));
+        let wrapped = wrap(&text, "note: ", "      ");
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert!(lines.len() >= 3, "{wrapped}");
+        assert!(lines[0].starts_with("note: word"));
+        assert!(lines[1].starts_with("      word"));
+        assert!(lines.iter().all(|line| width(line) <= SCREEN_WIDTH));
+        let words: Vec<&str> = wrapped.split_whitespace().collect();
+        assert_eq!(words.iter().filter(|word| **word == "word").count(), 60);
+    }
+
+    #[test]
+    fn one_line_joins_lines() {
+        assert_eq!(
+            one_line("500 Internal\n  {\"code\": 1}\n"),
+            "500 Internal {\"code\": 1}"
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns_and_cuts_the_last_to_the_screen() {
+        let mut out = String::new();
+        let long_error = "x".repeat(200);
+        let rows = vec![
+            vec!["a".to_string(), "7".to_string(), long_error.clone()],
+            vec!["bbbb".to_string(), "12".to_string(), "short".to_string()],
+        ];
+        let truncated = write_table(&mut out, &["NAME", "N", "ERROR"], &rows, &[1]);
+        assert!(truncated);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "NAME   N  ERROR");
+        assert!(lines[1].starts_with("a      7  xxx"));
+        assert!(lines[1].ends_with('…'));
+        assert_eq!(width(lines[1]), SCREEN_WIDTH);
+        assert_eq!(lines[2], "bbbb  12  short");
+    }
+}
