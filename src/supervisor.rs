@@ -46,11 +46,12 @@ pub struct ReloadSummary {
     pub errors: Vec<String>,
 }
 
-/// A view of one instance for status output.
+/// One running instance as status output sees it: live handles, cheap to clone.
 #[derive(Clone)]
 pub struct InstanceView {
     pub spec: Arc<InstanceSpec>,
-    pub resources: Vec<(String, ResourceStatus)>,
+    pub resources: Vec<(String, SharedStatus)>,
+    /// The current file's first error, when an older good version is what runs.
     pub error: Option<String>,
 }
 
@@ -250,11 +251,7 @@ impl Supervisor {
             .values()
             .map(|r| InstanceView {
                 spec: r.spec.clone(),
-                resources: r
-                    .statuses
-                    .iter()
-                    .map(|(name, s)| (name.clone(), s.lock().expect("status").clone()))
-                    .collect(),
+                resources: r.statuses.clone(),
                 error: self
                     .files
                     .get(&r.spec.file)
@@ -264,21 +261,6 @@ impl Supervisor {
             .collect();
         views.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         views
-    }
-
-    /// How many poll tasks run for each (instance, resource): always 1 when healthy.
-    pub fn poller_counts(&self) -> BTreeMap<(String, String), usize> {
-        let mut counts = BTreeMap::new();
-        for r in self.running.values() {
-            for ((name, _), task) in r.statuses.iter().zip(&r.tasks) {
-                if !task.is_finished() {
-                    *counts
-                        .entry((r.spec.name.clone(), name.clone()))
-                        .or_insert(0) += 1;
-                }
-            }
-        }
-        counts
     }
 }
 

@@ -102,12 +102,11 @@ async fn cursor_paging_api_yields_every_new_item_once() {
         .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics));
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
-    let shared = PollShared {
-        client: ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
-        store: store.clone(),
-        permits: Arc::new(tokio::sync::Semaphore::new(4)),
-        on_commit: None,
-    };
+    let shared = PollShared::new(
+        ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
+        store.clone(),
+        4,
+    );
     let element = Element::new(&spec.element).unwrap();
     let resource = spec.resource("items").unwrap();
 

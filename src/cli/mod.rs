@@ -84,8 +84,48 @@ pub fn main() -> ExitCode {
             resource.as_deref(),
             since.as_deref(),
         ),
+        Command::Status { json } => match admin_socket(args.config.as_deref()) {
+            Ok(socket) => admin::status(&socket, json),
+            Err(code) => code,
+        },
+        Command::DeadLetters(action) => {
+            let action = match action {
+                DeadLetterCommand::List => admin::DeadLetterAction::List,
+                DeadLetterCommand::Replay { ids, all } => {
+                    admin::DeadLetterAction::Replay(selection(ids, all))
+                }
+                DeadLetterCommand::Drop { ids, all } => {
+                    admin::DeadLetterAction::Drop(selection(ids, all))
+                }
+            };
+            if matches!(&action, admin::DeadLetterAction::Replay(Some(ids)) | admin::DeadLetterAction::Drop(Some(ids)) if ids.is_empty())
+            {
+                eprintln!("pollerd dead-letters: name the ids to act on, or give --all");
+                return ExitCode::FAILURE;
+            }
+            match admin_socket(args.config.as_deref()) {
+                Ok(socket) => admin::dead_letters(&socket, action),
+                Err(code) => code,
+            }
+        }
         other => not_built(&other),
     }
+}
+
+/// `--all` means every dead letter.
+fn selection(ids: Vec<String>, all: bool) -> Option<Vec<String>> {
+    (!all).then_some(ids)
+}
+
+/// The admin socket named by the settings.
+fn admin_socket(config: Option<&std::path::Path>) -> Result<PathBuf, ExitCode> {
+    let env = crate::config::Environment::from_process();
+    crate::config::Settings::load(config, &env)
+        .map(|s| s.admin_socket)
+        .map_err(|d| {
+            eprintln!("{d}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Subcommands that later work fills in say so plainly (exit 2) rather than pretend.

@@ -68,6 +68,8 @@ pub struct RunReport {
     pub pages: usize,
     pub records: usize,
     pub events: usize,
+    /// Of `events`: how many were CREATED (the rest UPDATED).
+    pub created: usize,
     pub notifications: usize,
     /// Records without an id or with an unusable date.
     pub skipped: usize,
@@ -99,6 +101,22 @@ pub struct PollShared {
     /// `[polling] max_concurrent`.
     pub permits: Arc<tokio::sync::Semaphore>,
     pub on_commit: Option<CommitListener>,
+    /// Poll tasks alive per resource: must never exceed 1 (checked through status).
+    pub active_pollers: Arc<std::sync::Mutex<HashMap<ResourceKey, u32>>>,
+    pub metrics: Option<crate::metrics::Metrics>,
+}
+
+impl PollShared {
+    pub fn new(client: ProviderClient, store: Arc<dyn Store>, max_concurrent: usize) -> PollShared {
+        PollShared {
+            client,
+            store,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            on_commit: None,
+            active_pollers: Arc::default(),
+            metrics: None,
+        }
+    }
 }
 
 /// Commits to the store; the fsync runs off the async threads.
@@ -336,6 +354,10 @@ pub async fn scan(
                 .extend(batch.iter().map(|c| (c.object_id.clone(), c.updated)));
         }
         report.events += new.len();
+        report.created += new
+            .iter()
+            .filter(|c| c.event_type == EventType::Created)
+            .count();
         report.notifications += commit.notifications.len();
         if !commit.notifications.is_empty() {
             sink.commit(commit).await.map_err(store_error)?;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PollError, PollShared, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::Element;
+use crate::store::ResourceKey;
 
 /// What the daemon can tell about a resource (for `pollerd status`).
 #[derive(Clone, Debug, Default)]
@@ -44,6 +45,8 @@ pub async fn poll_loop(
     status: SharedStatus,
     cancel: CancellationToken,
 ) {
+    let key = ResourceKey::new(&instance.name, &resource.name);
+    let _alive = AliveGuard::enter(&shared, key);
     let interval = instance.refresh_interval;
     let mut delay = jitter(interval);
     let mut failing: Option<String> = None;
@@ -59,13 +62,63 @@ pub async fn poll_loop(
         };
         // Stopping may cut a run between or inside page fetches: every commit is atomic, and
         // the watermark only moves when a run completes, so nothing is lost or doubled.
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = run_resource(&shared, &instance, &element, &resource) => r,
         };
         drop(permit);
+        if let Some(m) = &shared.metrics {
+            observe(m, &result, started.elapsed());
+        }
         record(&instance, &resource, &status, &mut failing, result);
         delay = interval + jitter(interval);
+    }
+}
+
+/// Counts this task in `active_pollers` while it lives.
+struct AliveGuard {
+    shared: PollShared,
+    key: ResourceKey,
+}
+
+impl AliveGuard {
+    fn enter(shared: &PollShared, key: ResourceKey) -> AliveGuard {
+        *shared
+            .active_pollers
+            .lock()
+            .expect("pollers")
+            .entry(key.clone())
+            .or_insert(0) += 1;
+        AliveGuard {
+            shared: shared.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        let mut active = self.shared.active_pollers.lock().expect("pollers");
+        if let Some(n) = active.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn observe(m: &crate::metrics::Metrics, result: &Result<RunReport, PollError>, took: Duration) {
+    match result {
+        Ok(r) => {
+            m.poll(if r.baseline { "baseline" } else { "ok" }, took);
+            m.records_fetched(r.records as u64);
+            m.records_skipped(r.skipped as u64);
+            m.events("CREATED", r.created as u64);
+            m.events("UPDATED", (r.events - r.created) as u64);
+        }
+        Err(_) => m.poll("error", took),
     }
 }
 

@@ -1,18 +1,26 @@
 //! `pollerd run`: the daemon assembled from its components, and its life cycle — start
 //! (store open, instances loaded, READY), reload (files or SIGHUP), graceful stop (SIGTERM).
 
+mod admin;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
+use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminServer, ReloadStatus};
 use crate::config::{Environment, SecretSources, Settings};
-use crate::delivery::Deliverer;
+use crate::delivery::{Deliverer, DeliveryObserver};
 use crate::element::ProviderClient;
+use crate::metrics::Metrics;
 use crate::poller::PollShared;
 use crate::store::{SledStore, Store};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
 
 /// Everything the running daemon holds.
 pub struct Daemon {
@@ -20,6 +28,18 @@ pub struct Daemon {
     pub store: Arc<dyn Store>,
     pub deliverer: Deliverer,
     pub supervisor: Supervisor,
+    pub metrics: Metrics,
+    registry: Arc<RwLock<Vec<InstanceView>>>,
+    last_reload: Arc<Mutex<Option<ReloadStatus>>>,
+    shared: PollShared,
+}
+
+struct MetricsObserver(Metrics);
+
+impl DeliveryObserver for MetricsObserver {
+    fn delivered(&self, outcome: &str, latency: Option<Duration>) {
+        self.0.delivery(outcome, latency);
+    }
 }
 
 impl Daemon {
@@ -35,41 +55,45 @@ impl Daemon {
             &settings.state_dir,
             settings.store_cache_bytes,
         )?);
-        let deliverer = Deliverer::new(store.clone(), &settings.delivery, None)
+        let metrics = Metrics::new();
+        let observer: Arc<dyn DeliveryObserver> = Arc::new(MetricsObserver(metrics.clone()));
+        let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(observer))
             .context("building the webhook client")?;
         let client =
             ProviderClient::new(settings.polling.http_timeout, settings.polling.max_per_host)
                 .context("building the provider client")?;
         let wake = deliverer.clone();
-        let shared = PollShared {
-            client,
-            store: store.clone(),
-            permits: Arc::new(tokio::sync::Semaphore::new(settings.polling.max_concurrent)),
-            on_commit: Some(Arc::new(move |key| wake.wake(key))),
-        };
+        let mut shared = PollShared::new(client, store.clone(), settings.polling.max_concurrent);
+        shared.on_commit = Some(Arc::new(move |key| wake.wake(key)));
+        shared.metrics = Some(metrics.clone());
         let sources = SecretSources {
             credentials_dir: env.credentials_directory.clone(),
             unverified_credentials_ok: false,
         };
-        let mut supervisor = Supervisor::new(shared, deliverer.clone(), sources);
-        let summary = supervisor.reload(&settings.instances_dir, None).await;
-        tracing::info!(
-            "started: {} instance(s) loaded, {} file error(s); state in {}",
-            summary.started.len(),
-            summary.errors.len(),
-            settings.state_dir.display()
-        );
-        deliverer.wake_all()?;
-        Ok(Daemon {
+        let supervisor = Supervisor::new(shared.clone(), deliverer.clone(), sources);
+        let mut daemon = Daemon {
             settings,
             store,
             deliverer,
             supervisor,
-        })
+            metrics,
+            registry: Arc::default(),
+            last_reload: Arc::default(),
+            shared,
+        };
+        let summary = daemon.reload_instances(None).await;
+        tracing::info!(
+            "started: {} instance(s) loaded, {} file error(s); state in {}",
+            summary.started.len(),
+            summary.errors.len(),
+            daemon.settings.state_dir.display()
+        );
+        daemon.deliverer.wake_all()?;
+        Ok(daemon)
     }
 
     /// Re-reads the given instance files (all when `None`).
-    pub async fn reload_instances(&mut self, changed: Option<&[PathBuf]>) {
+    pub async fn reload_instances(&mut self, changed: Option<&[PathBuf]>) -> ReloadSummary {
         let summary = self
             .supervisor
             .reload(&self.settings.instances_dir, changed)
@@ -79,13 +103,25 @@ impl Daemon {
             || !summary.stopped.is_empty()
         {
             tracing::info!(
-                "reloaded: started {:?}, restarted {:?}, stopped {:?}, {} unchanged",
+                "instances: started {:?}, restarted {:?}, stopped {:?}, {} unchanged",
                 summary.started,
                 summary.restarted,
                 summary.stopped,
                 summary.unchanged
             );
         }
+        *self.registry.write().expect("registry") = self.supervisor.views();
+        *self.last_reload.lock().expect("reload") = Some(ReloadStatus {
+            at: Utc::now(),
+            ok: summary.errors.is_empty(),
+            errors: summary.errors.clone(),
+        });
+        self.metrics.reload(if summary.errors.is_empty() {
+            "ok"
+        } else {
+            "error"
+        });
+        summary
     }
 
     /// SIGHUP: settings and every instance file. Settings that only apply at start are reported.
@@ -104,6 +140,42 @@ impl Daemon {
             Err(d) => tracing::error!("{d}"),
         }
         self.reload_instances(None).await;
+    }
+
+    /// The admin socket's view of this daemon.
+    fn admin(&self) -> admin::DaemonAdmin {
+        admin::DaemonAdmin {
+            started_at: Utc::now(),
+            registry: self.registry.clone(),
+            last_reload: self.last_reload.clone(),
+            store: self.store.clone(),
+            shared: self.shared.clone(),
+            deliverer: self.deliverer.clone(),
+        }
+    }
+
+    /// A one-line summary (systemd's STATUS=, logs).
+    pub fn summary_line(&self) -> String {
+        let registry = self.registry.read().expect("registry");
+        let resources: usize = registry.iter().map(|v| v.resources.len()).sum();
+        let stats = self.store.stats().unwrap_or_default();
+        let last_error = registry
+            .iter()
+            .flat_map(|v| v.resources.iter())
+            .find_map(|(_, s)| s.lock().expect("status").last_error.clone());
+        let mut line = format!(
+            "{} instance(s), {resources} resource(s), outbox {}, dead letters {}",
+            registry.len(),
+            stats.outbox_depth,
+            stats.dead_letters
+        );
+        if let Some(e) = last_error {
+            line.push_str(&format!(
+                ", last error: {}",
+                e.chars().take(120).collect::<String>()
+            ));
+        }
+        line
     }
 
     /// Graceful stop: polling first, then deliveries within the grace period, then the store.
@@ -162,15 +234,45 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut daemon = Daemon::start(settings, &env).await?;
+    let cancel = CancellationToken::new();
+    let admin = AdminServer::start(
+        &daemon.settings.admin_socket,
+        Arc::new(daemon.admin()),
+        cancel.child_token(),
+    )
+    .await
+    .with_context(|| format!("admin socket {}", daemon.settings.admin_socket.display()))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(listen) = daemon.settings.metrics_listen {
+        let r = ready.clone();
+        let bound = crate::metrics::serve(
+            listen,
+            daemon.metrics.clone(),
+            Arc::new(move || r.load(Ordering::Relaxed)),
+            cancel.child_token(),
+        )
+        .await?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    ready.store(true, Ordering::Relaxed);
+    let mut gauges = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => daemon.reload_all(config_path, &env).await,
+            _ = gauges.tick() => {
+                let stats = daemon.store.stats().unwrap_or_default();
+                daemon.metrics.set_outbox_depth(stats.outbox_depth);
+                daemon.metrics.set_dead_letters(stats.dead_letters);
+            }
         }
     }
     tracing::info!("stopping");
+    ready.store(false, Ordering::Relaxed);
     daemon.stop().await;
+    cancel.cancel();
+    admin.stopped().await;
     tracing::info!("stopped");
     Ok(())
 }
