@@ -1,0 +1,188 @@
+//! Running the real `pollerd` binary the way an operator does: a settings file, an instances
+//! directory, signals, `kill -9`. Shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+use serde_json::Value;
+
+/// Generous: CI is a busy 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A daemon's files: settings, instances, state, admin socket, log.
+pub struct DaemonDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl DaemonDir {
+    /// `extra` is appended to pollerd.toml (e.g. a `[delivery]` table).
+    pub fn new(extra: &str) -> DaemonDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("instances.d")).unwrap();
+        std::fs::write(
+            dir.path().join("pollerd.toml"),
+            format!(
+                "instances_dir = \"instances.d\"\nstate_dir = \"state\"\nadmin_socket = \"run/admin.sock\"\nlog_level = \"info\"\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        DaemonDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn settings(&self) -> PathBuf {
+        self.path().join("pollerd.toml")
+    }
+
+    pub fn instances(&self) -> PathBuf {
+        self.path().join("instances.d")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run/admin.sock")
+    }
+
+    pub fn write_instance(&self, file: &str, v: &Value) {
+        // Write then rename, as an editor's atomic save does.
+        let tmp = self.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.instances().join(file)).unwrap();
+    }
+
+    /// Starts `pollerd run`; its stderr goes to `log-<n>.txt` in the directory.
+    pub fn start(&self, env: &[(&str, &str)]) -> Daemon {
+        let n = std::fs::read_dir(self.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+            .count();
+        let log = self.path().join(format!("log-{n}.txt"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollerd"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.settings())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("start pollerd"),
+            log,
+        }
+    }
+
+    /// Every log file's text, in start order.
+    pub fn logs(&self) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {}", self.pid());
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("pollerd did not exit within {limit:?}; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed example, pointed at the simulator and a receiver, polling every `interval_minutes`.
+pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &str) -> Value {
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/instances.d/connectwise-contacts.json.example"),
+    )
+    .unwrap();
+    let mut v: Value = serde_json::from_str(&seed).unwrap();
+    let c = SimConfig::default();
+    let conf = v["configuration"].as_object_mut().unwrap();
+    conf.insert("baseUrl".into(), sim.base_url().into());
+    conf.insert("company".into(), c.company.into());
+    conf.insert("public.key".into(), c.public_key.into());
+    conf.insert("private.key".into(), c.private_key.into());
+    conf.insert("connectwise.clientID".into(), c.client_id.into());
+    conf.insert("event.notification.callback.url".into(), callback.into());
+    conf.insert("event.poller.refresh_interval".into(), interval_minutes.into());
+    v
+}
+
+/// (objectId, date) → the eventIds of the notifications that carried it.
+pub fn events_by_version(bodies: &[Value]) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+    let mut map: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for b in bodies {
+        let id = b["id"].as_str().unwrap().to_string();
+        for e in b["message"]["events"].as_array().unwrap() {
+            let key = (e["objectId"].as_str().unwrap().to_string(), e["date"].as_str().unwrap().to_string());
+            map.entry(key).or_default().push(id.clone());
+        }
+    }
+    map
+}
