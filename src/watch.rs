@@ -186,8 +186,9 @@ struct Watched {
 }
 
 impl Watched {
-    /// Watches the directory if it exists now. The old watch goes first: after a rename, it
-    /// would follow the old directory and report its files under our name.
+    /// Watches the directory if it exists now. The old watch goes first: should it outlive a
+    /// rename (notify usually drops it on seeing the rename), it would follow the old
+    /// directory and report that directory's files under our name.
     fn arm(&mut self, debouncer: &mut Watcher) {
         let _ = debouncer.unwatch(&self.dir);
         if !self.dir.is_dir() {
