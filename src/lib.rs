@@ -1,7 +1,8 @@
 //! pollerd: polls REST APIs on an interval and delivers what changed as signed webhooks.
 //!
-//! Data flows one way: files → [`config`] → `supervisor` → `poller` (through an
-//! [`element`]) → [`store`] → `delivery`.
+//! Data flows one way: files → [`config`] → [`supervisor`] → [`poller`] (through an
+//! [`element`]) → [`store`] → [`delivery`]. Around it: [`watch`], [`admin`], [`metrics`],
+//! [`systemd`], [`logging`]; [`daemon`] assembles them, [`sim`] simulates their peers.
 
 pub mod admin;
 pub mod cli;
@@ -11,9 +12,12 @@ pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_util;
+pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod sim;
 pub mod store;
 pub mod supervisor;
+pub mod systemd;
 pub mod template;
+pub mod watch;

@@ -1,0 +1,250 @@
+//! What a service manager receives from [`Notifier`], on the wire.
+//!
+//! The notifier reads `NOTIFY_SOCKET` and `WATCHDOG_*` from the environment, and changing the
+//! environment of a running test is unsound, so each case runs this test binary again as a
+//! child process (the `notify_probe` helper below) with the environment under test, against a
+//! datagram socket the test bound, playing systemd.
+
+use std::io::Read as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pollerd::systemd::Notifier;
+use tokio_util::sync::CancellationToken;
+
+/// Set in the child process: it is the probe, not a test.
+const PROBE_ROLE: &str = "POLLERD_NOTIFY_PROBE";
+const DEADLINE: Duration = Duration::from_secs(30);
+const STATUS_TEXT: &str = "2 instances, 3 resources";
+
+/// The daemon's side, as a program: every notification in the order pollerd sends them, with the
+/// watchdog running from the status line until stdin closes.
+#[test]
+#[ignore = "helper run as a child process by the other tests in this file"]
+fn notify_probe() {
+    if std::env::var_os(PROBE_ROLE).is_none() {
+        return; // Run by hand with --ignored: not a probe, nothing to do.
+    }
+    let notifier = Notifier::from_env();
+    println!(
+        "active={} watchdog={:?}",
+        notifier.is_active(),
+        notifier.watchdog_interval()
+    );
+    notifier.ready();
+    notifier.reloading();
+    notifier.ready();
+    notifier.status(&format!("{STATUS_TEXT}\nsecond line"));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let watchdog = runtime.block_on(async { notifier.spawn_watchdog(cancel.clone(), || true) });
+    runtime.block_on(async {
+        // Pings flow until the test closes our stdin (it has seen enough of them).
+        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        cancel.cancel();
+        if let Some(watchdog) = watchdog {
+            watchdog.await.unwrap();
+        }
+    });
+    notifier.stopping();
+}
+
+fn probe(env: &[(&str, &str)], stdin: Stdio) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "notify_probe",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PROBE_ROLE, "1")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().unwrap()
+}
+
+/// The probe's own report, after checking that it ran (a renamed helper would run nothing and
+/// "succeed") and succeeded.
+fn finished(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "probe failed: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "probe did not run: {stdout}\n{stderr}"
+    );
+    stdout
+}
+
+fn bind(path: &Path) -> UnixDatagram {
+    let socket = UnixDatagram::bind(path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    socket
+}
+
+fn receive(socket: &UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let length = socket
+        .recv(&mut buffer)
+        .unwrap_or_else(|error| panic!("no notification within {DEADLINE:?}: {error}"));
+    String::from_utf8(buffer[..length].to_vec()).unwrap()
+}
+
+fn assert_nothing_more(socket: &UnixDatagram) {
+    socket.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 4096];
+    match socket.recv(&mut buffer) {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "unexpected notification: {:?}",
+            other.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+        ),
+    }
+}
+
+/// CLOCK_BOOTTIME in µs, which CLOCK_MONOTONIC never exceeds.
+fn boot_time_usec() -> u64 {
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+    let seconds: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+    (seconds * 1e6) as u64
+}
+
+#[test]
+fn notifications_arrive_in_order_with_watchdog_pings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = bind(&socket_path);
+    let mut child = probe(
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+        Stdio::piped(),
+    );
+
+    let deadline = Instant::now() + DEADLINE;
+    let mut states = Vec::new();
+    let mut pings = 0;
+    loop {
+        assert!(Instant::now() < deadline, "no STOPPING=1; got {states:?}");
+        let datagram = receive(&socket);
+        if datagram == "WATCHDOG=1\n" {
+            pings += 1;
+            // The pings are flowing: let the probe stop (closing stdin is its cue).
+            if pings == 2 {
+                drop(child.stdin.take());
+            }
+            assert_eq!(states.len(), 4, "watchdog ping out of place: {states:?}");
+            continue;
+        }
+        let stop = datagram == "STOPPING=1\n";
+        states.push(datagram);
+        if stop {
+            break;
+        }
+    }
+    let stdout = finished(child.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("active=true watchdog=Some(100ms)"),
+        "{stdout}"
+    );
+
+    assert!(pings >= 2, "{pings} watchdog pings");
+    assert_eq!(states.len(), 5, "{states:?}");
+    assert_eq!(states[0], "READY=1\n");
+    let reloading: Vec<&str> = states[1].lines().collect();
+    assert_eq!(reloading.len(), 2, "{reloading:?}");
+    assert_eq!(reloading[0], "RELOADING=1");
+    let monotonic: u64 = reloading[1]
+        .strip_prefix("MONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{reloading:?}"))
+        .parse()
+        .unwrap();
+    // In microseconds of CLOCK_MONOTONIC: not 0, not nanoseconds, not wall-clock time.
+    assert!(
+        monotonic > 0 && monotonic <= boot_time_usec(),
+        "MONOTONIC_USEC={monotonic}, boot time {}µs",
+        boot_time_usec()
+    );
+    assert_eq!(states[2], "READY=1\n");
+    assert_eq!(states[3], format!("STATUS={STATUS_TEXT} second line\n"));
+    assert_eq!(states[4], "STOPPING=1\n");
+    assert_nothing_more(&socket);
+}
+
+#[test]
+fn without_notify_socket_nothing_is_sent_and_nothing_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = bind(&socket_path);
+    let child = probe(&[("WATCHDOG_USEC", "200000")], Stdio::null());
+    let stdout = finished(child.wait_with_output().unwrap());
+    assert!(stdout.contains("active=false watchdog=None"), "{stdout}");
+    assert_nothing_more(&socket);
+}
+
+#[test]
+fn an_unreachable_notify_socket_is_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nobody-listens.sock");
+    let child = probe(
+        &[
+            ("NOTIFY_SOCKET", missing.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+        Stdio::null(),
+    );
+    let stdout = finished(child.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("active=true watchdog=Some(100ms)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_not_pinged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = bind(&socket_path);
+    // WATCHDOG_PID=1: inherited from, and meant for, some other process.
+    let child = probe(
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+        Stdio::null(),
+    );
+    let stdout = finished(child.wait_with_output().unwrap());
+    assert!(stdout.contains("active=true watchdog=None"), "{stdout}");
+    let mut states = Vec::new();
+    loop {
+        let datagram = receive(&socket);
+        let stop = datagram == "STOPPING=1\n";
+        states.push(datagram);
+        if stop {
+            break;
+        }
+    }
+    assert!(states.iter().all(|s| s != "WATCHDOG=1\n"), "{states:?}");
+    assert_eq!(states.len(), 5, "{states:?}");
+    assert_nothing_more(&socket);
+}
