@@ -93,9 +93,10 @@ impl Supervisor {
         self.files.retain(|path, _| listed.contains(path));
         let to_read: Vec<PathBuf> = match changed {
             None => listed.clone(),
-            Some(paths) => paths
+            // Also any listed file never read (a missed event must not hide a file forever).
+            Some(paths) => listed
                 .iter()
-                .filter(|p| listed.contains(p))
+                .filter(|p| paths.contains(p) || !self.files.contains_key(*p))
                 .cloned()
                 .collect(),
         };

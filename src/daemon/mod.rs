@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::poller::PollShared;
 use crate::store::{SledStore, Store};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
+use crate::systemd::Notifier;
+use crate::watch::watch_instances;
 
 /// Everything the running daemon holds.
 pub struct Daemon {
@@ -198,13 +200,10 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level)),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    if let Err(e) = crate::logging::init(settings.log_format, &settings.log_level) {
+        eprintln!("pollerd: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -233,6 +232,11 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let notifier = Notifier::from_env();
+    // Watch before the first read of the directory, so no change in between is missed.
+    let (_watcher, mut changes) =
+        watch_instances(&settings.instances_dir, Duration::from_millis(250))
+            .with_context(|| format!("watching {}", settings.instances_dir.display()))?;
     let mut daemon = Daemon::start(settings, &env).await?;
     let cancel = CancellationToken::new();
     let admin = AdminServer::start(
@@ -255,20 +259,37 @@ async fn serve(
         tracing::info!("metrics on http://{bound}/metrics");
     }
     ready.store(true, Ordering::Relaxed);
+    notifier.ready();
+    notifier.status(&daemon.summary_line());
+    let _watchdog = notifier.spawn_watchdog(cancel.child_token(), || true);
     let mut gauges = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => daemon.reload_all(config_path, &env).await,
+            _ = hup.recv() => {
+                notifier.reloading();
+                daemon.reload_all(config_path, &env).await;
+                notifier.ready();
+            }
+            Some(mut batch) = changes.recv() => {
+                // Take whatever else is already waiting, as one reload.
+                while let Ok(more) = changes.try_recv() {
+                    batch.merge(more);
+                }
+                let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
+                daemon.reload_instances(if batch.rescan { None } else { Some(&paths) }).await;
+            }
             _ = gauges.tick() => {
                 let stats = daemon.store.stats().unwrap_or_default();
                 daemon.metrics.set_outbox_depth(stats.outbox_depth);
                 daemon.metrics.set_dead_letters(stats.dead_letters);
             }
         }
+        notifier.status(&daemon.summary_line());
     }
     tracing::info!("stopping");
+    notifier.stopping();
     ready.store(false, Ordering::Relaxed);
     daemon.stop().await;
     cancel.cancel();
