@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod check;
+mod demo;
 mod poll;
 
 use std::path::PathBuf;
@@ -108,7 +109,7 @@ pub fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        other => not_built(&other),
+        Command::Demo => demo::run(),
     }
 }
 
@@ -126,18 +127,4 @@ fn admin_socket(config: Option<&std::path::Path>) -> Result<PathBuf, ExitCode> {
             eprintln!("{d}");
             ExitCode::FAILURE
         })
-}
-
-/// Subcommands that later work fills in say so plainly (exit 2) rather than pretend.
-fn not_built(command: &Command) -> ExitCode {
-    let name = match command {
-        Command::Run => "run",
-        Command::Check { .. } => "check",
-        Command::Poll { .. } => "poll",
-        Command::Status { .. } => "status",
-        Command::DeadLetters(_) => "dead-letters",
-        Command::Demo => "demo",
-    };
-    eprintln!("pollerd {name}: not implemented yet in this build");
-    ExitCode::from(2)
 }

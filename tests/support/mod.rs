@@ -16,7 +16,10 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -68,7 +71,13 @@ impl DaemonDir {
     pub fn start(&self, env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("log-")
+            })
             .count();
         let log = self.path().join(format!("log-{n}.txt"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollerd"));
@@ -99,7 +108,11 @@ impl DaemonDir {
             .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
             .collect();
         files.sort();
-        files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -137,7 +150,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("pollerd did not exit within {limit:?}; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "pollerd did not exit within {limit:?}; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -158,7 +174,8 @@ impl Drop for Daemon {
 /// The seed example, pointed at the simulator and a receiver, polling every `interval_minutes`.
 pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &str) -> Value {
     let seed = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/instances.d/connectwise-contacts.json.example"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("etc/instances.d/connectwise-contacts.json.example"),
     )
     .unwrap();
     let mut v: Value = serde_json::from_str(&seed).unwrap();
@@ -170,17 +187,25 @@ pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &st
     conf.insert("private.key".into(), c.private_key.into());
     conf.insert("connectwise.clientID".into(), c.client_id.into());
     conf.insert("event.notification.callback.url".into(), callback.into());
-    conf.insert("event.poller.refresh_interval".into(), interval_minutes.into());
+    conf.insert(
+        "event.poller.refresh_interval".into(),
+        interval_minutes.into(),
+    );
     v
 }
 
 /// (objectId, date) → the eventIds of the notifications that carried it.
-pub fn events_by_version(bodies: &[Value]) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+pub fn events_by_version(
+    bodies: &[Value],
+) -> std::collections::BTreeMap<(String, String), Vec<String>> {
     let mut map: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
     for b in bodies {
         let id = b["id"].as_str().unwrap().to_string();
         for e in b["message"]["events"].as_array().unwrap() {
-            let key = (e["objectId"].as_str().unwrap().to_string(), e["date"].as_str().unwrap().to_string());
+            let key = (
+                e["objectId"].as_str().unwrap().to_string(),
+                e["date"].as_str().unwrap().to_string(),
+            );
             map.entry(key).or_default().push(id.clone());
         }
     }
