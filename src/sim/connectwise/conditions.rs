@@ -276,3 +276,90 @@ fn parse_date(literal: &str) -> Option<DateTime<Utc>> {
     let date = NaiveDate::parse_from_str(literal, "%Y-%m-%d").ok()?;
     Some(date.and_time(NaiveTime::MIN).and_utc())
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn record(entered_hour: u32, updated_hour: u32) -> StoredRecord {
+        StoredRecord {
+            revision: 0,
+            date_entered: Utc
+                .with_ymd_and_hms(2024, 1, 1, entered_hour, 0, 0)
+                .unwrap(),
+            last_updated: Utc
+                .with_ymd_and_hms(2024, 1, 1, updated_hour, 0, 0)
+                .unwrap(),
+            json: Box::default(),
+        }
+    }
+
+    /// Which of ids 1..=4 (entered at hour id, updated at hour id + 10) match `text`.
+    fn matching(text: &str) -> Vec<u64> {
+        let conditions = Conditions::parse(text, RecordKind::Ticket)
+            .unwrap_or_else(|error| panic!("{text}: {error}"));
+        (1..=4u64)
+            .filter(|&id| conditions.matches(id, &record(id as u32, id as u32 + 10)))
+            .collect()
+    }
+
+    #[test]
+    fn operators_on_ids_and_dates() {
+        let table: [(&str, &[u64]); 12] = [
+            ("id=2", &[2]),
+            ("id!=2", &[1, 3, 4]),
+            ("id<2", &[1]),
+            ("id<=2", &[1, 2]),
+            ("id>2", &[3, 4]),
+            ("id>=2", &[2, 3, 4]),
+            ("lastUpdated>[2024-01-01T12:00:00Z]", &[3, 4]),
+            ("_info/lastUpdated <= [2024-01-01T12:00:00Z]", &[1, 2]),
+            ("dateEntered=[2024-01-01T03:00:00Z]", &[3]),
+            ("_INFO/DATEENTERED > [2024-01-01T04:00:00+02:00]", &[3, 4]),
+            ("lastUpdated>=[2024-01-01]", &[1, 2, 3, 4]),
+            ("lastUpdated>[2024-01-01T12:59:59.5Z]", &[3, 4]),
+        ];
+        for (text, expected) in table {
+            assert_eq!(matching(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or_and_parentheses_group() {
+        assert_eq!(matching("id=1 or id=2 and id=3"), vec![1]);
+        assert_eq!(matching("(id=1 or id=2) and id=2"), vec![2]);
+        assert_eq!(
+            matching("id>1 AND (dateEntered<[2024-01-01T03:00:00Z] OR id=4)"),
+            vec![2, 4]
+        );
+    }
+
+    #[test]
+    fn contacts_have_no_date_entered_and_bad_text_is_rejected() {
+        let error = Conditions::parse("dateEntered>[2024-01-01]", RecordKind::Contact).unwrap_err();
+        assert!(
+            error.contains("unknown field 'dateEntered' for contacts"),
+            "{error}"
+        );
+        for bad in [
+            "",
+            "id",
+            "id=",
+            "id=x",
+            "id~1",
+            "lastUpdated>[2024-13-01]",
+            "lastUpdated>[2024-01-01",
+            "(id=1",
+            "id=1)",
+            "id=1 and",
+            "summary=\"x\"",
+        ] {
+            assert!(
+                Conditions::parse(bad, RecordKind::Ticket).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+}
