@@ -1,1 +1,0 @@
-//! Simulated ConnectWise Manage REST API.

@@ -1,0 +1,441 @@
+//! Simulated ConnectWise Manage REST API: a real HTTP server on `127.0.0.1:0`.
+//!
+//! Used by integration tests, benchmarks and `pollerd demo`. It behaves like the parts of the
+//! real API pollerd relies on:
+//!
+//! - endpoints under [`ConnectWiseSim::base_url`] (`…/v4_6_release/apis/3.0`): `GET
+//!   /company/contacts`, `/company/companies`, `/service/tickets` (lists), `…/{id}` (one record),
+//!   `…/count` (`{"count": n}`), and `/system/info`;
+//! - auth: `Authorization: Basic base64("{company}+{public}:{private}")` and a `clientId` header,
+//!   else 401 with ConnectWise's error body `{"code","message","errors"}`;
+//! - `conditions` on `id`, `lastUpdated`/`_info/lastUpdated`, `dateEntered`/`_info/dateEntered`
+//!   (see [`conditions`]), a bad value answered with 400;
+//! - forward-only keyset paging (header `pagination-type: forward-only`, `pageId`, `pageSize`) and
+//!   page paging (`page`, `pageSize`), both ordered by id with `Link` headers; `orderBy` is
+//!   ignored (lists are always in id order, which is what keyset paging needs anyway);
+//! - a `Date` header from the simulator's clock, which can be skewed from the local clock;
+//! - injectable faults ([`Fault`]) and a request log ([`RequestLog`]).
+//!
+//! Queries are evaluated at request time, so a record updated during a scan keeps its id and
+//! moves in `lastUpdated`, as in the real API.
+
+mod conditions;
+mod faults;
+mod records;
+mod server;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use faults::FaultTable;
+use records::{RecordTable, StoredRecord};
+
+/// The path prefix of the API, as on ConnectWise cloud servers.
+pub const API_PREFIX: &str = "/v4_6_release/apis/3.0";
+
+/// How many requests [`ConnectWiseSim::requests`] keeps (the oldest are dropped beyond this, so a
+/// long-running demo does not grow without bound); [`ConnectWiseSim::request_count`] counts all.
+pub const REQUEST_LOG_CAPACITY: usize = 100_000;
+
+/// The credentials the simulator accepts.
+#[derive(Clone)]
+pub struct SimConfig {
+    pub company: String,
+    pub public_key: String,
+    pub private_key: String,
+    pub client_id: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            company: "simco".to_string(),
+            public_key: "simpublic".to_string(),
+            private_key: "simprivate".to_string(),
+            client_id: "sim-client-id".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("company", &self.company)
+            .field("public_key", &self.public_key)
+            .field("private_key", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// The kinds of records the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// `/company/contacts`: `_info.lastUpdated` only.
+    Contact,
+    /// `/company/companies`: `_info.dateEntered` and `_info.lastUpdated`.
+    Company,
+    /// `/service/tickets`: `_info.dateEntered` and `_info.lastUpdated`.
+    Ticket,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 3] = [RecordKind::Contact, RecordKind::Company, RecordKind::Ticket];
+
+    /// The endpoint, relative to the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            RecordKind::Contact => "/company/contacts",
+            RecordKind::Company => "/company/companies",
+            RecordKind::Ticket => "/service/tickets",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            RecordKind::Contact => "contacts",
+            RecordKind::Company => "companies",
+            RecordKind::Ticket => "tickets",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A misbehaviour to inject; see [`ConnectWiseSim::inject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Delay the answer (which is otherwise normal, unless another fault applies too).
+    Latency(Duration),
+    /// 500 with a ConnectWise error body.
+    ServerError,
+    /// 429 with `Retry-After: retry_after_secs` and a ConnectWise error body.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 503 with a `text/html` maintenance page.
+    HtmlMaintenance,
+    /// 200 with a `text/html` body (a login page, as a misconfigured proxy would answer).
+    HtmlOk,
+    /// The normal answer, labelled JSON, with its body cut in half.
+    TruncatedJson,
+    /// 401 whatever the credentials.
+    Unauthorized,
+}
+
+/// Which requests a fault affects: those whose path contains `path_contains` (all when `None`);
+/// the first `skip` of them pass, the next `count` are affected (`usize::MAX`: until cleared).
+/// Each injected fault counts matching requests on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultScope {
+    pub path_contains: Option<String>,
+    pub skip: usize,
+    pub count: usize,
+}
+
+impl FaultScope {
+    /// Every request, until cleared.
+    pub fn always() -> Self {
+        FaultScope {
+            path_contains: None,
+            skip: 0,
+            count: usize::MAX,
+        }
+    }
+
+    /// The next `count` requests.
+    pub fn next(count: usize) -> Self {
+        FaultScope {
+            path_contains: None,
+            skip: 0,
+            count,
+        }
+    }
+}
+
+/// One request as the simulator saw and answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLog {
+    /// When it was answered, on the simulator's clock.
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// The full path, e.g. `/v4_6_release/apis/3.0/company/contacts`.
+    pub path: String,
+    /// The raw query string, without `?` (empty when none).
+    pub query: String,
+    pub status: u16,
+    /// Whether the `Authorization` header held the configured credentials.
+    pub had_valid_auth: bool,
+    /// The `clientId` header, as sent.
+    pub client_id: Option<String>,
+    /// The `pagination-type` header, as sent.
+    pub pagination_type: Option<String>,
+    /// `conditions`, decoded.
+    pub conditions: Option<String>,
+    pub page: Option<u64>,
+    pub page_id: Option<u64>,
+    pub page_size: Option<u64>,
+    /// The injected fault that shaped the answer, if any (`Debug` form, e.g. `ServerError`).
+    pub fault: Option<String>,
+}
+
+/// A handle on a running simulator; clones share it. The server stops on
+/// [`ConnectWiseSim::shutdown`] or when the last handle is dropped.
+#[derive(Clone)]
+pub struct ConnectWiseSim {
+    state: Arc<SimState>,
+    server: Arc<ServerTask>,
+}
+
+impl fmt::Debug for ConnectWiseSim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectWiseSim")
+            .field("base_url", &self.state.base_url)
+            .finish()
+    }
+}
+
+/// Everything the server and the handles share.
+struct SimState {
+    config: SimConfig,
+    /// The decoded `user:password` of valid Basic credentials.
+    expected_credentials: String,
+    base_url: String,
+    clock_skew_ms: AtomicI64,
+    tables: RwLock<[RecordTable; 3]>,
+    faults: Mutex<FaultTable>,
+    log: Mutex<RequestJournal>,
+}
+
+#[derive(Default)]
+struct RequestJournal {
+    entries: VecDeque<RequestLog>,
+    total: usize,
+}
+
+impl SimState {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.clock_skew_ms.load(Ordering::Relaxed))
+    }
+
+    fn record_request(&self, entry: RequestLog) {
+        let mut log = self.log.lock().expect("request log lock");
+        if log.entries.len() == REQUEST_LOG_CAPACITY {
+            log.entries.pop_front();
+        }
+        log.entries.push_back(entry);
+        log.total += 1;
+    }
+}
+
+/// Stops the server when the last handle goes away.
+struct ServerTask {
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ServerTask {
+    fn signal_stop(&self) {
+        if let Some(stop) = self.stop.lock().expect("stop lock").take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+impl ConnectWiseSim {
+    /// Binds `127.0.0.1:0` and serves on the current Tokio runtime.
+    pub async fn start(config: SimConfig) -> std::io::Result<ConnectWiseSim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?;
+        let expected_credentials = format!(
+            "{}+{}:{}",
+            config.company, config.public_key, config.private_key
+        );
+        let state = Arc::new(SimState {
+            config,
+            expected_credentials,
+            base_url: format!("http://{address}{API_PREFIX}"),
+            clock_skew_ms: AtomicI64::new(0),
+            tables: RwLock::new(Default::default()),
+            faults: Mutex::new(FaultTable::default()),
+            log: Mutex::new(RequestJournal::default()),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = server::router(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "ConnectWise simulator stopped with an error");
+            }
+        });
+        let server = ServerTask {
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
+        };
+        Ok(ConnectWiseSim {
+            state,
+            server: Arc::new(server),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v4_6_release/apis/3.0`
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    /// The `Authorization` header value that the simulator accepts.
+    pub fn authorization_header(&self) -> String {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(&self.state.expected_credentials);
+        format!("Basic {encoded}")
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    /// The simulator's clock: the local clock plus the skew.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.state.now()
+    }
+
+    /// Moves the simulator's clock (the `Date` header and default record dates) from the local one.
+    pub fn set_clock_skew(&self, skew: chrono::Duration) {
+        self.state
+            .clock_skew_ms
+            .store(skew.num_milliseconds(), Ordering::Relaxed);
+    }
+
+    /// Creates a record dated `at` (the simulator's now when `None`), returns its id.
+    pub fn create(&self, kind: RecordKind, at: Option<DateTime<Utc>>) -> u64 {
+        self.create_many(kind, 1, at)[0]
+    }
+
+    /// Creates `n` records with ascending ids, all dated `at` (the simulator's now when `None`).
+    pub fn create_many(&self, kind: RecordKind, n: usize, at: Option<DateTime<Utc>>) -> Vec<u64> {
+        let at = at.unwrap_or_else(|| self.now()).trunc_subsecs(0);
+        // Ids are reserved under the lock, records rendered outside it, so that requests are
+        // not held up while a large batch renders.
+        let first_id = {
+            let mut tables = self.state.tables.write().expect("records lock");
+            let table = &mut tables[kind.index()];
+            table.last_id += n as u64;
+            table.last_id + 1 - n as u64
+        };
+        let ids: Vec<u64> = (first_id..first_id + n as u64).collect();
+        let rendered: Vec<StoredRecord> = ids
+            .iter()
+            .map(|&id| StoredRecord {
+                revision: 0,
+                date_entered: at,
+                last_updated: at,
+                json: records::render(kind, &self.state.base_url, id, 0, at, at),
+            })
+            .collect();
+        let mut tables = self.state.tables.write().expect("records lock");
+        tables[kind.index()]
+            .records
+            .extend(ids.iter().copied().zip(rendered));
+        ids
+    }
+
+    /// Sets `_info.lastUpdated` to `at` (the simulator's now when `None`) and changes a field.
+    /// Returns false when there is no such record.
+    pub fn update(&self, kind: RecordKind, id: u64, at: Option<DateTime<Utc>>) -> bool {
+        let at = at.unwrap_or_else(|| self.now()).trunc_subsecs(0);
+        let mut tables = self.state.tables.write().expect("records lock");
+        let Some(record) = tables[kind.index()].records.get_mut(&id) else {
+            return false;
+        };
+        record.revision += 1;
+        record.last_updated = at;
+        record.json = records::render(
+            kind,
+            &self.state.base_url,
+            id,
+            record.revision,
+            record.date_entered,
+            at,
+        );
+        true
+    }
+
+    /// The record as the API would return it.
+    pub fn record(&self, kind: RecordKind, id: u64) -> Option<serde_json::Value> {
+        let tables = self.state.tables.read().expect("records lock");
+        let record = tables[kind.index()].records.get(&id)?;
+        Some(serde_json::from_slice(&record.json).expect("stored records are JSON"))
+    }
+
+    /// How many records of `kind` exist.
+    pub fn len(&self, kind: RecordKind) -> usize {
+        self.state.tables.read().expect("records lock")[kind.index()]
+            .records
+            .len()
+    }
+
+    /// Whether no record of `kind` exists.
+    pub fn is_empty(&self, kind: RecordKind) -> bool {
+        self.len(kind) == 0
+    }
+
+    /// Adds a fault; see [`FaultScope`] for which requests it affects.
+    pub fn inject(&self, fault: Fault, scope: FaultScope) {
+        self.state
+            .faults
+            .lock()
+            .expect("faults lock")
+            .add(fault, scope);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().expect("faults lock").clear();
+    }
+
+    /// The answered requests, oldest first (at most [`REQUEST_LOG_CAPACITY`]).
+    pub fn requests(&self) -> Vec<RequestLog> {
+        self.state
+            .log
+            .lock()
+            .expect("request log lock")
+            .entries
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests have been answered since the start.
+    pub fn request_count(&self) -> usize {
+        self.state.log.lock().expect("request log lock").total
+    }
+
+    /// Stops the server (for every handle) and waits for it, at most 10 s, for requests in
+    /// flight; after that they are cut.
+    pub async fn shutdown(self) {
+        self.server.signal_stop();
+        let task = self.server.task.lock().expect("task lock").take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(10), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}

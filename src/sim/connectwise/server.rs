@@ -1,0 +1,484 @@
+//! The HTTP side of the simulator: one handler that checks faults and auth, routes, pages and
+//! logs.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use base64::Engine;
+use serde_json::json;
+
+use super::conditions::Conditions;
+use super::faults::{LOGIN_PAGE, MAINTENANCE_PAGE};
+use super::records::RecordTable;
+use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState};
+
+/// The media type ConnectWise labels its JSON with.
+pub(super) const JSON_CONTENT_TYPE: &str =
+    "application/vnd.connectwise.com+json; version=2022.1; charset=utf-8";
+const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+const DEFAULT_PAGE_SIZE: u64 = 25;
+const MAX_PAGE_SIZE: u64 = 1000;
+
+pub(super) fn router(state: Arc<SimState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// An answer before it becomes an HTTP response (so faults can still reshape it).
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    link: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl Answer {
+    fn json(status: StatusCode, body: Vec<u8>) -> Answer {
+        Answer {
+            status,
+            content_type: JSON_CONTENT_TYPE,
+            body,
+            link: None,
+            retry_after: None,
+        }
+    }
+
+    fn html(status: StatusCode, page: &str) -> Answer {
+        Answer {
+            status,
+            content_type: HTML_CONTENT_TYPE,
+            body: page.as_bytes().to_vec(),
+            link: None,
+            retry_after: None,
+        }
+    }
+
+    /// ConnectWise's error body: `{"code": …, "message": …, "errors": …}`.
+    fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+        let body = json!({ "code": code, "message": message, "errors": null });
+        Answer::json(status, body.to_string().into_bytes())
+    }
+
+    fn bad_request(message: &str) -> Answer {
+        let body = json!({
+            "code": "InvalidObject",
+            "message": message,
+            "errors": [{ "code": "InvalidObject", "message": message, "resource": "request" }],
+        });
+        Answer::json(StatusCode::BAD_REQUEST, body.to_string().into_bytes())
+    }
+
+    fn unauthorized(message: &str) -> Answer {
+        Answer::error(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+    }
+
+    fn not_found(message: &str) -> Answer {
+        Answer::error(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+}
+
+/// What a request asked, as far as the handler and the log care.
+struct Asked {
+    method: Method,
+    path: String,
+    raw_query: String,
+    params: Vec<(String, String)>,
+    had_valid_auth: bool,
+    client_id: Option<String>,
+    pagination_type: Option<String>,
+}
+
+impl Asked {
+    /// A query parameter, by case-insensitive name (as ConnectWise reads them).
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn number_param(&self, name: &str) -> Result<Option<u64>, Answer> {
+        match self.param(name) {
+            None => Ok(None),
+            Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                Answer::bad_request(&format!("{name} must be a whole number, not '{text}'"))
+            }),
+        }
+    }
+
+    fn forward_only(&self) -> bool {
+        self.pagination_type
+            .as_deref()
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("forward-only"))
+    }
+}
+
+async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let asked = Asked {
+        had_valid_auth: credentials_ok(&state, &parts.headers),
+        client_id: header_text(&parts.headers, "clientid"),
+        pagination_type: header_text(&parts.headers, "pagination-type"),
+        params: decode_query(&parts.uri),
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        raw_query: parts.uri.query().unwrap_or("").to_string(),
+    };
+    let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
+    let mut answer = match &plan.answer {
+        Some(Fault::ServerError) => Answer::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UnexpectedServerError",
+            "An unexpected server error has occurred",
+        ),
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut answer = Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                &format!("Too many requests; retry after {retry_after_secs} seconds"),
+            );
+            answer.retry_after = Some(*retry_after_secs);
+            answer
+        }
+        Some(Fault::HtmlMaintenance) => {
+            Answer::html(StatusCode::SERVICE_UNAVAILABLE, MAINTENANCE_PAGE)
+        }
+        Some(Fault::HtmlOk) => Answer::html(StatusCode::OK, LOGIN_PAGE),
+        Some(Fault::Unauthorized) => Answer::unauthorized("Authentication failed"),
+        Some(Fault::TruncatedJson) | Some(Fault::Latency(_)) | None => {
+            answer(&state, &asked).unwrap_or_else(|error| error)
+        }
+    };
+    if plan.answer == Some(Fault::TruncatedJson) {
+        let half = (answer.body.len() / 2).max(1);
+        answer.body.truncate(half);
+    }
+
+    let now = state.now();
+    state.record_request(RequestLog {
+        at: now,
+        method: asked.method.to_string(),
+        path: asked.path.clone(),
+        query: asked.raw_query.clone(),
+        status: answer.status.as_u16(),
+        had_valid_auth: asked.had_valid_auth,
+        client_id: asked.client_id.clone(),
+        pagination_type: asked.pagination_type.clone(),
+        conditions: asked.param("conditions").map(str::to_string),
+        page: asked.number_param("page").ok().flatten(),
+        page_id: asked.number_param("pageId").ok().flatten(),
+        page_size: asked.number_param("pageSize").ok().flatten(),
+        fault: plan.answer.as_ref().map(|fault| format!("{fault:?}")),
+    });
+    into_response(answer, now)
+}
+
+fn into_response(answer: Answer, now: chrono::DateTime<chrono::Utc>) -> Response {
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header(header::CONTENT_TYPE, answer.content_type)
+        // RFC 7231 IMF-fixdate, from the simulator's clock so that skew is visible.
+        .header(
+            header::DATE,
+            now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        );
+    if let Some(link) = answer.link {
+        builder = builder.header(header::LINK, link);
+    }
+    if let Some(seconds) = answer.retry_after {
+        builder = builder.header(header::RETRY_AFTER, seconds.to_string());
+    }
+    builder
+        .body(Body::from(answer.body))
+        .expect("response headers are valid")
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+fn credentials_ok(state: &SimState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .is_ok_and(|decoded| decoded == state.expected_credentials.as_bytes())
+}
+
+/// Decoded query pairs (`+` is a space, as in forms); a query that does not decode counts as empty.
+fn decode_query(uri: &Uri) -> Vec<(String, String)> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|query| query.0)
+        .unwrap_or_default()
+}
+
+/// The normal answer to a request: auth, routing, the endpoint.
+fn answer(state: &SimState, asked: &Asked) -> Result<Answer, Answer> {
+    if asked.method != Method::GET {
+        return Ok(Answer::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "The simulator only serves GET",
+        ));
+    }
+    let Some(endpoint) = asked.path.strip_prefix(API_PREFIX) else {
+        return Ok(Answer::not_found(&format!(
+            "No API at {}; it lives under {API_PREFIX}",
+            asked.path
+        )));
+    };
+    if !asked.had_valid_auth {
+        return Ok(Answer::unauthorized(
+            "Authentication failed: the Basic credentials must be company+publicKey:privateKey",
+        ));
+    }
+    if asked.client_id.as_deref() != Some(state.config.client_id.as_str()) {
+        return Ok(Answer::unauthorized(match asked.client_id {
+            None => "A clientId header is required",
+            Some(_) => "The clientId is not registered",
+        }));
+    }
+    if endpoint.eq_ignore_ascii_case("/system/info") {
+        let info = json!({ "version": "v2022.1.87412", "isCloud": true, "serverTimeZone": "UTC" });
+        return Ok(Answer::json(StatusCode::OK, info.to_string().into_bytes()));
+    }
+    for kind in RecordKind::ALL {
+        let Some(rest) = endpoint.strip_prefix(kind.path()) else {
+            continue;
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            return list(state, asked, kind);
+        }
+        // `/company/contactsX` is not this endpoint.
+        let Some(tail) = rest.strip_prefix('/') else {
+            continue;
+        };
+        if tail.eq_ignore_ascii_case("count") {
+            return count(state, asked, kind);
+        }
+        return match tail.parse::<u64>() {
+            Ok(id) => Ok(one(state, kind, id)),
+            Err(_) => Ok(Answer::not_found(&format!("No endpoint at {endpoint}"))),
+        };
+    }
+    Ok(Answer::not_found(&format!("No endpoint at {endpoint}")))
+}
+
+fn parse_conditions(asked: &Asked, kind: RecordKind) -> Result<Option<Conditions>, Answer> {
+    match asked.param("conditions") {
+        Some(text) if !text.trim().is_empty() => Conditions::parse(text, kind)
+            .map(Some)
+            .map_err(|message| Answer::bad_request(&format!("conditions: {message}"))),
+        _ => Ok(None),
+    }
+}
+
+fn one(state: &SimState, kind: RecordKind, id: u64) -> Answer {
+    let tables = state.tables.read().expect("records lock");
+    match tables[kind.index()].records.get(&id) {
+        Some(record) => Answer::json(StatusCode::OK, record.json.to_vec()),
+        None => Answer::not_found(&format!("{} with id {id} not found", kind.plural())),
+    }
+}
+
+fn count(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, Answer> {
+    let conditions = parse_conditions(asked, kind)?;
+    let tables = state.tables.read().expect("records lock");
+    let total = tables[kind.index()]
+        .records
+        .iter()
+        .filter(|(id, record)| conditions.as_ref().is_none_or(|c| c.matches(**id, record)))
+        .count();
+    Ok(Answer::json(
+        StatusCode::OK,
+        json!({ "count": total }).to_string().into_bytes(),
+    ))
+}
+
+fn list(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, Answer> {
+    let conditions = parse_conditions(asked, kind)?;
+    let page_size = asked
+        .number_param("pageSize")?
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
+    let tables = state.tables.read().expect("records lock");
+    let table = &tables[kind.index()];
+    let mut page = Page::new(page_size);
+    let link = if asked.forward_only() {
+        let after = asked.number_param("pageId")?.unwrap_or(0);
+        forward_only_page(table, conditions.as_ref(), after, &mut page);
+        // Like ConnectWise, a full page always offers a next one, which may come back empty.
+        (page.count == page_size).then(|| {
+            let last_id = page.last_id.expect("a full page has a last id");
+            format!(
+                "<{}>; rel=\"next\"",
+                link_url(state, asked, "pageId", last_id)
+            )
+        })
+    } else {
+        let number = asked.number_param("page")?.unwrap_or(1);
+        if number == 0 {
+            return Err(Answer::bad_request("page must be 1 or more"));
+        }
+        let total = numbered_page(table, conditions.as_ref(), number, &mut page);
+        page_links(state, asked, number, page_size, total)
+    };
+    page.body.push(b']');
+    let mut answer = Answer::json(StatusCode::OK, page.body);
+    answer.link = link;
+    Ok(answer)
+}
+
+/// A JSON array being assembled from pre-serialised records.
+struct Page {
+    size: u64,
+    count: u64,
+    last_id: Option<u64>,
+    body: Vec<u8>,
+}
+
+impl Page {
+    fn new(size: u64) -> Page {
+        // Records are about 1 KB; reserving avoids regrowing for full pages.
+        let body = Vec::with_capacity(2 + size as usize * 1100);
+        let mut page = Page {
+            size,
+            count: 0,
+            last_id: None,
+            body,
+        };
+        page.body.push(b'[');
+        page
+    }
+
+    fn push(&mut self, id: u64, json: &[u8]) {
+        if self.count > 0 {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(json);
+        self.count += 1;
+        self.last_id = Some(id);
+    }
+
+    fn is_full(&self) -> bool {
+        self.count == self.size
+    }
+}
+
+fn forward_only_page(
+    table: &RecordTable,
+    conditions: Option<&Conditions>,
+    after: u64,
+    page: &mut Page,
+) {
+    let matching = table
+        .records
+        .range((Bound::Excluded(after), Bound::Unbounded))
+        .filter(|(id, record)| conditions.is_none_or(|c| c.matches(**id, record)));
+    for (id, record) in matching {
+        page.push(*id, &record.json);
+        if page.is_full() {
+            break;
+        }
+    }
+}
+
+/// Fills page `number` (1-based); returns how many records match in all.
+fn numbered_page(
+    table: &RecordTable,
+    conditions: Option<&Conditions>,
+    number: u64,
+    page: &mut Page,
+) -> u64 {
+    let first = (number - 1).saturating_mul(page.size);
+    let mut total = 0;
+    for (id, record) in &table.records {
+        if conditions.is_some_and(|c| !c.matches(*id, record)) {
+            continue;
+        }
+        if total >= first && !page.is_full() {
+            page.push(*id, &record.json);
+        }
+        total += 1;
+    }
+    total
+}
+
+/// `Link` header of page paging: first/prev on later pages, next/last while more remain.
+fn page_links(
+    state: &SimState,
+    asked: &Asked,
+    number: u64,
+    size: u64,
+    total: u64,
+) -> Option<String> {
+    let last = total.div_ceil(size).max(1);
+    let mut links = Vec::new();
+    if number > 1 {
+        links.push(format!(
+            "<{}>; rel=\"first\"",
+            link_url(state, asked, "page", 1)
+        ));
+        links.push(format!(
+            "<{}>; rel=\"prev\"",
+            link_url(state, asked, "page", number - 1)
+        ));
+    }
+    if number < last {
+        links.push(format!(
+            "<{}>; rel=\"next\"",
+            link_url(state, asked, "page", number + 1)
+        ));
+        links.push(format!(
+            "<{}>; rel=\"last\"",
+            link_url(state, asked, "page", last)
+        ));
+    }
+    (!links.is_empty()).then(|| links.join(", "))
+}
+
+/// The request's URL with `param` set to `value`, other parameters kept as they were sent.
+fn link_url(state: &SimState, asked: &Asked, param: &str, value: u64) -> String {
+    let origin = state
+        .base_url
+        .strip_suffix(API_PREFIX)
+        .unwrap_or(&state.base_url);
+    let mut pairs: Vec<String> = Vec::new();
+    let mut replaced = false;
+    for pair in asked.raw_query.split('&').filter(|pair| !pair.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if name.eq_ignore_ascii_case(param) {
+            if !replaced {
+                pairs.push(format!("{param}={value}"));
+                replaced = true;
+            }
+        } else {
+            pairs.push(pair.to_string());
+        }
+    }
+    if !replaced {
+        pairs.push(format!("{param}={value}"));
+    }
+    format!("{origin}{}?{}", asked.path, pairs.join("&"))
+}

@@ -1,0 +1,593 @@
+//! The ConnectWise simulator over real HTTP on loopback (reqwest against 127.0.0.1:0).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, TimeZone, Utc};
+use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+const CW_JSON: &str = "application/vnd.connectwise.com+json; version=2022.1; charset=utf-8";
+
+fn client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+fn basic(company: &str, public: &str, private: &str) -> String {
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{company}+{public}:{private}"));
+    format!("Basic {token}")
+}
+
+/// A GET with the default simulator credentials.
+fn authed(client: &Client, url: &str) -> RequestBuilder {
+    client
+        .get(url)
+        .header("Authorization", basic("simco", "simpublic", "simprivate"))
+        .header("clientId", "sim-client-id")
+        .header("Accept", "application/json")
+}
+
+fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, hour, minute, second)
+        .unwrap()
+}
+
+fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_string())
+}
+
+async fn json_of(response: Response) -> Value {
+    assert_eq!(header(&response, "content-type").as_deref(), Some(CW_JSON));
+    let body = response.bytes().await.expect("body");
+    serde_json::from_slice(&body).expect("JSON body")
+}
+
+fn ids_of(records: &Value) -> Vec<u64> {
+    records
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["id"].as_u64().expect("id"))
+        .collect()
+}
+
+/// The URL of `rel` in a `Link` header: `<url>; rel="next", <url>; rel="last"`.
+fn link(response: &Response, rel: &str) -> Option<String> {
+    let value = header(response, "link")?;
+    value.split(", ").find_map(|part| {
+        let (url, params) = part.split_once(">;")?;
+        (params.trim() == format!("rel=\"{rel}\"")).then(|| url.trim_start_matches('<').to_string())
+    })
+}
+
+async fn start() -> (ConnectWiseSim, Client) {
+    (
+        ConnectWiseSim::start(SimConfig::default())
+            .await
+            .expect("sim starts"),
+        client(),
+    )
+}
+
+#[tokio::test]
+async fn auth_failures_answer_401_with_connectwise_error_body() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    assert!(
+        url.starts_with("http://127.0.0.1:")
+            && url.ends_with("/v4_6_release/apis/3.0/company/contacts")
+    );
+
+    let bad_key = client
+        .get(&url)
+        .header("Authorization", basic("simco", "simpublic", "wrong"))
+        .header("clientId", "sim-client-id");
+    let no_client_id = client
+        .get(&url)
+        .header("Authorization", basic("simco", "simpublic", "simprivate"));
+    let wrong_client_id = client
+        .get(&url)
+        .header("Authorization", basic("simco", "simpublic", "simprivate"))
+        .header("clientId", "someone-else");
+    let no_auth = client.get(&url).header("clientId", "sim-client-id");
+    for request in [bad_key, no_client_id, wrong_client_id, no_auth] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(header(&response, "date").is_some());
+        let body = json_of(response).await;
+        assert_eq!(body["code"], "Unauthorized");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let ok = authed(&client, &url).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(json_of(ok).await, Value::Array(vec![]));
+
+    let log = sim.requests();
+    let seen: Vec<(bool, Option<&str>, u16)> = log
+        .iter()
+        .map(|r| (r.had_valid_auth, r.client_id.as_deref(), r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (false, Some("sim-client-id"), 401),
+            (true, None, 401),
+            (true, Some("someone-else"), 401),
+            (false, Some("sim-client-id"), 401),
+            (true, Some("sim-client-id"), 200),
+        ]
+    );
+    assert_eq!(sim.request_count(), 5);
+    assert!(!format!("{:?}", sim.config()).contains("simprivate"));
+}
+
+#[tokio::test]
+async fn records_look_like_connectwise_and_changes_show_through_conditions() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    let ids = sim.create_many(RecordKind::Contact, 3, Some(at(0, 0, 0)));
+    assert_eq!(ids.len(), 3);
+
+    let contact = sim.record(RecordKind::Contact, ids[0]).unwrap();
+    let size = serde_json::to_vec(&contact).unwrap().len();
+    assert!(
+        (700..1600).contains(&size),
+        "contact is {size} bytes: {contact}"
+    );
+    for key in [
+        "firstName",
+        "lastName",
+        "company",
+        "site",
+        "addressLine1",
+        "city",
+        "state",
+        "zip",
+        "country",
+        "title",
+        "communicationItems",
+        "types",
+    ] {
+        assert!(contact.get(key).is_some(), "contact lacks {key}: {contact}");
+    }
+    assert_eq!(contact["_info"]["lastUpdated"], "2024-01-01T00:00:00Z");
+    assert!(
+        contact["_info"].get("dateEntered").is_none(),
+        "contacts have no dateEntered"
+    );
+    assert!(contact["company"]["_info"].is_object());
+
+    let since = |text: &str| authed(&client, &url).query(&[("conditions", text.to_string())]);
+    let none = since("lastUpdated>[2024-01-01T00:00:00Z]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(none).await, Value::Array(vec![]));
+    let all = since("lastUpdated>=[2024-01-01T00:00:00Z]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&json_of(all).await), ids);
+
+    let before_update = sim.record(RecordKind::Contact, ids[1]).unwrap();
+    assert!(sim.update(RecordKind::Contact, ids[1], Some(at(1, 0, 0))));
+    assert!(!sim.update(RecordKind::Contact, 999_999, None));
+    let newer = sim.create(RecordKind::Contact, Some(at(2, 0, 0)));
+    let changed = json_of(
+        since("lastUpdated>[2024-01-01T00:00:00Z]")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ids_of(&changed), vec![ids[1], newer]);
+    assert_eq!(changed[0]["_info"]["lastUpdated"], "2024-01-01T01:00:00Z");
+    let before = sim.requests().len();
+    let dotted = json_of(
+        since("_info/lastUpdated > [2024-01-01T01:00:00Z] or id=1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ids_of(&dotted), vec![ids[0], newer]);
+    assert_eq!(
+        sim.requests()[before].conditions.as_deref(),
+        Some("_info/lastUpdated > [2024-01-01T01:00:00Z] or id=1")
+    );
+    let after_update = sim.record(RecordKind::Contact, ids[1]).unwrap();
+    assert_eq!(after_update["id"], before_update["id"]);
+    assert_ne!(
+        after_update["title"], before_update["title"],
+        "an update changes a field"
+    );
+    assert_eq!(after_update["firstName"], before_update["firstName"]);
+
+    // Companies carry dateEntered; an update moves lastUpdated only.
+    let companies = format!("{}/company/companies", sim.base_url());
+    let company_ids = sim.create_many(RecordKind::Company, 2, Some(at(0, 0, 0)));
+    sim.update(RecordKind::Company, company_ids[0], Some(at(3, 0, 0)));
+    let company = sim.record(RecordKind::Company, company_ids[0]).unwrap();
+    assert_eq!(company["_info"]["dateEntered"], "2024-01-01T00:00:00Z");
+    assert_eq!(company["_info"]["lastUpdated"], "2024-01-01T03:00:00Z");
+    let entered = authed(&client, &companies)
+        .query(&[("conditions", "dateEntered>[2024-01-01T00:00:00Z]")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(entered).await, Value::Array(vec![]));
+    let tickets = format!("{}/service/tickets", sim.base_url());
+    let ticket = sim.create(RecordKind::Ticket, Some(at(4, 0, 0)));
+    let ticket_page = authed(&client, &tickets)
+        .query(&[(
+            "conditions",
+            "_info/dateEntered>=[2024-01-01T04:00:00Z] and id<=1",
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&json_of(ticket_page).await), vec![ticket]);
+    let one = authed(&client, &format!("{tickets}/{ticket}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(one).await,
+        sim.record(RecordKind::Ticket, ticket).unwrap()
+    );
+    let count = authed(&client, &format!("{url}/count"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(count).await["count"], 4);
+}
+
+#[tokio::test]
+async fn bad_conditions_answer_400_with_error_body() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    for bad in [
+        "lastUpdated>2024-01-01",
+        "lastUpdated>[not a date]",
+        "dateEntered>[2024-01-01]",
+        "name=\"x\"",
+        "(id=1",
+        "id=1 junk",
+    ] {
+        let response = authed(&client, &url)
+            .query(&[("conditions", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body = json_of(response).await;
+        assert!(
+            body["code"].is_string() && body["message"].as_str().unwrap().contains("conditions"),
+            "{body}"
+        );
+    }
+    let missing = authed(&client, &format!("{url}/424242"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(missing).await["code"], "NotFound");
+}
+
+#[tokio::test]
+async fn forward_only_paging_returns_each_id_once_in_order() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Contact, 2_500, Some(at(0, 0, 0)));
+    let first = format!(
+        "{}/company/contacts?conditions=lastUpdated>[2023-12-31T00:00:00Z]&pageSize=1000",
+        sim.base_url()
+    );
+    let mut next = Some(first);
+    let mut seen = Vec::new();
+    let mut page_lengths = Vec::new();
+    while let Some(url) = next.take() {
+        assert!(page_lengths.len() < 10, "paging does not end");
+        let response = authed(&client, &url)
+            .header("pagination-type", "forward-only")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        next = link(&response, "next");
+        let ids = ids_of(&json_of(response).await);
+        if let Some(next_url) = &next {
+            assert!(next_url.starts_with(&sim.base_url()), "{next_url}");
+            assert!(
+                next_url.contains("pageSize=1000") && next_url.contains("conditions="),
+                "{next_url}"
+            );
+            assert!(
+                next_url.ends_with(&format!("pageId={}", ids.last().unwrap())),
+                "{next_url}"
+            );
+        }
+        page_lengths.push(ids.len());
+        seen.extend(ids);
+        if page_lengths.len() == 1 {
+            // Records change during the scan: they move in lastUpdated but keep their id.
+            sim.update(RecordKind::Contact, created[10], Some(at(5, 0, 0)));
+            sim.update(RecordKind::Contact, created[2_400], Some(at(5, 0, 0)));
+        }
+    }
+    assert_eq!(page_lengths, vec![1000, 1000, 500]);
+    assert_eq!(seen, created);
+    let page_ids: Vec<Option<u64>> = sim.requests().iter().map(|r| r.page_id).collect();
+    assert_eq!(
+        page_ids,
+        vec![None, Some(created[999]), Some(created[1999])]
+    );
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.pagination_type.as_deref() == Some("forward-only"))
+    );
+    assert!(sim.requests().iter().all(|r| r.page_size == Some(1000)));
+}
+
+#[tokio::test]
+async fn page_paging_returns_each_id_once_with_next_and_last_links() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Ticket, 2_500, Some(at(0, 0, 0)));
+    let base = format!("{}/service/tickets", sim.base_url());
+    let mut next = Some(format!("{base}?pageSize=1000&page=1"));
+    let mut seen = Vec::new();
+    let mut lasts = Vec::new();
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages <= 10, "paging does not end");
+        let response = authed(&client, &url).send().await.unwrap();
+        next = link(&response, "next");
+        lasts.push(link(&response, "last"));
+        if pages > 1 {
+            assert_eq!(
+                link(&response, "first").as_deref(),
+                Some(format!("{base}?pageSize=1000&page=1").as_str())
+            );
+        }
+        seen.extend(ids_of(&json_of(response).await));
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created);
+    let last = format!("{base}?pageSize=1000&page=3");
+    assert_eq!(lasts, vec![Some(last.clone()), Some(last), None]);
+    let pages_asked: Vec<Option<u64>> = sim.requests().iter().map(|r| r.page).collect();
+    assert_eq!(pages_asked, vec![Some(1), Some(2), Some(3)]);
+
+    // No paging parameters: ConnectWise's default page of 25.
+    let default = authed(&client, &base).send().await.unwrap();
+    assert_eq!(
+        link(&default, "next").as_deref(),
+        Some(format!("{base}?page=2").as_str())
+    );
+    assert_eq!(ids_of(&json_of(default).await), created[..25].to_vec());
+    // pageSize above 1000 is capped.
+    let capped = authed(&client, &format!("{base}?pageSize=5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&json_of(capped).await).len(), 1000);
+}
+
+fn date_header(response: &Response) -> DateTime<Utc> {
+    let text = header(response, "date").expect("Date header");
+    DateTime::parse_from_rfc2822(&text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn date_header_follows_the_clock_skew() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    let unskewed = authed(&client, &url).send().await.unwrap();
+    assert!((date_header(&unskewed) - Utc::now()).num_seconds().abs() < 60);
+
+    sim.set_clock_skew(chrono::Duration::hours(-3));
+    assert!(
+        (sim.now() - (Utc::now() - chrono::Duration::hours(3)))
+            .num_seconds()
+            .abs()
+            < 60
+    );
+    let skewed = authed(&client, &url).send().await.unwrap();
+    let expected = Utc::now() - chrono::Duration::hours(3);
+    assert!(
+        (date_header(&skewed) - expected).num_seconds().abs() < 60,
+        "{:?}",
+        header(&skewed, "date")
+    );
+    let refused = client.get(&url).send().await.unwrap();
+    assert!((date_header(&refused) - expected).num_seconds().abs() < 60);
+
+    // Records created without a date take the simulator's clock.
+    let id = sim.create(RecordKind::Contact, None);
+    let stamped = sim.record(RecordKind::Contact, id).unwrap()["_info"]["lastUpdated"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stamped = DateTime::parse_from_rfc3339(&stamped)
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!((stamped - expected).num_seconds().abs() < 60, "{stamped}");
+}
+
+#[tokio::test]
+async fn each_fault_kind_is_served_and_scoped() {
+    let (sim, client) = start().await;
+    sim.create_many(RecordKind::Contact, 5, Some(at(0, 0, 0)));
+    let contacts = format!("{}/company/contacts", sim.base_url());
+    let normal_body = authed(&client, &contacts)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    sim.inject(Fault::ServerError, FaultScope::next(1));
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(json_of(response).await["code"].is_string());
+
+    sim.inject(
+        Fault::TooManyRequests {
+            retry_after_secs: 7,
+        },
+        FaultScope::next(1),
+    );
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("7"));
+    assert!(json_of(response).await["message"].is_string());
+
+    sim.inject(Fault::HtmlMaintenance, FaultScope::next(1));
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        header(&response, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(response.text().await.unwrap().contains("<html>"));
+
+    sim.inject(Fault::HtmlOk, FaultScope::next(1));
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        header(&response, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(serde_json::from_str::<Value>(&response.text().await.unwrap()).is_err());
+
+    sim.inject(Fault::TruncatedJson, FaultScope::next(1));
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type").as_deref(), Some(CW_JSON));
+    let truncated = response.bytes().await.unwrap();
+    assert!(serde_json::from_slice::<Value>(&truncated).is_err());
+    assert!(!truncated.is_empty() && truncated.len() < normal_body.len());
+    assert!(normal_body.starts_with(&truncated));
+
+    sim.inject(Fault::Unauthorized, FaultScope::next(1));
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(response).await["code"], "Unauthorized");
+
+    sim.inject(
+        Fault::Latency(Duration::from_millis(400)),
+        FaultScope::next(1),
+    );
+    let started = Instant::now();
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(response.bytes().await.unwrap(), normal_body);
+
+    // Every fault was used up: the next request is normal.
+    let response = authed(&client, &contacts).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let faults: Vec<Option<String>> = sim.requests().iter().map(|r| r.fault.clone()).collect();
+    assert_eq!(
+        faults,
+        [
+            None,
+            Some("ServerError"),
+            Some("TooManyRequests { retry_after_secs: 7 }"),
+            Some("HtmlMaintenance"),
+            Some("HtmlOk"),
+            Some("TruncatedJson"),
+            Some("Unauthorized"),
+            None,
+            None
+        ]
+        .map(|f| f.map(str::to_string))
+        .to_vec()
+    );
+}
+
+#[tokio::test]
+async fn fault_scope_matches_path_skips_and_counts_until_cleared() {
+    let (sim, client) = start().await;
+    let contacts = format!("{}/company/contacts", sim.base_url());
+    let tickets = format!("{}/service/tickets", sim.base_url());
+    sim.inject(
+        Fault::ServerError,
+        FaultScope {
+            path_contains: Some("/service/tickets".to_string()),
+            skip: 1,
+            count: 2,
+        },
+    );
+    let mut statuses = Vec::new();
+    for url in [&tickets, &contacts, &tickets, &tickets, &contacts, &tickets] {
+        statuses.push(authed(&client, url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 500, 500, 200, 200]);
+
+    sim.inject(Fault::HtmlMaintenance, FaultScope::always());
+    for _ in 0..3 {
+        assert_eq!(
+            authed(&client, &contacts).send().await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    sim.clear_faults();
+    assert_eq!(
+        authed(&client, &contacts).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn shutdown_and_drop_stop_the_server() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    assert_eq!(
+        authed(&client, &url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    sim.shutdown().await;
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "the server still answers after shutdown"
+    );
+
+    let (dropped, client) = start().await;
+    let url = format!("{}/company/contacts", dropped.base_url());
+    let clone = dropped.clone();
+    drop(dropped);
+    assert_eq!(
+        authed(&client, &url).send().await.unwrap().status(),
+        StatusCode::OK,
+        "a clone keeps it up"
+    );
+    drop(clone);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fresh = self::client();
+    while fresh.get(&url).send().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the server still answers 30 s after the last handle dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval, not synchronisation
+    }
+}
