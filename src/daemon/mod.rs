@@ -224,7 +224,7 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
     }
 }
 
-async fn serve(
+pub async fn serve(
     settings: Settings,
     config_path: Option<&Path>,
     env: Environment,

@@ -1,0 +1,455 @@
+//! The poll engine against the ConnectWise simulator over real HTTP on loopback: events,
+//! envelopes, watermarks, dedup, failures, clock skew (SPEC §5, §7).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use pollerd::config::{self, InstanceSpec, SecretSources};
+use pollerd::element::{Element, ProviderClient};
+use pollerd::poller::{PollShared, RunReport, run_resource};
+use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
+use pollerd::store::{ResourceKey, SledStore, Store};
+use serde_json::Value;
+
+struct Harness {
+    sim: ConnectWiseSim,
+    store: Arc<dyn Store>,
+    shared: PollShared,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
+        let shared = PollShared::new(
+            ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
+            store.clone(),
+            4,
+        );
+        Harness {
+            sim,
+            store,
+            shared,
+            dir,
+        }
+    }
+
+    /// The seed example pointed at the simulator, with `edit` applied to its JSON.
+    fn seed_instance(&self, edit: impl FnOnce(&mut Value)) -> InstanceSpec {
+        let seed = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("etc/instances.d/connectwise-contacts.json.example"),
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_str(&seed).unwrap();
+        let c = SimConfig::default();
+        let conf = v["configuration"].as_object_mut().unwrap();
+        conf.insert("baseUrl".into(), self.sim.base_url().into());
+        conf.insert("company".into(), c.company.into());
+        conf.insert("public.key".into(), c.public_key.into());
+        conf.insert("private.key".into(), c.private_key.into());
+        conf.insert("connectwise.clientID".into(), c.client_id.into());
+        edit(&mut v);
+        self.load(&v)
+    }
+
+    fn load(&self, v: &Value) -> InstanceSpec {
+        let path = self.dir.path().join("instance.json");
+        std::fs::write(&path, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        let loaded = config::load_instance_file(&path, &SecretSources::default());
+        loaded
+            .spec
+            .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics))
+    }
+
+    async fn run(
+        &self,
+        spec: &InstanceSpec,
+        resource: &str,
+    ) -> Result<RunReport, pollerd::poller::PollError> {
+        let element = Element::new(&spec.element).unwrap();
+        run_resource(
+            &self.shared,
+            spec,
+            &element,
+            spec.resource(resource).unwrap(),
+        )
+        .await
+    }
+
+    async fn run_ok(&self, spec: &InstanceSpec, resource: &str) -> RunReport {
+        self.run(spec, resource).await.unwrap()
+    }
+
+    /// Every queued notification of a resource, oldest first, as JSON (read by acking).
+    fn drain(&self, instance: &str, resource: &str) -> Vec<Value> {
+        let key = ResourceKey::new(instance, resource);
+        let mut out = Vec::new();
+        for _ in 0..100_000 {
+            let Some(head) = self.store.outbox_head(&key).unwrap() else {
+                break;
+            };
+            let body: Value = serde_json::from_slice(&head.body).unwrap();
+            assert_eq!(body["id"], head.event_id);
+            out.push(body);
+            self.store.ack(&key, head.seq).unwrap();
+        }
+        out
+    }
+}
+
+/// (objectId, date, eventType) of every event in the notifications.
+fn events(notifications: &[Value]) -> Vec<(String, String, String)> {
+    notifications
+        .iter()
+        .flat_map(|n| n["message"]["events"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e["objectId"].as_str().unwrap().to_string(),
+                e["date"].as_str().unwrap().to_string(),
+                e["eventType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn last_updated(record: &Value) -> String {
+    record["_info"]["lastUpdated"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_seed_instance_turns_a_new_contact_into_one_created_event() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|_| {});
+    let first = h.run_ok(&spec, "contacts").await;
+    assert!(first.baseline, "the first run only sets the watermark");
+    assert!(h.drain("API_Polling", "contacts").is_empty());
+
+    let id = h.sim.create(RecordKind::Contact, None);
+    let report = h.run_ok(&spec, "contacts").await;
+    assert_eq!((report.events, report.notifications), (1, 1), "{report:?}");
+    let notes = h.drain("API_Polling", "contacts");
+    assert_eq!(notes.len(), 1);
+    let n = &notes[0];
+    let record = h.sim.record(RecordKind::Contact, id).unwrap();
+
+    // The envelope, field by field (SPEC §5).
+    let event_id = n["id"].as_str().unwrap();
+    assert_eq!(
+        n["topic"],
+        format!("instance-{}-connectwisecrmrest-events", spec.id)
+    );
+    assert_eq!(n["action"], "create");
+    assert!(DateTime::parse_from_rfc3339(n["createdDate"].as_str().unwrap()).is_ok());
+    let m = &n["message"];
+    assert_eq!(m["elementKey"], "connectwisecrmrest");
+    assert_eq!(m["eventId"], event_id);
+    assert_eq!(m["instanceId"], spec.id);
+    assert_eq!(m["instance_id"], spec.id);
+    assert_eq!(m["instanceName"], "API_Polling");
+    assert_eq!(m["instanceTags"], serde_json::json!(["Test"]));
+    assert_eq!(
+        m["raw"]["contacts"],
+        serde_json::json!([record]),
+        "raw holds the vendor object unchanged"
+    );
+    assert_eq!(m["raw"]["objectType"], "contacts");
+    let poll_ms = m["raw"]["pollDate"].as_i64().unwrap();
+    let e = &m["events"][0];
+    assert_eq!(m["events"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        e["eventType"], "CREATED",
+        "equal date fields: Cloud Elements' rule says CREATED"
+    );
+    assert_eq!(e["objectId"], id.to_string());
+    assert_eq!(e["objectType"], "contacts");
+    assert_eq!(e["hubKey"], "crm");
+    assert_eq!(e["elementKey"], "connectwisecrmrest");
+    assert_eq!(e["date"], last_updated(&record));
+    let poll_date = DateTime::parse_from_rfc3339(e["pollDate"].as_str().unwrap()).unwrap();
+    assert!(e["pollDate"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(poll_date.timestamp_millis() / 1000, poll_ms / 1000);
+
+    // Nothing changed: nothing sent.
+    let again = h.run_ok(&spec, "contacts").await;
+    assert_eq!(again.events, 0, "{again:?}");
+    assert!(h.drain("API_Polling", "contacts").is_empty());
+
+    // Requests carried ConnectWise's auth, clientId and keyset paging.
+    let log = h.sim.requests();
+    assert!(
+        log.iter()
+            .all(|r| r.had_valid_auth && r.client_id.as_deref() == Some("sim-client-id"))
+    );
+    assert!(
+        log.iter()
+            .all(|r| r.pagination_type.as_deref() == Some("forward-only"))
+    );
+    assert!(
+        log.iter().all(|r| r
+            .conditions
+            .as_deref()
+            .is_some_and(|c| c.starts_with("lastUpdated>["))),
+        "{log:#?}"
+    );
+}
+
+fn companies_instance(h: &Harness) -> InstanceSpec {
+    h.seed_instance(|v| {
+        let conf = &mut v["configuration"]["event.poller.configuration"];
+        let mut companies = conf["contacts"].clone();
+        companies["url"] =
+            "/hubs/crm/accounts?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}'".into();
+        companies["datesConfiguration"]["createdDateField"] = "_info.dateEntered".into();
+        *conf = serde_json::json!({ "companies": companies });
+    })
+}
+
+#[tokio::test]
+async fn a_company_is_created_then_updated() {
+    let h = Harness::new().await;
+    let spec = companies_instance(&h);
+    assert!(h.run_ok(&spec, "companies").await.baseline);
+    let created_at = h.sim.now();
+    let id = h.sim.create(RecordKind::Company, Some(created_at));
+    h.run_ok(&spec, "companies").await;
+    h.sim.update(
+        RecordKind::Company,
+        id,
+        Some(created_at + chrono::Duration::seconds(30)),
+    );
+    h.run_ok(&spec, "companies").await;
+    let got = events(&h.drain("API_Polling", "companies"));
+    let types: Vec<&str> = got.iter().map(|(_, _, t)| t.as_str()).collect();
+    assert_eq!(types, ["CREATED", "UPDATED"], "{got:?}");
+    assert!(got.iter().all(|(o, _, _)| *o == id.to_string()));
+}
+
+#[tokio::test]
+async fn same_second_changes_are_neither_lost_nor_doubled() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|_| {});
+    h.run_ok(&spec, "contacts").await;
+    let t = h.sim.now();
+    let a = h.sim.create(RecordKind::Contact, Some(t));
+    h.run_ok(&spec, "contacts").await;
+    // In the very same second: a new record, and a second version of `a` with the same date.
+    let b = h.sim.create(RecordKind::Contact, Some(t));
+    let c = h.sim.create(RecordKind::Contact, Some(t));
+    h.run_ok(&spec, "contacts").await;
+    h.run_ok(&spec, "contacts").await;
+    let got: Vec<String> = events(&h.drain("API_Polling", "contacts"))
+        .into_iter()
+        .map(|(o, _, _)| o)
+        .collect();
+    let mut expected = vec![a.to_string(), b.to_string(), c.to_string()];
+    expected.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "each record exactly once: {got:?}");
+}
+
+#[tokio::test]
+async fn changes_made_during_a_multi_page_scan_are_neither_lost_nor_doubled() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|v| {
+        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
+    });
+    h.run_ok(&spec, "contacts").await;
+    let ids = h.sim.create_many(RecordKind::Contact, 2500, None);
+    // Slow down page 2 so the changes land while the scan is under way.
+    h.sim.inject(
+        Fault::Latency(Duration::from_secs(2)),
+        FaultScope {
+            path_contains: Some("/company/contacts".into()),
+            skip: 1,
+            count: 1,
+        },
+    );
+    let before = h.sim.request_count();
+    let (early, late) = (ids[10], ids[2400]); // on page 1 (already read) and page 3 (not yet)
+    let sim = h.sim.clone();
+    let changer = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while sim.request_count() < before + 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "page 1 never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let later = sim.now() + chrono::Duration::seconds(1);
+        sim.update(RecordKind::Contact, early, Some(later));
+        sim.update(RecordKind::Contact, late, Some(later));
+    });
+    let scan = h.run_ok(&spec, "contacts").await;
+    changer.await.unwrap();
+    assert_eq!(scan.pages, 3);
+    let after = h.run_ok(&spec, "contacts").await;
+    assert!(!after.baseline);
+    h.run_ok(&spec, "contacts").await;
+
+    let got = events(&h.drain("API_Polling", "contacts"));
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, date, _) in &got {
+        assert!(
+            versions.entry(id.clone()).or_default().insert(date.clone()),
+            "duplicate event {id} {date}"
+        );
+    }
+    assert_eq!(versions.len(), 2500, "every record at least once");
+    for id in [early, late] {
+        let latest = last_updated(&h.sim.record(RecordKind::Contact, id).unwrap());
+        assert!(
+            versions[&id.to_string()].contains(&latest),
+            "{id}: latest version {latest} missing from {:?}",
+            versions[&id.to_string()]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_provider_clock_ten_minutes_off_loses_nothing() {
+    for skew_minutes in [-10i64, 10] {
+        let h = Harness::new().await;
+        h.sim
+            .set_clock_skew(chrono::Duration::minutes(skew_minutes));
+        let spec = h.seed_instance(|_| {});
+        h.run_ok(&spec, "contacts").await;
+        let a = h.sim.create(RecordKind::Contact, None);
+        h.run_ok(&spec, "contacts").await;
+        let b = h.sim.create(RecordKind::Contact, None);
+        h.sim.update(
+            RecordKind::Contact,
+            a,
+            Some(h.sim.now() + chrono::Duration::seconds(2)),
+        );
+        h.run_ok(&spec, "contacts").await;
+        h.run_ok(&spec, "contacts").await;
+        let got = events(&h.drain("API_Polling", "contacts"));
+        let ids: Vec<&str> = got.iter().map(|(o, _, _)| o.as_str()).collect();
+        assert_eq!(
+            ids.iter().filter(|o| **o == a.to_string()).count(),
+            2,
+            "skew {skew_minutes}: {got:?}"
+        );
+        assert_eq!(
+            ids.iter().filter(|o| **o == b.to_string()).count(),
+            1,
+            "skew {skew_minutes}: {got:?}"
+        );
+        assert_eq!(got.len(), 3, "skew {skew_minutes}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_page_leaves_the_watermark_and_the_retry_fills_the_gap() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|v| {
+        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
+    });
+    h.run_ok(&spec, "contacts").await;
+    let key = ResourceKey::new("API_Polling", "contacts");
+    let watermark = h.store.watermark(&key).unwrap().unwrap();
+    h.sim.create_many(RecordKind::Contact, 4500, None);
+    h.sim.inject(
+        Fault::ServerError,
+        FaultScope {
+            path_contains: Some("/company/contacts".into()),
+            skip: 2,
+            count: 1,
+        },
+    );
+    let err = h.run(&spec, "contacts").await.unwrap_err();
+    assert!(err.to_string().contains("page 3"), "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    assert_eq!(
+        h.store.watermark(&key).unwrap(),
+        Some(watermark),
+        "a failed run must not move the watermark"
+    );
+    let retry = h.run_ok(&spec, "contacts").await;
+    assert_eq!(retry.pages, 5);
+    let got = events(&h.drain("API_Polling", "contacts"));
+    let unique: BTreeSet<&str> = got.iter().map(|(o, _, _)| o.as_str()).collect();
+    assert_eq!(unique.len(), 4500, "every record");
+    assert_eq!(got.len(), 4500, "none twice");
+    assert!(h.store.watermark(&key).unwrap().unwrap() > watermark);
+}
+
+#[tokio::test]
+async fn editing_the_instance_file_keeps_the_watermark() {
+    let h = Harness::new().await;
+    let v1 = h.seed_instance(|_| {});
+    assert!(h.run_ok(&v1, "contacts").await.baseline);
+    let id = h.sim.create(RecordKind::Contact, None);
+    let v2 =
+        h.seed_instance(|v| v["configuration"]["event.poller.refresh_interval"] = "0.5".into());
+    assert_ne!(v1.fingerprint, v2.fingerprint);
+    let report = h.run_ok(&v2, "contacts").await;
+    assert!(
+        !report.baseline,
+        "a new interval must not reset the watermark"
+    );
+    let got = events(&h.drain("API_Polling", "contacts"));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, id.to_string());
+}
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_size_events_with_their_records_in_order() {
+    let h = Harness::new().await;
+    let spec =
+        h.seed_instance(|v| v["configuration"]["event.notification.batch.size"] = "3".into());
+    h.run_ok(&spec, "contacts").await;
+    h.sim.create_many(RecordKind::Contact, 7, None);
+    h.run_ok(&spec, "contacts").await;
+    let notes = h.drain("API_Polling", "contacts");
+    let sizes: Vec<usize> = notes
+        .iter()
+        .map(|n| n["message"]["events"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    for n in &notes {
+        let ids: Vec<String> = n["message"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["objectId"].as_str().unwrap().to_string())
+            .collect();
+        let raw: Vec<String> = n["message"]["raw"]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].to_string())
+            .collect();
+        assert_eq!(
+            ids, raw,
+            "raw holds exactly these events' records, in the same order"
+        );
+    }
+    let event_ids: BTreeSet<&str> = notes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(event_ids.len(), 3, "eventId is unique per notification");
+}
+
+#[tokio::test]
+async fn records_without_id_or_date_are_skipped_and_counted() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|v| {
+        // Point the id at a field only some records have, and the date at a field none has.
+        v["configuration"]["event.poller.configuration"]["contacts"]["idField"] = "id".into();
+    });
+    h.run_ok(&spec, "contacts").await;
+    h.sim.create_many(RecordKind::Contact, 3, None);
+    let broken = h.seed_instance(|v| {
+        v["configuration"]["event.poller.configuration"]["contacts"]["datesConfiguration"]["updatedDateField"] = "_info.missing".into();
+    });
+    let report = h.run_ok(&broken, "contacts").await;
+    assert_eq!((report.skipped, report.events), (3, 0), "{report:?}");
+}
