@@ -48,7 +48,8 @@ pub async fn poll_loop(
     let key = ResourceKey::new(&instance.name, &resource.name);
     let _alive = AliveGuard::enter(&shared, key);
     let interval = instance.refresh_interval;
-    let mut delay = jitter(interval);
+    // The first run soon (a new file polls within a second), spread a little.
+    let mut delay = jitter(interval).min(Duration::from_millis(250));
     let mut failing: Option<String> = None;
     loop {
         set_next(&status, delay);
