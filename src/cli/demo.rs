@@ -11,6 +11,14 @@ use crate::config::{Environment, Settings};
 use crate::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use crate::sim::receiver::Receiver;
 
+/// Prints a line; a closed stdout (`pollerd demo | head`) must not panic the demo.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub fn run() -> ExitCode {
     if let Err(e) = crate::logging::init(crate::config::LogFormat::Text, "warn") {
         eprintln!("pollerd demo: {e:#}");
@@ -46,21 +54,27 @@ async fn demo() -> anyhow::Result<()> {
         "instances_dir = \"instances.d\"\nstate_dir = \"state\"\nadmin_socket = \"admin.sock\"\n\
          [delivery]\nschedule = [\"1s\", \"2s\", \"4s\"]\n",
     )?;
+    let instance_file = dir.path().join("instances.d/demo.json");
     std::fs::write(
-        dir.path().join("instances.d/demo.json"),
+        &instance_file,
         serde_json::to_string_pretty(&demo_instance(&sim, &receiver.url()))?,
+    )?;
+    // It holds the simulator's keys: readable by its owner only, as a real one should be.
+    std::fs::set_permissions(
+        &instance_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
     let settings = Settings::load(Some(&settings_path), &Environment::default())
         .map_err(|d| anyhow::anyhow!("{d}"))?;
 
-    println!("pollerd demo");
-    println!("  simulated ConnectWise API  {}", sim.base_url());
-    println!("  webhook receiver           {}", receiver.url());
-    println!(
+    say!("pollerd demo");
+    say!("  simulated ConnectWise API  {}", sim.base_url());
+    say!("  webhook receiver           {}", receiver.url());
+    say!(
         "  instance file              {}",
         dir.path().join("instances.d/demo.json").display()
     );
-    println!(
+    say!(
         "Records change every few seconds; each notification is printed as it arrives. Ctrl-C stops.\n"
     );
 
@@ -69,7 +83,7 @@ async fn demo() -> anyhow::Result<()> {
     let result = crate::daemon::serve(settings, Some(&settings_path), Environment::default()).await;
     changes.abort();
     printer.abort();
-    println!(
+    say!(
         "\nstopped; {} notification(s) received",
         receiver.accepted().len()
     );
@@ -143,13 +157,19 @@ async fn change_records(sim: ConnectWiseSim) {
 }
 
 async fn print_notifications(receiver: Receiver) {
+    use std::io::Write;
     let mut shown = 0;
     loop {
         let all = receiver.requests();
-        for r in all.iter().skip(shown) {
-            if let Ok(body) = r.try_json() {
+        {
+            let mut out = std::io::stdout().lock();
+            for r in all.iter().skip(shown) {
+                let Ok(body) = r.try_json() else { continue };
                 for line in describe(&body) {
-                    println!("{line}");
+                    // A closed pipe (`pollerd demo | head`) ends the printing, not the demo.
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        return;
+                    }
                 }
             }
         }

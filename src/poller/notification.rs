@@ -1,7 +1,7 @@
 //! The notification envelope receivers get (SPEC §5, Cloud Elements' shape), serialised once
 //! into the exact bytes that are stored, signed and POSTed.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
@@ -50,8 +50,10 @@ pub fn event_id(instance: &str, resource: &str, events: &[EventRecord<'_>]) -> S
     )
 }
 
-/// RFC 3339 in UTC with `Z`, milliseconds only when there are some.
+/// RFC 3339 in UTC with `Z`, to the millisecond, and milliseconds only when there are some.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
+    let ms = t.timestamp_subsec_millis();
+    let t = t.with_nanosecond(ms * 1_000_000).unwrap_or(t);
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
