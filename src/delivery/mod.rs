@@ -256,30 +256,22 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                             .record_failure(&key, head.seq, failures, at, &error)
                     }
                     None => {
-                        tracing::error!(
-                            instance = span.0,
-                            resource = span.1,
-                            event_id = span.2,
-                            "delivery gave up after {failures} attempts ({error}); moved to dead letters"
-                        );
-                        observe(&inner, "dead", None);
-                        inner
-                            .store
-                            .dead_letter(&key, head.seq, failures, status, &error)
+                        let why = format!("delivery gave up after {failures} attempts ({error})");
+                        bury(&inner, &key, &head, failures, status, &error, &why)
                     }
                 }
             }
             Outcome::Reject { status, error } => {
-                tracing::error!(
-                    instance = span.0,
-                    resource = span.1,
-                    event_id = span.2,
-                    "the receiver rejected the notification ({error}); moved to dead letters"
-                );
-                observe(&inner, "dead", None);
-                inner
-                    .store
-                    .dead_letter(&key, head.seq, head.attempts + 1, Some(status), &error)
+                let why = format!("the receiver rejected the notification ({error})");
+                bury(
+                    &inner,
+                    &key,
+                    &head,
+                    head.attempts + 1,
+                    Some(status),
+                    &error,
+                    &why,
+                )
             }
         };
         if let Err(e) = result {
@@ -294,6 +286,26 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
             }
         }
     }
+}
+
+/// Moves the head to the dead letters, loudly: the queue moves on without it.
+fn bury(
+    inner: &Inner,
+    key: &ResourceKey,
+    head: &crate::store::OutboxEntry,
+    attempts: u32,
+    status: Option<u16>,
+    error: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    tracing::error!(
+        instance = %key.instance, resource = %key.resource, event_id = %head.event_id,
+        "{why}; moved to dead letters (pollerd dead-letters replay {})", head.event_id
+    );
+    observe(inner, "dead", None);
+    inner
+        .store
+        .dead_letter(key, head.seq, attempts, status, error)
 }
 
 fn observe(inner: &Inner, outcome: &str, latency: Option<Duration>) {
