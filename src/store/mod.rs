@@ -153,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an entry after a 2xx (not flushed: a lost ack only means a re-send).
     /// Acknowledging an entry that is already gone is not an error.
     fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError>;
-    /// Records a failed attempt; `error` is cut to [`ERROR_SNIPPET_MAX_BYTES`].
+    /// Records a failed attempt; `error` is cut to [`ERROR_SNIPPET_MAX_BYTES`]. Not flushed at
+    /// once (a lost record only means an earlier retry); kept on a clean stop.
     fn record_failure(
         &self,
         key: &ResourceKey,
@@ -162,7 +163,8 @@ pub trait Store: Send + Sync + 'static {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
-    /// Atomically moves an outbox entry to the dead letters.
+    /// Atomically moves an outbox entry to the dead letters (not flushed at once: if lost, the
+    /// entry is still queued and is attempted again).
     fn dead_letter(
         &self,
         key: &ResourceKey,
