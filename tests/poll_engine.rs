@@ -453,3 +453,48 @@ async fn records_without_id_or_date_are_skipped_and_counted() {
     let report = h.run_ok(&broken, "contacts").await;
     assert_eq!((report.skipped, report.events), (3, 0), "{report:?}");
 }
+
+#[tokio::test]
+async fn requests_to_one_provider_host_respect_max_per_host() {
+    let mut h = Harness::new().await;
+    h.shared = PollShared::new(
+        ProviderClient::new(Duration::from_secs(30), 1).unwrap(),
+        h.store.clone(),
+        8,
+    );
+    let spec = h.seed_instance(|v| {
+        let conf = &mut v["configuration"]["event.poller.configuration"];
+        let mut companies = conf["contacts"].clone();
+        companies["url"] = "/hubs/crm/accounts".into();
+        conf["companies"] = companies;
+    });
+    h.sim.inject(
+        Fault::Latency(Duration::from_millis(400)),
+        FaultScope::always(),
+    );
+    let element = Element::new(&spec.element).unwrap();
+    let (a, b) = tokio::join!(
+        run_resource(
+            &h.shared,
+            &spec,
+            &element,
+            spec.resource("contacts").unwrap()
+        ),
+        run_resource(
+            &h.shared,
+            &spec,
+            &element,
+            spec.resource("companies").unwrap()
+        ),
+    );
+    a.unwrap();
+    b.unwrap();
+    let log = h.sim.requests();
+    assert_eq!(log.len(), 2);
+    // One at a time: the second was answered at least one full latency after the first.
+    let gap = (log[1].at - log[0].at).abs();
+    assert!(
+        gap >= chrono::Duration::milliseconds(390),
+        "requests overlapped: answered {gap} apart"
+    );
+}
