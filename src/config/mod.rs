@@ -2,6 +2,7 @@
 //! typed [`spec`]s; nothing past this module sees how a value was spelled.
 
 pub mod diagnostics;
+mod element;
 mod fields;
 pub mod instance;
 mod resource;
