@@ -1,0 +1,262 @@
+//! `pollerd-bench`: drives the real `pollerd` binary against the built-in ConnectWise simulator
+//! and a fast loopback receiver, and prints one table plus one JSON line per scenario.
+//!
+//! Build both binaries first (`cargo build --release --bins`): the daemon run is the `pollerd`
+//! next to this executable. See BENCHMARKS.md for the scenarios, targets and results.
+
+#[path = "pollerd-bench/delivery.rs"]
+mod delivery;
+#[path = "pollerd-bench/footprint.rs"]
+mod footprint;
+#[path = "pollerd-bench/harness.rs"]
+mod harness;
+#[path = "pollerd-bench/ingest.rs"]
+mod ingest;
+#[path = "pollerd-bench/instances.rs"]
+mod instances;
+#[path = "pollerd-bench/receiver.rs"]
+mod receiver;
+#[path = "pollerd-bench/reload.rs"]
+mod reload;
+#[path = "pollerd-bench/report.rs"]
+mod report;
+#[path = "pollerd-bench/store.rs"]
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+
+use report::Metric;
+
+#[derive(Parser)]
+#[command(
+    name = "pollerd-bench",
+    about = "Benchmarks of the real pollerd daemon against the built-in simulator and a loopback receiver"
+)]
+struct Args {
+    /// Scenarios to run, in this order.
+    #[arg(value_enum, default_value = "all")]
+    scenarios: Vec<ScenarioArg>,
+    /// `tiny` takes seconds (CI); `full` is the documented benchmark (minutes, release build).
+    #[arg(long, value_enum, default_value_t = ScaleArg::Full)]
+    scale: ScaleArg,
+    /// Runs of every scenario; the table shows their median and min–max.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// The pollerd binary to drive (default: `pollerd` next to this executable).
+    #[arg(long)]
+    pollerd: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    All,
+    Ingest,
+    Delivery,
+    Footprint,
+    Reload,
+    Store,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScaleArg {
+    Tiny,
+    Full,
+}
+
+/// How big each scenario is.
+pub struct Scale {
+    pub name: &'static str,
+    pub ingest_records: usize,
+    pub ingest_instances: usize,
+    pub ingest_page_size: u32,
+    pub delivery_notifications: usize,
+    /// Resource queues holding them; equal to `max_in_flight` so delivery can use all of it.
+    pub delivery_queues: usize,
+    pub max_in_flight: usize,
+    pub footprint_instances: [usize; 2],
+    pub idle: Duration,
+    pub reload_edits: usize,
+    pub store_events: usize,
+    pub store_instances: usize,
+}
+
+const FULL: Scale = Scale {
+    name: "full",
+    ingest_records: 200_000,
+    ingest_instances: 20,
+    ingest_page_size: 1000,
+    delivery_notifications: 100_000,
+    delivery_queues: 64,
+    max_in_flight: 64,
+    footprint_instances: [1, 1000],
+    idle: Duration::from_secs(60),
+    reload_edits: 50,
+    store_events: 1_000_000,
+    store_instances: 20,
+};
+
+const TINY: Scale = Scale {
+    name: "tiny",
+    ingest_records: 2_000,
+    ingest_instances: 4,
+    ingest_page_size: 100,
+    delivery_notifications: 400,
+    delivery_queues: 8,
+    max_in_flight: 8,
+    footprint_instances: [1, 20],
+    idle: Duration::from_secs(2),
+    reload_edits: 5,
+    store_events: 2_000,
+    store_instances: 4,
+};
+
+/// What every scenario gets.
+pub struct Bench {
+    pub pollerd: PathBuf,
+    pub scale: &'static Scale,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pollerd-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pollerd-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let scale = match args.scale {
+        ScaleArg::Tiny => &TINY,
+        ScaleArg::Full => &FULL,
+    };
+    if scale.name == "full" && cfg!(debug_assertions) {
+        bail!(
+            "--scale full needs a release build (debug builds are several times slower): \
+             cargo build --release --bins && target/release/pollerd-bench"
+        );
+    }
+    let pollerd = match args.pollerd {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("finding this executable")?
+            .with_file_name("pollerd"),
+    };
+    if !pollerd.is_file() {
+        bail!(
+            "{} not found: build both binaries with `cargo build --release --bins`, or pass --pollerd PATH",
+            pollerd.display()
+        );
+    }
+    let bench = Bench { pollerd, scale };
+    let selected = selection(&args.scenarios);
+    let mut results: Vec<(ScenarioArg, Vec<Vec<Metric>>)> =
+        selected.iter().map(|s| (*s, Vec::new())).collect();
+    for run in 1..=args.runs {
+        for (scenario, runs) in &mut results {
+            let name = scenario_name(*scenario);
+            eprintln!("[run {run}/{}] {name} ({})…", args.runs, scale.name);
+            let started = std::time::Instant::now();
+            let metrics = run_scenario(&bench, *scenario)
+                .await
+                .with_context(|| format!("scenario {name}, run {run}"))?;
+            for m in &metrics {
+                eprintln!("    {:<36} {} {}", m.name, report::number(m.value), m.unit);
+            }
+            eprintln!("    ({:.1} s)", started.elapsed().as_secs_f64());
+            runs.push(metrics);
+        }
+    }
+    let summaries: Vec<(String, Vec<report::Summary>)> = results
+        .iter()
+        .map(|(s, runs)| (scenario_name(*s).to_string(), report::summarise(runs)))
+        .collect();
+    println!("{}", report::table(&summaries, args.runs as usize));
+    let commit = git_commit();
+    for (scenario, s) in &summaries {
+        println!("{}", report::json_line(scenario, scale.name, &commit, s));
+    }
+    Ok(())
+}
+
+fn selection(asked: &[ScenarioArg]) -> Vec<ScenarioArg> {
+    let all = [
+        ScenarioArg::Ingest,
+        ScenarioArg::Delivery,
+        ScenarioArg::Footprint,
+        ScenarioArg::Reload,
+        ScenarioArg::Store,
+    ];
+    let mut out = Vec::new();
+    for s in asked {
+        let expanded: &[ScenarioArg] = if *s == ScenarioArg::All {
+            &all
+        } else {
+            std::slice::from_ref(s)
+        };
+        for e in expanded {
+            if !out.contains(e) {
+                out.push(*e);
+            }
+        }
+    }
+    out
+}
+
+fn scenario_name(s: ScenarioArg) -> &'static str {
+    match s {
+        ScenarioArg::All => "all",
+        ScenarioArg::Ingest => "ingest",
+        ScenarioArg::Delivery => "delivery",
+        ScenarioArg::Footprint => "footprint",
+        ScenarioArg::Reload => "reload",
+        ScenarioArg::Store => "store",
+    }
+}
+
+async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metric>> {
+    match s {
+        ScenarioArg::Ingest => ingest::run(bench).await,
+        ScenarioArg::Delivery => delivery::run(bench).await,
+        ScenarioArg::Footprint => footprint::run(bench).await,
+        ScenarioArg::Reload => reload::run(bench).await,
+        ScenarioArg::Store => store::run(bench).await,
+        ScenarioArg::All => unreachable!("expanded by selection()"),
+    }
+}
+
+/// The commit measured, so JSON lines from different commits can be compared.
+fn git_commit() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = run(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let dirty =
+        run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{head}-dirty") } else { head }
+}

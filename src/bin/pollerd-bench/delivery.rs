@@ -1,0 +1,282 @@
+//! Delivery: notifications already in the outbox (written with the library's store before the
+//! daemon starts, bodies built by the poller's own envelope code from simulator contacts),
+//! delivered to the fast receiver; then the ceiling: the same bodies posted to a fresh receiver
+//! by a bare keep-alive reqwest client at the same concurrency, no store.
+//!
+//! The outbox is spread over as many resource queues as `[delivery] max_in_flight`, since each
+//! queue is sent in order, one at a time (SPEC §6).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chrono::Utc;
+use pollerd::config::{InstanceSpec, SecretSources, load_instance_file};
+use pollerd::poller::EventType;
+use pollerd::poller::notification::{EventRecord, envelope, event_id};
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
+use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
+use serde_json::Value;
+
+use crate::Bench;
+use crate::harness::{DaemonDir, WAIT_LIMIT};
+use crate::instances::{InstanceShape, instance};
+use crate::receiver::FastReceiver;
+use crate::report::{Metric, Target, metric, quantile, targeted};
+
+/// Notifications per store commit while filling, as one page's worth.
+const FILL_COMMIT: usize = 1000;
+/// Distinct contact records the bodies are made of.
+const TEMPLATES: usize = 1000;
+
+pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
+    let mut out = Vec::new();
+    for batch in [1u32, 10] {
+        out.extend(run_batch(bench, batch).await?);
+    }
+    Ok(out)
+}
+
+async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
+    let scale = bench.scale;
+    let n = scale.delivery_notifications;
+    let sim = ConnectWiseSim::start(SimConfig::default()).await?;
+    // Dated well before the watermark the fill sets, so the daemon's polls emit nothing.
+    let dated = Utc::now() - chrono::Duration::hours(1);
+    let templates_sim = sim.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        templates_sim.create_many(RecordKind::Contact, TEMPLATES, Some(dated))
+    })
+    .await?;
+    let templates: Vec<Value> = ids
+        .iter()
+        .map(|id| sim.record(RecordKind::Contact, *id).expect("created"))
+        .collect();
+
+    let receiver = FastReceiver::start().await?;
+    let dir = DaemonDir::new(&format!(
+        "[delivery]\nmax_in_flight = {}\n",
+        scale.max_in_flight
+    ))?;
+    let mut specs = Vec::new();
+    for q in 0..scale.delivery_queues {
+        let name = format!("delivery-{q:03}");
+        let shape = InstanceShape {
+            name: &name,
+            callback: &receiver.url(),
+            interval_minutes: 15.0,
+            resources: 1,
+            batch_size: batch,
+            page_size: 1000,
+            backfill_since: None,
+        };
+        let path = dir.write_instance(&name, &instance(&sim, &shape))?;
+        let loaded = load_instance_file(&path, &SecretSources::default());
+        specs.push(
+            loaded
+                .spec
+                .with_context(|| format!("{}: {:?}", path.display(), loaded.diagnostics))?,
+        );
+    }
+    let state = dir.state();
+    let fill_started = Instant::now();
+    let bodies =
+        tokio::task::spawn_blocking(move || fill(&state, &specs, &templates, n, batch as usize))
+            .await??;
+    let fill_seconds = fill_started.elapsed().as_secs_f64();
+    let bodies = Arc::new(bodies);
+
+    let mut daemon = dir.start(&bench.pollerd).await?;
+    daemon.wait_ready().await?;
+    let cpu_before = daemon.sample()?.cpu_seconds;
+    wait_count(&receiver, n, || daemon.sample().is_ok()).await?;
+    let sample = daemon.sample()?;
+    daemon.stop().await?;
+    let seen = receiver.seen();
+    let rate = seen.notifications as f64 / seen.span.as_secs_f64();
+    let mut latencies = seen.latencies_us;
+
+    let ceiling_receiver = FastReceiver::start().await?;
+    let ceiling_latencies =
+        ceiling(&ceiling_receiver.url(), bodies.clone(), scale.max_in_flight).await?;
+    let ceiling_seen = ceiling_receiver.seen();
+    let ceiling_rate = ceiling_seen.notifications as f64 / ceiling_seen.span.as_secs_f64();
+    let mut ceiling_latencies = ceiling_latencies;
+
+    let b = format!("batch{batch}");
+    let ratio = rate / ceiling_rate;
+    let mut metrics = vec![
+        metric(format!("{b}_notifications_per_s"), "notif/s", rate),
+        metric(
+            format!("{b}_events_per_s"),
+            "events/s",
+            seen.events as f64 / seen.span.as_secs_f64(),
+        ),
+        metric(
+            format!("{b}_commit_to_2xx_p50"),
+            "ms",
+            quantile(&mut latencies, 0.5) / 1000.0,
+        ),
+        metric(
+            format!("{b}_commit_to_2xx_p99"),
+            "ms",
+            quantile(&mut latencies, 0.99) / 1000.0,
+        ),
+        metric(
+            format!("{b}_ceiling_notifications_per_s"),
+            "notif/s",
+            ceiling_rate,
+        ),
+        metric(
+            format!("{b}_ceiling_request_p50"),
+            "ms",
+            quantile(&mut ceiling_latencies, 0.5) / 1000.0,
+        ),
+        metric(
+            format!("{b}_ceiling_request_p99"),
+            "ms",
+            quantile(&mut ceiling_latencies, 0.99) / 1000.0,
+        ),
+    ];
+    let ratio_name = format!("{b}_ratio_to_ceiling");
+    metrics.push(if batch == 1 {
+        targeted(ratio_name, "x", ratio, Target::AtLeast(0.7))
+    } else {
+        metric(ratio_name, "x", ratio)
+    });
+    metrics.push(metric(
+        format!("{b}_daemon_cpu"),
+        "s",
+        sample.cpu_seconds - cpu_before,
+    ));
+    metrics.push(metric(format!("{b}_fill"), "s", fill_seconds));
+    Ok(metrics)
+}
+
+/// Waits until the receiver has `n` notifications; `alive` says whether to keep waiting.
+async fn wait_count(
+    receiver: &FastReceiver,
+    n: usize,
+    alive: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while receiver.notifications() < n as u64 {
+        if !alive() {
+            bail!(
+                "pollerd died with {} of {n} delivered",
+                receiver.notifications()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} notifications arrived within {WAIT_LIMIT:?}",
+                receiver.notifications()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Writes `n` notifications of `batch` events each, round-robin over the instances' contacts
+/// queues, in commits of [`FILL_COMMIT`] (each atomic and flushed, as the poller's). Returns the
+/// bodies, for the ceiling.
+fn fill(
+    state: &Path,
+    specs: &[InstanceSpec],
+    templates: &[Value],
+    n: usize,
+    batch: usize,
+) -> anyhow::Result<Vec<Bytes>> {
+    std::fs::create_dir_all(state)?;
+    let store = SledStore::open(state, 16 << 20)?;
+    let mut bodies = Vec::with_capacity(n);
+    let mut object = 0usize;
+    let per_queue = n.div_ceil(specs.len());
+    for spec in specs {
+        let key = ResourceKey::new(&spec.name, "contacts");
+        let mut left = per_queue.min(n - bodies.len());
+        while left > 0 {
+            let now = Utc::now();
+            let mut commit = PageCommit::new(key.clone());
+            commit.watermark = Some(now);
+            for _ in 0..left.min(FILL_COMMIT) {
+                let events: Vec<EventRecord<'_>> = (0..batch)
+                    .map(|_| {
+                        object += 1;
+                        let record = &templates[object % templates.len()];
+                        EventRecord {
+                            object_id: object.to_string(),
+                            updated: now - chrono::Duration::minutes(30),
+                            event_type: EventType::Created,
+                            record,
+                        }
+                    })
+                    .collect();
+                let id = event_id(&spec.name, "contacts", &events);
+                let body = envelope(spec, "contacts", &id, &events, now, now);
+                bodies.push(Bytes::from(body.clone()));
+                commit.notifications.push(NewNotification {
+                    event_id: id,
+                    body,
+                    created_at: now,
+                });
+            }
+            left -= commit.notifications.len();
+            store.commit(commit)?;
+        }
+    }
+    store.flush()?;
+    Ok(bodies)
+}
+
+/// Posts every body once, `concurrency` at a time over one keep-alive client; returns each
+/// request's latency in microseconds.
+async fn ceiling(
+    url: &str,
+    bodies: Arc<Vec<Bytes>>,
+    concurrency: usize,
+) -> anyhow::Result<Vec<i64>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next, bodies, url) = (
+            client.clone(),
+            next.clone(),
+            bodies.clone(),
+            url.to_string(),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("the receiver answered {}", response.status());
+                }
+                response.bytes().await?;
+                latencies.push(sent.elapsed().as_micros() as i64);
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(bodies.len());
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
