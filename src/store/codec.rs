@@ -17,7 +17,10 @@ pub(crate) const TAG_OUTBOX: u8 = b'o';
 pub(crate) const TAG_DEAD: u8 = b'x';
 
 /// First byte of every encoded value; bump when the layout changes.
-const VALUE_VERSION: u8 = 1;
+/// 2: bodies LZ4-compressed (JSON shrinks several times, which keeps sled's leaves small and
+/// its files few). 1: bodies raw; still read.
+const VALUE_VERSION: u8 = 2;
+const RAW_BODY_VERSION: u8 = 1;
 
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -122,7 +125,7 @@ pub(crate) fn decode_millis(bytes: &[u8]) -> Result<DateTime<Utc>, String> {
     from_millis(i64::from_be_bytes(raw))
 }
 
-/// Outbox value: the entry minus its key and sequence (those are in the key). Body last, raw.
+/// Outbox value: the entry minus its key and sequence (those are in the key). Body last, compressed.
 pub(crate) fn encode_outbox(entry: &OutboxEntry) -> Vec<u8> {
     let error_len = entry.last_error.as_ref().map_or(0, |e| e.len());
     let mut out = Vec::with_capacity(40 + entry.event_id.len() + error_len + entry.body.len());
@@ -144,7 +147,7 @@ pub(crate) fn encode_outbox(entry: &OutboxEntry) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&entry.body);
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(&entry.body));
     out
 }
 
@@ -154,7 +157,7 @@ pub(crate) fn decode_outbox(
     value: &[u8],
 ) -> Result<OutboxEntry, String> {
     let mut reader = Reader::new(value);
-    reader.version()?;
+    let version = reader.version()?;
     let created_at = from_millis(reader.i64()?)?;
     let attempts = reader.u32()?;
     let next_attempt_at = match reader.flag()? {
@@ -170,7 +173,7 @@ pub(crate) fn decode_outbox(
         key,
         seq,
         event_id,
-        body: reader.rest().to_vec(),
+        body: body(version, reader.rest())?,
         created_at,
         attempts,
         next_attempt_at,
@@ -178,7 +181,7 @@ pub(crate) fn decode_outbox(
     })
 }
 
-/// Dead-letter value: everything but the id (that is the key). Body last, raw.
+/// Dead-letter value: everything but the id (that is the key). Body last, compressed.
 pub(crate) fn encode_dead(letter: &DeadLetter) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         48 + letter.key.instance.len()
@@ -202,13 +205,21 @@ pub(crate) fn encode_dead(letter: &DeadLetter) -> Vec<u8> {
     }
     put_str(&mut out, &letter.last_error);
     out.extend_from_slice(&millis(letter.dead_at).to_be_bytes());
-    out.extend_from_slice(&letter.body);
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(&letter.body));
     out
+}
+
+fn body(version: u8, stored: &[u8]) -> Result<Vec<u8>, String> {
+    match version {
+        RAW_BODY_VERSION => Ok(stored.to_vec()),
+        _ => lz4_flex::decompress_size_prepended(stored)
+            .map_err(|e| format!("body does not decompress: {e}")),
+    }
 }
 
 pub(crate) fn decode_dead(id: String, value: &[u8]) -> Result<DeadLetter, String> {
     let mut reader = Reader::new(value);
-    reader.version()?;
+    let version = reader.version()?;
     let instance = reader.string()?;
     let resource = reader.string()?;
     let event_id = reader.string()?;
@@ -224,7 +235,7 @@ pub(crate) fn decode_dead(id: String, value: &[u8]) -> Result<DeadLetter, String
         id,
         key: ResourceKey { instance, resource },
         event_id,
-        body: reader.rest().to_vec(),
+        body: body(version, reader.rest())?,
         created_at,
         attempts,
         last_status,
@@ -258,11 +269,11 @@ impl<'a> Reader<'a> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
-    fn version(&mut self) -> Result<(), String> {
+    fn version(&mut self) -> Result<u8, String> {
         match self.array::<1>()?[0] {
-            VALUE_VERSION => Ok(()),
+            v @ (RAW_BODY_VERSION | VALUE_VERSION) => Ok(v),
             other => Err(format!(
-                "value format version {other}, this pollerd reads {VALUE_VERSION}"
+                "value format version {other}, this pollerd reads {RAW_BODY_VERSION} and {VALUE_VERSION}"
             )),
         }
     }
@@ -331,8 +342,14 @@ mod tests {
     }
 
     #[test]
-    fn outbox_value_round_trips_and_keeps_the_body_raw() {
-        let body = br#"{"id":"e1","message":{"raw":[1,2,3]}}"#.to_vec();
+    fn outbox_value_round_trips_with_the_body_compressed() {
+        // A realistic body repeats its keys: it must shrink, and come back byte for byte.
+        let record = r#"{"id":17,"firstName":"Jane","lastName":"Doe","_info":{"lastUpdated":"2026-01-01T00:00:00Z"}}"#;
+        let body = format!(
+            r#"{{"id":"e1","message":{{"raw":{{"contacts":[{}]}}}}}}"#,
+            vec![record; 10].join(",")
+        )
+        .into_bytes();
         let entry = OutboxEntry {
             key: ResourceKey::new("i", "r"),
             seq: 42,
@@ -344,9 +361,26 @@ mod tests {
             last_error: Some("HTTP 503".into()),
         };
         let value = encode_outbox(&entry);
-        assert!(value.ends_with(&body));
-        assert!(value.len() < body.len() + 64);
+        assert!(
+            value.len() < body.len() / 3,
+            "{} bytes stored for a {}-byte body",
+            value.len(),
+            body.len()
+        );
         assert_eq!(decode_outbox(entry.key.clone(), 42, &value).unwrap(), entry);
+    }
+
+    #[test]
+    fn values_written_before_compression_still_read() {
+        let mut value = vec![RAW_BODY_VERSION];
+        value.extend_from_slice(&1_534_778_974_827i64.to_be_bytes());
+        value.extend_from_slice(&0u32.to_be_bytes());
+        value.push(0);
+        put_str(&mut value, "e1");
+        value.push(0);
+        value.extend_from_slice(b"{\"raw\":true}");
+        let entry = decode_outbox(ResourceKey::new("i", "r"), 1, &value).unwrap();
+        assert_eq!(entry.body, b"{\"raw\":true}");
     }
 
     #[test]
