@@ -347,7 +347,7 @@ mod tests {
         let record = r#"{"id":17,"firstName":"Jane","lastName":"Doe","_info":{"lastUpdated":"2026-01-01T00:00:00Z"}}"#;
         let body = format!(
             r#"{{"id":"e1","message":{{"raw":{{"contacts":[{}]}}}}}}"#,
-            vec![record; 10].join(",")
+            [record; 10].join(",")
         )
         .into_bytes();
         let entry = OutboxEntry {
