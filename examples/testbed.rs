@@ -11,6 +11,9 @@
 //! - `instance.json`: a ConnectWise contacts instance polling the simulator every 3 s and
 //!   delivering to `RECEIVER_URL` (path `/hook`), signed;
 //! - `instance-reloaded.json`: the same instance delivering to path `/hook-after-reload`;
+//! - `instance-credentials.json`: the same instance delivering to path `/hook-credentials`, its
+//!   keys read from systemd credentials `cw-public` and `cw-private`, whose values are in
+//!   `credentials/`;
 //! - `notifications.jsonl`: one line per answered webhook request, as it is answered:
 //!   `{"path", "status", "event_id", "object_ids", "body"}`.
 //!
@@ -78,6 +81,16 @@ async fn serve(dir: &Path) -> anyhow::Result<()> {
     write_json(
         &dir.join("instance-reloaded.json"),
         &instance(&sim, &after_reload),
+    )?;
+    let mut with_credentials = instance(&sim, &base.replace("/hook", "/hook-credentials"));
+    with_credentials["configuration"]["public.key"] = json!("${credential:cw-public}");
+    with_credentials["configuration"]["private.key"] = json!("${credential:cw-private}");
+    write_json(&dir.join("instance-credentials.json"), &with_credentials)?;
+    std::fs::create_dir_all(dir.join("credentials"))?;
+    std::fs::write(dir.join("credentials/cw-public"), &sim.config().public_key)?;
+    std::fs::write(
+        dir.join("credentials/cw-private"),
+        &sim.config().private_key,
     )?;
     let log_path = dir.join("notifications.jsonl");
     let log = std::fs::File::create(&log_path)

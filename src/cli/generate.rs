@@ -113,8 +113,10 @@ mod tests {
         }
         assert!(!names.iter().any(|n| n.contains("generate")), "{names:?}");
         let main_page = std::fs::read_to_string(dir.path().join("pollerd.1")).unwrap();
+        // A man page titled pollerd(1), whose NAME line is the command's about text.
+        assert!(main_page.contains("\n.TH pollerd 1 "), "{main_page}");
         assert!(
-            main_page.starts_with(".ie") || main_page.contains(".TH pollerd"),
+            main_page.contains("\n.SH NAME\npollerd \\- Polls REST APIs"),
             "{main_page}"
         );
         assert!(main_page.contains("\\-\\-config"), "{main_page}");
