@@ -13,6 +13,7 @@ declare -A needed=(
     [objcopy]=binutils
     [jq]=jq
     [curl]=curl
+    [pgrep]=procps
     [dpkg-deb]=dpkg
     [systemd-analyze]=systemd
 )

@@ -133,9 +133,9 @@ step "boot systemd in a container"
 # nspawn puts the container in the cgroup it runs in: give it its own, on both hierarchies of
 # this hybrid layout (or the unified one alone).
 if [ -d /sys/fs/cgroup/unified ]; then
-    cgroup_dirs=(/sys/fs/cgroup/systemd/ct-$name /sys/fs/cgroup/unified/ct-$name)
+    cgroup_dirs=("/sys/fs/cgroup/systemd/ct-$name" "/sys/fs/cgroup/unified/ct-$name")
 else
-    cgroup_dirs=(/sys/fs/cgroup/ct-$name)
+    cgroup_dirs=("/sys/fs/cgroup/ct-$name")
 fi
 mkdir "${cgroup_dirs[@]}"
 (
@@ -282,7 +282,7 @@ EOF
 ct install -m 0640 -o root -g pollerd /mnt/e2e/instance-credentials.json /etc/pollerd/instances.d/e2e.json
 ct systemctl daemon-reload
 ct systemctl restart pollerd
-ct grep -c credential /etc/pollerd/instances.d/e2e.json | sed 's/^/credential references in e2e.json: /'
+ct grep -c 'credential:' /etc/pollerd/instances.d/e2e.json | sed 's/^/credential references in e2e.json: /'
 fourth_id=$(curl -fsS -X POST "$CONTROL_URL/contacts" | jq -r .id)
 wait_for 60 "contact $fourth_id delivered to /hook-credentials" delivered /hook-credentials "$fourth_id" || true
 check "keys from \${credential:…}: contact $fourth_id delivered to /hook-credentials" \
@@ -291,7 +291,7 @@ check "keys from \${credential:…}: contact $fourth_id delivered to /hook-crede
 step "sandbox: user, capabilities, writable paths"
 main_pid=$(ct systemctl show -p MainPID --value pollerd)
 ct grep -E '^(Uid|Gid|CapEff|CapBnd|NoNewPrivs|Seccomp):' "/proc/$main_pid/status" | tee "$work/proc-status.txt"
-check "runs as pollerd (uid $pollerd_uid)" grep -Eq "^Uid:[[:space:]]+$pollerd_uid[[:space:]]+$pollerd_uid[[:space:]]" "$work/proc-status.txt"
+check "runs as pollerd (uid $pollerd_uid)" grep -Eq "^Uid:[[:space:]]+${pollerd_uid}[[:space:]]+${pollerd_uid}[[:space:]]" "$work/proc-status.txt"
 check "no capabilities, no new privileges, seccomp filter on" \
     sh -c "grep -Eq '^CapEff:[[:space:]]+0+$' '$work/proc-status.txt' && grep -Eq '^CapBnd:[[:space:]]+0+$' '$work/proc-status.txt' &&
            grep -Eq '^NoNewPrivs:[[:space:]]+1$' '$work/proc-status.txt' && grep -Eq '^Seccomp:[[:space:]]+2$' '$work/proc-status.txt'"
