@@ -11,7 +11,8 @@
 # applied; an invalid instance file -> still active, the journal names file and line; reinstall
 # keeps a modified pollerd.toml; the service runs as pollerd, without capabilities, and can write
 # only its state and runtime directories; group pollerd may use `pollerd status`, others may not;
-# `systemd-analyze security` <= 2.0; stop -> inactive, exit status 0.
+# `systemd-analyze security` <= 2.0; stop -> inactive, exit status 0; an unusable pollerd.toml
+# fails the start.
 # The container, its cgroups and the test bed are removed on exit, failed or not.
 # Ends with "test-systemd: N passed, M failed"; exits 1 on any failure.
 set -euo pipefail
@@ -349,6 +350,17 @@ ct journalctl -u pollerd --no-pager -o cat -n 5 | tee -a "$work/stop.txt"
 check "stopped: inactive, result success, main process exited with status 0" \
     sh -c "grep -qx ActiveState=inactive '$work/stop.txt' && grep -qx Result=success '$work/stop.txt' &&
            grep -qx 'e2e: main process exited, status 0, result success' '$work/stop.txt'"
+
+step "an unusable pollerd.toml fails the start (the '-' of ExecStartPre does not hide it)"
+ct sh -c 'echo "unknown_setting = 1" >> /etc/pollerd/pollerd.toml'
+ct systemctl start pollerd && start_status=0 || start_status=$?
+ct systemctl show -p ActiveState -p Result pollerd | tee "$work/bad-settings.txt"
+ct journalctl -u pollerd --no-pager -o cat | grep 'pollerd.toml:' | tail -n 2 | tee -a "$work/bad-settings.txt" || true
+check "systemctl start exits $start_status (not 0), the unit failed, the journal names pollerd.toml" \
+    sh -c "[ $start_status -ne 0 ] && grep -qx Result=exit-code '$work/bad-settings.txt' &&
+           grep -q '^/etc/pollerd/pollerd.toml:[0-9]*:[0-9]*: error: unknown field' '$work/bad-settings.txt'"
+ct systemctl stop pollerd
+ct systemctl reset-failed pollerd || true
 
 if [ "$failed" -ne 0 ]; then
     echo "--- pollerd's journal (last 40 lines), for the failures above"
