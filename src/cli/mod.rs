@@ -4,6 +4,7 @@
 pub mod admin;
 mod check;
 mod demo;
+mod generate;
 mod poll;
 
 use std::path::PathBuf;
@@ -53,16 +54,27 @@ pub enum Command {
     DeadLetters(DeadLetterCommand),
     /// Run the real daemon against a built-in simulated ConnectWise API and a local receiver
     Demo,
+    /// Write man pages or shell completions (used when building the packages)
+    #[command(hide = true)]
+    Generate {
+        what: generate::Artifact,
+        /// Directory to write into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLetterCommand {
+    /// List the dead letters
     List,
+    /// Send dead letters again: back to the end of their resource's queue, same event id
     Replay {
         ids: Vec<String>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
+    /// Delete dead letters for good
     Drop {
         ids: Vec<String>,
         #[arg(long, conflicts_with = "ids")]
@@ -110,6 +122,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Demo => demo::run(),
+        Command::Generate { what, out_dir } => generate::run(what, &out_dir),
     }
 }
 
