@@ -59,6 +59,7 @@ pub async fn attempt(
     http: &reqwest::Client,
     target: &Target,
     entry: &OutboxEntry,
+    body: &bytes::Bytes,
     now: DateTime<Utc>,
 ) -> Outcome {
     let timestamp = now.timestamp();
@@ -71,16 +72,16 @@ pub async fn attempt(
     if let Some(key) = &target.signature_key {
         request = request.header(
             "Elements-Webhook-Signature",
-            elements_signature(key.expose().as_bytes(), &entry.body),
+            elements_signature(key.expose().as_bytes(), body),
         );
     }
     if let Some(secret) = &target.webhook_secret {
         request = request.header(
             "webhook-signature",
-            standard_signature(secret, &entry.event_id, timestamp, &entry.body),
+            standard_signature(secret, &entry.event_id, timestamp, body),
         );
     }
-    let response = match request.body(entry.body.clone()).send().await {
+    let response = match request.body(body.clone()).send().await {
         Ok(r) => r,
         Err(e) => {
             let kind = if e.is_timeout() {

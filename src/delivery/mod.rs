@@ -37,7 +37,7 @@ struct Inner {
     http: reqwest::Client,
     schedule: Vec<Duration>,
     grace_period: Duration,
-    targets: RwLock<HashMap<String, Target>>,
+    targets: RwLock<HashMap<String, Arc<Target>>>,
     workers: Mutex<HashMap<ResourceKey, JoinHandle<()>>>,
     permits: Arc<Semaphore>,
     /// Stop taking work (SIGTERM).
@@ -84,7 +84,7 @@ impl Deliverer {
             .targets
             .write()
             .expect("targets")
-            .insert(instance.to_string(), target);
+            .insert(instance.to_string(), Arc::new(target));
     }
 
     /// A commit added to `key`'s queue: make sure a worker is on it.
@@ -202,13 +202,16 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
             inner.workers.lock().expect("workers").remove(&key);
             return;
         };
+        // Retries send the very bytes the store holds; `Bytes` shares them without copying.
+        let mut head = head;
+        let body = bytes::Bytes::from(std::mem::take(&mut head.body));
         let permit = tokio::select! {
             _ = inner.stopping.cancelled() => return,
             p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
         };
         let outcome = tokio::select! {
             _ = inner.abandon.cancelled() => return,
-            o = attempt::attempt(&inner.http, &target, &head, Utc::now()) => o,
+            o = attempt::attempt(&inner.http, &target, &head, &body, Utc::now()) => o,
         };
         drop(permit);
         let span = (
