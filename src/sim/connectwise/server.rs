@@ -129,6 +129,7 @@ async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Respons
         path: parts.uri.path().to_string(),
         raw_query: parts.uri.query().unwrap_or("").to_string(),
     };
+    let received_at = state.now();
     let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
@@ -165,6 +166,8 @@ async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Respons
     let now = state.now();
     state.record_request(RequestLog {
         at: now,
+        received_at,
+        delayed: plan.latency,
         method: asked.method.to_string(),
         path: asked.path.clone(),
         query: asked.raw_query.clone(),
