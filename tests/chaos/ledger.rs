@@ -1,8 +1,6 @@
 //! What the receiver got, read the way a receiver would: every request's payload parsed once
 //! and kept, statuses re-read on each refresh (a delayed answer gets its status later).
 
-#![allow(dead_code)] // until every chaos test uses the ledger
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -123,14 +121,7 @@ impl Ledger {
 
     /// Whether each of these versions of `resource` has been accepted.
     pub fn has_all(&self, resource: &str, versions: &[(String, DateTime<Utc>)]) -> bool {
-        let got: BTreeSet<(&str, DateTime<Utc>)> = self
-            .accepted()
-            .filter(|n| n.resource == resource)
-            .flat_map(|n| n.events.iter().map(|(o, d)| (o.as_str(), *d)))
-            .collect();
-        versions
-            .iter()
-            .all(|(o, d)| got.contains(&(o.as_str(), *d)))
+        self.missing(resource, versions).is_empty()
     }
 
     /// Which of these versions of `resource` have not been accepted.
