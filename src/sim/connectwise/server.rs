@@ -119,6 +119,16 @@ impl Asked {
 }
 
 async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    // Served in its own task: a client that gives up (a timeout during an injected latency)
+    // drops this future, and the request must still be answered into the void and logged, so
+    // that the log holds every request that arrived.
+    match tokio::spawn(serve(state, request)).await {
+        Ok(response) => response,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+async fn serve(state: Arc<SimState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let asked = Asked {
         had_valid_auth: credentials_ok(&state, &parts.headers),
