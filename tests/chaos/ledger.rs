@@ -214,3 +214,62 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+
+    fn attempt(id: &str, created_s: i64, first: &str, status: Option<u16>) -> Attempt {
+        let created = DateTime::from_timestamp(1_700_000_000 + created_s, 0).unwrap();
+        Attempt {
+            notification: Some(Notification {
+                event_id: id.into(),
+                resource: "contacts".into(),
+                created,
+                events: vec![(first.into(), created)],
+            }),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_later_notification_may_go_once_the_earlier_one_is_accepted() {
+        let ledger = Ledger {
+            attempts: vec![
+                attempt("a", 0, "1", Some(500)),
+                attempt("a", 0, "1", None),
+                attempt("a", 0, "1", Some(200)),
+                attempt("b", 0, "7", Some(200)),
+                attempt("c", 1, "2", Some(200)),
+                attempt("b", 0, "7", Some(200)),
+            ],
+        };
+        ledger.assert_in_order_per_resource();
+        assert_eq!(ledger.duplicate_deliveries(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "was not yet accepted")]
+    fn a_later_notification_sent_while_an_earlier_one_retries_is_caught() {
+        let ledger = Ledger {
+            attempts: vec![
+                attempt("a", 0, "1", Some(500)),
+                attempt("b", 1, "2", Some(200)),
+                attempt("a", 0, "1", Some(200)),
+            ],
+        };
+        ledger.assert_in_order_per_resource();
+    }
+
+    #[test]
+    #[should_panic(expected = "different notifications")]
+    fn a_version_in_two_different_notifications_is_caught() {
+        let ledger = Ledger {
+            attempts: vec![
+                attempt("a", 0, "1", Some(200)),
+                attempt("b", 0, "1", Some(200)),
+            ],
+        };
+        ledger.assert_duplicates_repeat_event_ids();
+    }
+}
