@@ -83,7 +83,7 @@ async fn a_full_disk_stops_progress_without_losing_anything() {
     let dd = DaemonDir::new(
         "[delivery]\nschedule = [\"200ms\", \"400ms\", \"800ms\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n",
     );
-    let mount = match Tmpfs::mount(&dd.path().join("state"), "32m") {
+    let mount = match Tmpfs::mount(&dd.path().join("state"), scale("32m", "64m")) {
         Ok(m) => m,
         Err(reason) => {
             println!("SKIPPED disk-full test: cannot mount a tmpfs here ({reason})");
@@ -115,11 +115,13 @@ async fn a_full_disk_stops_progress_without_losing_anything() {
     // The disk stays full this long while records keep changing, in large pages so that every
     // commit needs new space.
     let full_for = scale(Duration::from_secs(8), Duration::from_secs(90));
+    // Fewer per second in the long form, so that what piles up fits the tmpfs once freed.
+    let (creates, updates) = scale((400, 200), (100, 100));
     let full_since = Instant::now();
     let mut rounds = 0;
     while full_since.elapsed() < full_for {
-        ids.extend(sim.create_many(RecordKind::Contact, 400, None));
-        for k in 0..200 {
+        ids.extend(sim.create_many(RecordKind::Contact, creates, None));
+        for k in 0..updates {
             let id = ids[(k * 7 + rounds) % ids.len()];
             sim.update(
                 RecordKind::Contact,
@@ -175,7 +177,8 @@ async fn a_full_disk_stops_progress_without_losing_anything() {
     // (Not `assert_no_panic`: "cannot open the store" is expected while the disk is full.)
     assert!(!dd.logs().contains("panicked"), "{}", tail(&dd.logs(), 40));
     println!(
-        "disk full for {full_for:?} ({rounds} rounds of 600 changes), filler {} MiB: {} versions delivered, {} duplicate deliveries (same eventId), 0 lost",
+        "disk full for {full_for:?} ({rounds} rounds of {} changes), filler {} MiB: {} versions delivered, {} duplicate deliveries (same eventId), 0 lost",
+        creates + updates,
         filled >> 20,
         ledger.versions().len(),
         ledger.duplicate_deliveries()
