@@ -160,10 +160,13 @@ impl Supervisor {
     ) {
         let before: Vec<String> = self.running.keys().cloned().collect();
         for name in before.clone() {
-            let keep = desired
+            let same_behaviour = desired
                 .get(&name)
-                .is_some_and(|d| d.fingerprint == self.running[&name].spec.fingerprint);
-            if keep {
+                .filter(|d| d.fingerprint == self.running[&name].spec.fingerprint);
+            if let Some(spec) = same_behaviour {
+                // Same definition, maybe from another file now (renamed, or a copy taking over):
+                // no restart, but status and its errors must name the file that defines it.
+                self.running.get_mut(&name).expect("listed").spec = spec.clone();
                 summary.unchanged += 1;
                 continue;
             }

@@ -36,6 +36,11 @@ pub enum Behaviour {
     Delay(Duration, u16),
     /// Drop the TCP connection without any HTTP answer.
     CloseConnection,
+    /// A flaky receiver: each request independently gets a 500 (`error_percent` in 100), has its
+    /// connection dropped (`drop_percent` in 100), or else a 200. The dice are seeded (see
+    /// [`Receiver::seed`]), so a run can be replayed; the recorded status says which it was
+    /// (`Some(500)`, `None` for a drop, `Some(200)`).
+    Chaos { error_percent: u8, drop_percent: u8 },
 }
 
 impl Behaviour {
@@ -44,6 +49,16 @@ impl Behaviour {
     fn validate(&self) {
         let status = match self {
             Behaviour::Ok | Behaviour::Hang | Behaviour::CloseConnection => return,
+            Behaviour::Chaos {
+                error_percent,
+                drop_percent,
+            } => {
+                assert!(
+                    u16::from(*error_percent) + u16::from(*drop_percent) <= 100,
+                    "chaos percentages add up to more than 100: {error_percent} % errors + {drop_percent} % drops"
+                );
+                return;
+            }
             Behaviour::Status(status) | Behaviour::Delay(_, status) => *status,
             Behaviour::StatusWithRetryAfter(status, retry_after) => {
                 assert!(
@@ -154,7 +169,12 @@ struct State {
     queued: VecDeque<(Behaviour, usize)>,
     window: Option<(Behaviour, Instant)>,
     default: Behaviour,
+    /// Rolls for [`Behaviour::Chaos`].
+    dice: fastrand::Rng,
 }
+
+/// The seed of a new receiver's dice: runs repeat unless a test reseeds.
+const DEFAULT_CHAOS_SEED: u64 = 0xC4A0_5EED;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -201,7 +221,28 @@ impl Shared {
 }
 
 impl State {
+    /// The behaviour that answers the next request, with [`Behaviour::Chaos`] already rolled
+    /// into the concrete answer it gives this time.
     fn next_behaviour(&mut self, now: Instant) -> Behaviour {
+        match self.configured_behaviour(now) {
+            Behaviour::Chaos {
+                error_percent,
+                drop_percent,
+            } => {
+                let roll = self.dice.u8(0..100);
+                if roll < error_percent {
+                    Behaviour::Status(500)
+                } else if roll < error_percent.saturating_add(drop_percent) {
+                    Behaviour::CloseConnection
+                } else {
+                    Behaviour::Ok
+                }
+            }
+            behaviour => behaviour,
+        }
+    }
+
+    fn configured_behaviour(&mut self, now: Instant) -> Behaviour {
         if let Some((behaviour, remaining)) = self.queued.front_mut() {
             let chosen = behaviour.clone();
             *remaining -= 1;
@@ -232,6 +273,7 @@ impl Receiver {
                 queued: VecDeque::new(),
                 window: None,
                 default: Behaviour::Ok,
+                dice: fastrand::Rng::with_seed(DEFAULT_CHAOS_SEED),
             }),
             changed: Notify::new(),
         });
@@ -346,6 +388,12 @@ impl Receiver {
         self.handle.shared.lock().default = behaviour;
     }
 
+    /// Reseeds the dice of [`Behaviour::Chaos`]: the same seed and the same requests give the
+    /// same answers. A new receiver starts from a fixed seed.
+    pub fn seed(&self, seed: u64) {
+        self.handle.shared.lock().dice.seed(seed);
+    }
+
     /// Forgets the recorded requests (queued behaviours, window and default stay).
     pub fn clear(&self) {
         let mut state = self.handle.shared.lock();
@@ -420,5 +468,97 @@ fn body_preview(body: &[u8]) -> String {
         format!("{shown}…")
     } else {
         shown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(default: Behaviour, seed: u64) -> State {
+        State {
+            requests: Vec::new(),
+            serials: Vec::new(),
+            next_serial: 0,
+            queued: VecDeque::new(),
+            window: None,
+            default,
+            dice: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    fn answers(state: &mut State, n: usize) -> Vec<Behaviour> {
+        (0..n)
+            .map(|_| state.next_behaviour(Instant::now()))
+            .collect()
+    }
+
+    #[test]
+    fn chaos_answers_errors_drops_and_oks_in_about_the_given_shares() {
+        let chaos = Behaviour::Chaos {
+            error_percent: 10,
+            drop_percent: 5,
+        };
+        let seen = answers(&mut state(chaos, 1), 10_000);
+        let count = |b: &Behaviour| seen.iter().filter(|s| *s == b).count();
+        let (errors, drops, oks) = (
+            count(&Behaviour::Status(500)),
+            count(&Behaviour::CloseConnection),
+            count(&Behaviour::Ok),
+        );
+        assert_eq!(errors + drops + oks, 10_000, "only 500, drop or 200");
+        assert!((800..=1200).contains(&errors), "{errors} errors");
+        assert!((350..=650).contains(&drops), "{drops} drops");
+    }
+
+    #[test]
+    fn chaos_is_replayable_from_its_seed() {
+        let chaos = Behaviour::Chaos {
+            error_percent: 30,
+            drop_percent: 30,
+        };
+        let a = answers(&mut state(chaos.clone(), 9), 200);
+        let b = answers(&mut state(chaos.clone(), 9), 200);
+        let c = answers(&mut state(chaos, 10), 200);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn chaos_can_also_be_queued_or_windowed() {
+        let mut s = state(Behaviour::Ok, 3);
+        s.queued.push_back((
+            Behaviour::Chaos {
+                error_percent: 100,
+                drop_percent: 0,
+            },
+            2,
+        ));
+        assert_eq!(
+            answers(&mut s, 3),
+            [
+                Behaviour::Status(500),
+                Behaviour::Status(500),
+                Behaviour::Ok
+            ]
+        );
+        s.window = Some((
+            Behaviour::Chaos {
+                error_percent: 0,
+                drop_percent: 100,
+            },
+            Instant::now() + Duration::from_secs(60),
+        ));
+        assert_eq!(answers(&mut s, 1), [Behaviour::CloseConnection]);
+    }
+
+    #[test]
+    #[should_panic(expected = "add up to more than 100")]
+    fn chaos_percentages_over_100_are_refused() {
+        Behaviour::Chaos {
+            error_percent: 60,
+            drop_percent: 50,
+        }
+        .validate();
     }
 }

@@ -164,8 +164,15 @@ impl FaultScope {
 /// One request as the simulator saw and answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLog {
-    /// When it was answered, on the simulator's clock.
+    /// When it was answered, on the simulator's clock (the `Date` header sent).
     pub at: DateTime<Utc>,
+    /// When it arrived, on the simulator's clock. The log is in answer order; a request held
+    /// back by [`Fault::Latency`] can be answered after later ones, so sort by this for arrival
+    /// order.
+    pub received_at: DateTime<Utc>,
+    /// The injected latency it waited ([`Fault::Latency`]); zero when none. A client whose
+    /// timeout is shorter gave up on it, whatever the log says it was answered.
+    pub delayed: Duration,
     pub method: String,
     /// The full path, e.g. `/v4_6_release/apis/3.0/company/contacts`.
     pub path: String,
@@ -401,7 +408,35 @@ impl ConnectWiseSim {
             .faults
             .lock()
             .expect("faults lock")
-            .add(fault, scope);
+            .add(fault, scope, None);
+    }
+
+    /// Adds a fault that hits each request in `scope` with probability `percent` / 100 (0–100),
+    /// decided by the simulator's seeded dice (see [`ConnectWiseSim::seed_faults`]). Several
+    /// random faults roll independently; where more than one hits, the first added shapes the
+    /// answer, as with [`ConnectWiseSim::inject`].
+    ///
+    /// A separate method rather than a `FaultScope` field, so that scopes written as struct
+    /// literals keep compiling.
+    ///
+    /// # Panics
+    /// When `percent` is over 100.
+    pub fn inject_random(&self, fault: Fault, scope: FaultScope, percent: u8) {
+        assert!(
+            percent <= 100,
+            "a fault percentage is 0..=100, not {percent}"
+        );
+        self.state
+            .faults
+            .lock()
+            .expect("faults lock")
+            .add(fault, scope, Some(percent));
+    }
+
+    /// Reseeds the dice of random faults: the same seed and the same requests give the same
+    /// faults. A new simulator starts from a fixed seed.
+    pub fn seed_faults(&self, seed: u64) {
+        self.state.faults.lock().expect("faults lock").reseed(seed);
     }
 
     pub fn clear_faults(&self) {

@@ -119,6 +119,16 @@ impl Asked {
 }
 
 async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    // Served in its own task: a client that gives up (a timeout during an injected latency)
+    // drops this future, and the request must still be answered into the void and logged, so
+    // that the log holds every request that arrived.
+    match tokio::spawn(serve(state, request)).await {
+        Ok(response) => response,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+async fn serve(state: Arc<SimState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let asked = Asked {
         had_valid_auth: credentials_ok(&state, &parts.headers),
@@ -129,6 +139,7 @@ async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Respons
         path: parts.uri.path().to_string(),
         raw_query: parts.uri.query().unwrap_or("").to_string(),
     };
+    let received_at = state.now();
     let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
@@ -165,6 +176,8 @@ async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Respons
     let now = state.now();
     state.record_request(RequestLog {
         at: now,
+        received_at,
+        delayed: plan.latency,
         method: asked.method.to_string(),
         path: asked.path.clone(),
         query: asked.raw_query.clone(),

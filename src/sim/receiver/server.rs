@@ -122,6 +122,9 @@ async fn answer(
             cut_connection.notify_one();
             std::future::pending().await
         }
+        Behaviour::Chaos { .. } => {
+            unreachable!("State::next_behaviour rolls Chaos into a concrete behaviour")
+        }
     };
     // Statuses and header values were validated when the behaviour was configured.
     let mut response = plain_response(
