@@ -39,7 +39,12 @@ pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{shown} is not a PEM certificate bundle: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "{shown} is not a PEM certificate bundle: {}",
+                crate::http_util::error_chain(&e)
+            )
+        })?;
     if certificates.is_empty() {
         return Err(format!(
             "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
@@ -52,6 +57,11 @@ pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
     }
     builder
         .build()
-        .map_err(|e| format!("{shown} holds a certificate that cannot be trusted: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "{shown} holds a certificate that cannot be trusted: {}",
+                crate::http_util::error_chain(&e)
+            )
+        })?;
     Ok(pem)
 }
