@@ -16,6 +16,7 @@ use crate::config::{self, Diagnostic, InstanceSpec, SecretSources};
 use crate::delivery::sign::WebhookSecret;
 use crate::delivery::{Deliverer, Target};
 use crate::element::Element;
+use crate::http_util::error_chain;
 use crate::poller::PollShared;
 use crate::poller::schedule::{ResourceStatus, SharedStatus, poll_loop};
 
@@ -186,6 +187,9 @@ impl Supervisor {
                     Ok(t) => self.deliverer.set_target(name, t),
                     Err(e) => tracing::error!(instance = %name, "{e}"),
                 }
+                if let Err(e) = self.deliverer.set_trusted_ca(name, spec.tls_ca.as_ref()) {
+                    tracing::error!(instance = %name, "cannot trust tls.caFile for deliveries: {}", error_chain(&e));
+                }
             }
             if self.running.contains_key(name) {
                 continue;
@@ -217,11 +221,24 @@ impl Supervisor {
         let mut statuses = Vec::new();
         if spec.notifications.is_some() {
             let element = Element::new(&spec.element)?;
+            let shared = match &spec.tls_ca {
+                Some(ca) => PollShared {
+                    client: self.shared.client.trusting(ca).map_err(|e| {
+                        crate::element::FetchError::Config(format!(
+                            "cannot trust tls.caFile {}: {}",
+                            ca.path.display(),
+                            error_chain(&e)
+                        ))
+                    })?,
+                    ..self.shared.clone()
+                },
+                None => self.shared.clone(),
+            };
             for resource in &spec.resources {
                 let status: SharedStatus = Arc::new(Mutex::new(ResourceStatus::default()));
                 statuses.push((resource.name.clone(), status.clone()));
                 tasks.push(tokio::spawn(poll_loop(
-                    self.shared.clone(),
+                    shared.clone(),
                     spec.clone(),
                     element.clone(),
                     resource.clone(),

@@ -87,6 +87,10 @@ const CASES: &[(&[&str], &[&str])] = &[
     (&["unknown-zone.json"], &["unknown-zone.json:16:32: error: unknown time zone \"Mars/Base\": use an IANA name like America/Denver, GMT/UTC, or an offset like -08:00"]),
     (&["unknown-hub-object.json"], &["unknown-hub-object.json:14:16: error: unknown hub object 'widgets' in '/hubs/crm/widgets?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}''; supported: contacts, organizations, accounts, incidents, opportunities, activities, time-entries, configurations"]),
     (&["bad-where.json"], &["bad-where.json:14:16: error: in the 'where' parameter of '/hubs/crm/contacts?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}': invalid where clause at byte 12: unterminated string: no closing '"]),
+    (&["tls-ca-missing.json"], &["tls-ca-missing.json:10:19: error: tls.caFile: cannot read /nonexistent/pollerd/ca.pem: No such file or directory (os error 2)"]),
+    (&["tls-ca-not-pem.json"], &["tls-ca-not-pem.json:10:19: error: tls.caFile: tests/data/broken/../tls/not-a-certificate.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]),
+    (&["tls-ca-bad-certificate.json"], &["tls-ca-bad-certificate.json:10:19: error: tls.caFile: tests/data/broken/../tls/garbage-certificate.pem holds a certificate that cannot be trusted: builder error: invalid peer certificate: BadEncoding"]),
+    (&["tls-ca-wrong-type.json"], &["tls-ca-wrong-type.json:10:19: error: tls.caFile must be a string, not a boolean"]),
     (&["many-errors.json"], &[
         "many-errors.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
         "many-errors.json:11:38: error: event.notification.batch.size must be between 1 and 100, not 0",

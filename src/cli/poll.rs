@@ -82,8 +82,11 @@ fn poll(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client =
+        let mut client =
             ProviderClient::new(settings.polling.http_timeout, settings.polling.max_per_host)?;
+        if let Some(ca) = &spec.tls_ca {
+            client = client.trusting(ca)?;
+        }
         let element = Element::new(&spec.element)?;
         for resource in resources {
             let mut sink = MemorySink::default();

@@ -27,6 +27,8 @@ const CONNECTWISE_KEYS: &[&str] = &[
     "clientId",
 ];
 const HTTP_KEYS: &[&str] = &["baseUrl", "headers", "auth"];
+/// Keys every element accepts.
+const COMMON_KEYS: &[&str] = &[super::tls::TLS_CA_FILE_KEY];
 /// Configuration keys of the hosted service that mean nothing here, accepted without a word.
 const IGNORED_QUIETLY: &[&str] = &["filter.response.nulls"];
 
@@ -72,6 +74,7 @@ pub(super) fn element(cx: &mut Ctx, key: &str, conf: &Map<String, Value>) -> Opt
         if own.contains(&k.as_str())
             || EVENT_KEYS.contains(&k.as_str())
             || IGNORED_QUIETLY.contains(&k.as_str())
+            || COMMON_KEYS.contains(&k.as_str())
         {
             continue;
         }

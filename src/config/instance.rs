@@ -65,12 +65,23 @@ pub fn load_instance_file(path: &Path, sources: &SecretSources) -> LoadedFile {
             ));
         }
     };
-    let doc = match Document::parse(path, &text, Format::of_path(path)) {
-        Ok(doc) => doc,
-        Err(d) => return failed(d),
-    };
     let readable_by_others = file_mode(path).is_some_and(|m| m & 0o004 != 0);
-    validate(doc, sources, readable_by_others)
+    load_instance_text(path, &text, sources, readable_by_others)
+}
+
+/// Parses and validates instance text as if read from `path` (its extension picks JSON or
+/// TOML; messages name it). The same path as [`load_instance_file`] after reading, so fuzzing
+/// and tests can drive it without a file.
+pub fn load_instance_text(
+    path: &Path,
+    text: &str,
+    sources: &SecretSources,
+    readable_by_others: bool,
+) -> LoadedFile {
+    match Document::parse(path, text, Format::of_path(path)) {
+        Ok(doc) => validate(doc, sources, readable_by_others),
+        Err(d) => failed(d),
+    }
 }
 
 fn failed(d: Diagnostic) -> LoadedFile {
@@ -198,6 +209,7 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
     let element = element_key.and_then(|key| element(cx, &key, conf));
     let notifications = notifications(cx, conf);
     let interval = refresh_interval(cx, conf);
+    let tls_ca = super::tls::tls_ca(cx, conf);
     let resources = resource::resources(
         cx,
         conf,
@@ -219,7 +231,8 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
         notifications: notifications.flatten(),
         refresh_interval: interval?,
         resources: resources?,
-        fingerprint: fingerprint(&doc.value),
+        fingerprint: fingerprint(&doc.value, tls_ca.as_ref()?.as_ref()),
+        tls_ca: tls_ca?,
     })
 }
 
@@ -232,8 +245,9 @@ pub fn derived_instance_id(name: &str) -> u64 {
 }
 
 /// Hashes the resolved document with object keys sorted, so reordering keys (or writing the same
-/// instance in TOML instead of JSON) is not a change. Resolved secrets are part of the value.
-fn fingerprint(value: &Value) -> u64 {
+/// instance in TOML instead of JSON) is not a change. Resolved secrets are part of the value, and
+/// so is the CA bundle's content (a renewed CA file is a change).
+fn fingerprint(value: &Value, tls_ca: Option<&TlsCa>) -> u64 {
     fn feed(v: &Value, h: &mut DefaultHasher) {
         match v {
             Value::Object(m) => {
@@ -254,6 +268,9 @@ fn fingerprint(value: &Value) -> u64 {
     }
     let mut h = DefaultHasher::new();
     feed(value, &mut h);
+    if let Some(ca) = tls_ca {
+        ca.pem.hash(&mut h);
+    }
     h.finish()
 }
 

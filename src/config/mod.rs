@@ -10,13 +10,14 @@ pub mod secret;
 pub mod settings;
 pub mod source;
 pub mod spec;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use diagnostics::{Diagnostic, Severity};
 pub use fields::kind as json_kind;
-pub use instance::{LoadedFile, load_instance_file};
+pub use instance::{LoadedFile, load_instance_file, load_instance_text};
 pub use secret::{Secret, SecretSources};
 pub use settings::{Environment, LogFormat, Settings};
 pub use spec::*;

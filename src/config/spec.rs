@@ -23,6 +23,9 @@ pub struct InstanceSpec {
     pub notifications: Option<NotificationSpec>,
     pub refresh_interval: Duration,
     pub resources: Vec<ResourceSpec>,
+    /// `tls.caFile`: a private CA trusted for this instance's provider and callback, on top of
+    /// the system roots.
+    pub tls_ca: Option<TlsCa>,
     /// Equal fingerprints mean identical behaviour: the supervisor restarts only what changed.
     pub fingerprint: u64,
 }
@@ -30,6 +33,19 @@ pub struct InstanceSpec {
 impl InstanceSpec {
     pub fn resource(&self, name: &str) -> Option<&ResourceSpec> {
         self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+/// A PEM bundle of CA certificates, as read (and checked) when the file was loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCa {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCa").field("path", &self.path).finish()
     }
 }
 

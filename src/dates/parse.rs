@@ -168,10 +168,12 @@ fn parse_field(
     abutting: bool,
     fields: &mut Fields,
 ) -> Result<(), String> {
+    // A field wider than the greedy limit prints that many digits (`kkkkkkkkkkkk` pads to 12),
+    // so it reads that many back.
     let width = if abutting {
         field.count
     } else {
-        MAX_GREEDY_DIGITS
+        MAX_GREEDY_DIGITS.max(field.count)
     };
     let number = |cursor: &mut Cursor, what: &str, range: std::ops::RangeInclusive<u32>| {
         let (value, digits) = cursor

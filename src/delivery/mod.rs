@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempt::{Outcome, Target};
 
+use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
 use crate::store::{ResourceKey, Store, StoreError};
 
@@ -35,6 +36,9 @@ pub struct Deliverer {
 struct Inner {
     store: Arc<dyn Store>,
     http: reqwest::Client,
+    settings: DeliverySettings,
+    /// Clients of instances with `tls.caFile`, built once per CA bundle.
+    ca_clients: RwLock<HashMap<String, (TlsCa, reqwest::Client)>>,
     schedule: Vec<Duration>,
     grace_period: Duration,
     targets: RwLock<HashMap<String, Arc<Target>>>,
@@ -53,18 +57,13 @@ impl Deliverer {
         settings: &DeliverySettings,
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Result<Deliverer, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            // A redirect is a failure: the receiver must be configured with its real URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(settings.max_in_flight)
-            .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = client_builder(settings).build()?;
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
                 http,
+                settings: settings.clone(),
+                ca_clients: RwLock::default(),
                 schedule: settings.schedule.clone(),
                 grace_period: settings.grace_period,
                 targets: RwLock::default(),
@@ -85,6 +84,25 @@ impl Deliverer {
             .write()
             .expect("targets")
             .insert(instance.to_string(), Arc::new(target));
+    }
+
+    /// Makes `instance`'s deliveries also trust `ca` (its `tls.caFile`), or only the system
+    /// roots when `None`. The client is built once per CA bundle, not on every reload.
+    pub fn set_trusted_ca(&self, instance: &str, ca: Option<&TlsCa>) -> Result<(), reqwest::Error> {
+        let mut clients = self.inner.ca_clients.write().expect("ca clients");
+        let Some(ca) = ca else {
+            clients.remove(instance);
+            return Ok(());
+        };
+        if clients.get(instance).is_some_and(|(known, _)| known == ca) {
+            return Ok(());
+        }
+        let mut builder = client_builder(&self.inner.settings);
+        for certificate in reqwest::Certificate::from_pem_bundle(&ca.pem)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        clients.insert(instance.to_string(), (ca.clone(), builder.build()?));
+        Ok(())
     }
 
     /// A commit added to `key`'s queue: make sure a worker is on it.
@@ -131,6 +149,18 @@ impl Deliverer {
             tracing::error!("flushing the store at shutdown: {e}");
         }
     }
+}
+
+/// Certificates are verified against the system roots (rustls with native roots), plus an
+/// instance's `tls.caFile` where set; nothing turns verification off.
+fn client_builder(settings: &DeliverySettings) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        // A redirect is a failure: the receiver must be configured with its real URL.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(settings.max_in_flight)
+        .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
@@ -209,9 +239,15 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
             _ = inner.stopping.cancelled() => return,
             p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
         };
+        let http = inner
+            .ca_clients
+            .read()
+            .expect("ca clients")
+            .get(&key.instance)
+            .map_or_else(|| inner.http.clone(), |(_, client)| client.clone());
         let outcome = tokio::select! {
             _ = inner.abandon.cancelled() => return,
-            o = attempt::attempt(&inner.http, &target, &head, &body, Utc::now()) => o,
+            o = attempt::attempt(&http, &target, &head, &body, Utc::now()) => o,
         };
         drop(permit);
         let span = (

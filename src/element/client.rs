@@ -10,6 +10,7 @@ use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
 use super::FetchError;
+use crate::config::TlsCa;
 use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, snippet,
 };
@@ -20,6 +21,7 @@ pub struct ProviderClient {
     http: reqwest::Client,
     hosts: Arc<Mutex<HashMap<String, Arc<HostGate>>>>,
     max_per_host: usize,
+    timeout: Duration,
 }
 
 struct HostGate {
@@ -74,6 +76,14 @@ impl ProviderResponse {
     }
 }
 
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Scheme, host, port and path of a URL: safe to print.
 pub fn shown_url(url: &reqwest::Url) -> String {
     let mut u = url.clone();
@@ -84,17 +94,29 @@ pub fn shown_url(url: &reqwest::Url) -> String {
 }
 
 impl ProviderClient {
+    /// Certificates are verified against the system roots (rustls with native roots); nothing
+    /// turns verification off.
     pub fn new(timeout: Duration, max_per_host: usize) -> Result<ProviderClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(ProviderClient {
-            http,
+            http: builder(timeout).build()?,
             hosts: Arc::default(),
             max_per_host: max_per_host.max(1),
+            timeout,
+        })
+    }
+
+    /// The same client for an instance with `tls.caFile`: its own connections, which also trust
+    /// that CA; per-host limits and 429 pauses stay shared with every other instance.
+    pub fn trusting(&self, ca: &TlsCa) -> Result<ProviderClient, reqwest::Error> {
+        let mut builder = builder(self.timeout);
+        for certificate in reqwest::Certificate::from_pem_bundle(&ca.pem)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        Ok(ProviderClient {
+            http: builder.build()?,
+            hosts: self.hosts.clone(),
+            max_per_host: self.max_per_host,
+            timeout: self.timeout,
         })
     }
 

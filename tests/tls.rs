@@ -1,0 +1,196 @@
+//! Certificates are always verified, for the provider and for the callback; `tls.caFile` adds a
+//! private CA for one instance. A CA and a leaf certificate for 127.0.0.1 are made here, and a
+//! TLS listener on 127.0.0.1 forwards to the plain simulator and receiver.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
+use pollerd::sim::receiver::Receiver;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::Value;
+use support::*;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, pki_types};
+
+/// A private CA (PEM) and a TLS acceptor whose certificate for 127.0.0.1 it signed.
+fn private_ca() -> (String, TlsAcceptor) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pollerd test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+    .unwrap();
+    (ca.pem(), TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TLS on 127.0.0.1:0 and forwards the decrypted bytes to `backend`.
+async fn tls_front(acceptor: TlsAcceptor, backend: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to forward.
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    address
+}
+
+/// `http://127.0.0.1:PORT/rest` → `https://127.0.0.1:FRONT/rest`.
+fn through(url: &str, front: SocketAddr) -> String {
+    let mut u = reqwest::Url::parse(url).unwrap();
+    u.set_scheme("https").unwrap();
+    u.set_port(Some(front.port())).unwrap();
+    u.to_string().trim_end_matches('/').to_string()
+}
+
+fn backend_of(url: &str) -> SocketAddr {
+    let u = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+        .parse()
+        .unwrap()
+}
+
+async fn pollerd(dd: &DaemonDir, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollerd"));
+    cmd.args(args).arg("--config").arg(dd.settings());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn write_ca(dir: &Path, pem: &str) -> String {
+    let path = dir.join("private-ca.pem");
+    std::fs::write(&path, pem).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_certificates_are_verified_and_tls_ca_file_trusts_a_private_ca() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let (ca_pem, acceptor) = private_ca();
+    let front = tls_front(acceptor, backend_of(&sim.base_url())).await;
+    let dd = DaemonDir::new("");
+    let ca_file = write_ca(dd.path(), &ca_pem);
+    let mut untrusting = seed_instance(&sim, &receiver.url(), "10");
+    untrusting["name"] = "untrusting".into();
+    untrusting["configuration"]["baseUrl"] = through(&sim.base_url(), front).into();
+    let mut trusting = untrusting.clone();
+    trusting["name"] = "trusting".into();
+    trusting["configuration"]["tls.caFile"] = ca_file.into();
+    dd.write_instance("untrusting.json", &untrusting);
+    dd.write_instance("trusting.json", &trusting);
+    let since = (sim.now() - chrono::Duration::seconds(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ids = sim.create_many(RecordKind::Contact, 2, None);
+
+    let refused = pollerd(&dd, &["poll", "untrusting", "--since", &since]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("instance untrusting, resource contacts")
+            && stderr.contains("invalid peer certificate: UnknownIssuer"),
+        "the error names the instance, the resource and the certificate problem: {stderr}"
+    );
+
+    let accepted = pollerd(&dd, &["poll", "trusting", "--since", &since]).await;
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let objects: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .flat_map(|n| n["message"]["events"].as_array().unwrap().clone())
+        .map(|e| e["objectId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        objects,
+        ids.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "the records came over TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_certificates_are_verified_and_tls_ca_file_trusts_a_private_ca() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let (ca_pem, acceptor) = private_ca();
+    let front = tls_front(acceptor.clone(), receiver.addr()).await;
+    let callback = through(&receiver.url(), front);
+    let provider_front = tls_front(acceptor, backend_of(&sim.base_url())).await;
+    let dd = DaemonDir::new("[delivery]\nschedule = [\"200ms\", \"200ms\", \"200ms\"]\n");
+    let ca_file = write_ca(dd.path(), &ca_pem);
+    let mut untrusting = seed_instance(&sim, &callback, "0.01");
+    untrusting["name"] = "untrusting".into();
+    let mut trusting = untrusting.clone();
+    trusting["name"] = "trusting".into();
+    trusting["configuration"]["tls.caFile"] = ca_file.into();
+    // The daemon's provider requests trust the CA too (the untrusting one polls over http).
+    trusting["configuration"]["baseUrl"] = through(&sim.base_url(), provider_front).into();
+    dd.write_instance("untrusting.json", &untrusting);
+    dd.write_instance("trusting.json", &trusting);
+    let daemon = dd.start(&[]);
+    // Both baselines first, then records both instances will notify about.
+    wait_for("both baselines", WAIT, || sim.request_count() >= 2).await;
+    sim.create_many(RecordKind::Contact, 2, None);
+
+    wait_for("a notification from the trusting instance", WAIT, || {
+        receiver
+            .accepted()
+            .iter()
+            .any(|r| r.json()["message"]["instanceName"] == "trusting")
+    })
+    .await;
+    wait_for("the untrusting instance's delivery failure", WAIT, || {
+        daemon.log_text().lines().any(|l| {
+            l.contains("untrusting")
+                && l.contains(&callback)
+                && l.contains("invalid peer certificate: UnknownIssuer")
+        })
+    })
+    .await;
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.json()["message"]["instanceName"] == "trusting"),
+        "nothing of the untrusting instance reached the receiver"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+}
