@@ -134,11 +134,12 @@ async fn random_instance_file_changes_end_with_the_final_valid_set() {
         let n = rng.usize(0..FILES);
         let file = format!("i{n}.json");
         let path = dd.instances().join(&file);
+        // A page size per step tells versions apart (1..=1000 is valid).
         let valid = instance(
             &sim,
             &receiver,
             &format!("i{}", rng.usize(0..FILES)),
-            100 + step,
+            1 + step % 1000,
         );
         let text = serde_json::to_string_pretty(&valid).unwrap();
         let what = match rng.u8(0..9) {
