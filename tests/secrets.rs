@@ -238,7 +238,7 @@ async fn no_output_of_pollerd_holds_a_secret() {
     let contacts = FaultScope {
         path_contains: Some("/company/contacts".to_string()),
         skip: 0,
-        count: 8,
+        count: 30,
     };
     for (fault, shows) in [
         (Fault::Unauthorized, "HTTP 401"),
