@@ -38,13 +38,12 @@ pub fn tls_ca(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<TlsCa>> 
 pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| {
-            format!(
-                "{shown} is not a PEM certificate bundle: {}",
-                crate::http_util::error_chain(&e)
-            )
-        })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "{shown} is not a PEM certificate bundle: {}",
+            crate::http_util::error_chain(&e)
+        )
+    })?;
     if certificates.is_empty() {
         return Err(format!(
             "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
@@ -55,13 +54,11 @@ pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
     for certificate in certificates {
         builder = builder.add_root_certificate(certificate);
     }
-    builder
-        .build()
-        .map_err(|e| {
-            format!(
-                "{shown} holds a certificate that cannot be trusted: {}",
-                crate::http_util::error_chain(&e)
-            )
-        })?;
+    builder.build().map_err(|e| {
+        format!(
+            "{shown} holds a certificate that cannot be trusted: {}",
+            crate::http_util::error_chain(&e)
+        )
+    })?;
     Ok(pem)
 }
