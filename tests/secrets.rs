@@ -238,7 +238,7 @@ async fn no_output_of_pollerd_holds_a_secret() {
     let contacts = FaultScope {
         path_contains: Some("/company/contacts".to_string()),
         skip: 0,
-        count: 8,
+        count: 30,
     };
     for (fault, shows) in [
         (Fault::Unauthorized, "HTTP 401"),
@@ -341,7 +341,11 @@ async fn the_admin_socket_is_0660_and_refuses_another_user() {
     let dd = DaemonDir::new("");
     dd.write_instance("contacts.json", &seed_instance(&sim, &receiver.url(), "10"));
     let daemon = dd.start(&[]);
-    wait_for("the admin socket", WAIT, || dd.socket().exists()).await;
+    // The socket is bound, then set to 0660, then served: wait until it answers.
+    wait_for("the admin socket to answer", WAIT, || {
+        pollerd(&dd, &["status"]).status.success()
+    })
+    .await;
     let mode = std::fs::metadata(dd.socket()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
     // Let another user reach the socket and read the settings, so only the socket refuses.

@@ -24,10 +24,11 @@ const ZONES: &[&str] = &[
     "PST",
 ];
 
-/// 1972-01-01 and 9999-12-31 in epoch milliseconds, the round-trip range: four-digit years
-/// (fixed widths), and every tzdb offset a whole number of minutes, as offsets are printed
-/// (before, local mean times like +05:53:28 lose their seconds in print, in Java too).
-const ROUND_TRIP_RANGE: (i64, i64) = (63_072_000_000, 253_402_300_799_999);
+/// 1972-01-01 and the end of 9999-12-30 in epoch milliseconds, the round-trip range: four-digit
+/// local years in any zone (fixed widths; 9999-12-31 UTC is already 10000 east of Greenwich),
+/// and every tzdb offset a whole number of minutes, as offsets are printed (before, local mean
+/// times like +05:53:28 lose their seconds in print, in Java too).
+const ROUND_TRIP_RANGE: (i64, i64) = (63_072_000_000, 253_402_214_399_999);
 
 /// Input layout (kept simple so seeds can be written by hand): one byte choosing a zone from
 /// [`ZONES`] (past its end: `zone_text`), eight bytes of epoch milliseconds (little endian),
