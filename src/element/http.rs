@@ -115,10 +115,10 @@ impl HttpElement {
             .map(raw::segments)
             .collect();
         let wanted: Vec<&[&str]> = wanted.iter().map(Vec::as_slice).collect();
-        let mut found = raw::select(body, &wanted).into_iter();
+        let mut found = raw::select(body.get(), &wanted).into_iter();
         let items = match &resource.items_path {
             Some(_) => found.next().flatten(),
-            None => Some(body),
+            None => Some(body.get()),
         };
         let next_token = found.next().flatten();
         let records = match items {

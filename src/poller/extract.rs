@@ -58,7 +58,7 @@ impl<'r> Extractor<'r> {
     /// CREATED when created and updated dates are equal within the tolerance).
     pub fn candidate(&self, index: usize, record: &RawValue) -> Result<Candidate, Skip> {
         let paths: Vec<&[&str]> = self.paths.iter().map(Vec::as_slice).collect();
-        let fields = raw::select(record, &paths);
+        let fields = raw::select(record.get(), &paths);
         let object_id = fields[0].and_then(raw::id_text).ok_or(Skip::NoId)?;
         let updated = read_date(&self.resource.updated, fields[1])?;
         let event_type = match &self.resource.created {
@@ -82,7 +82,7 @@ impl<'r> Extractor<'r> {
     }
 }
 
-fn read_date(field: &DateField, value: Option<&RawValue>) -> Result<DateTime<Utc>, Skip> {
+fn read_date(field: &DateField, value: Option<&str>) -> Result<DateTime<Utc>, Skip> {
     let bad = |reason: String| Skip::BadDate {
         field: field.field.to_string(),
         reason,

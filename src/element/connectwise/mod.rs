@@ -127,7 +127,7 @@ impl ConnectWise {
                 url: response.shown_url.clone(),
                 message: format!(
                     "expected a JSON array of records, got {}",
-                    raw_kind(response.raw_json()?)
+                    raw_kind(response.raw_json()?.get())
                 ),
             });
         };
@@ -138,7 +138,7 @@ impl ConnectWise {
             _ => match (&resource.paging, cursor) {
                 (Paging::Keyset, _) => records
                     .last()
-                    .and_then(|r| raw::select_path(r, &resource.id_field))
+                    .and_then(|r| raw::select_path(r.get(), &resource.id_field))
                     .and_then(id_text)
                     .map(Cursor::PageId),
                 (_, Cursor::Page(n)) => Some(Cursor::Page(n + 1)),
