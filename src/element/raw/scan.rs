@@ -44,61 +44,24 @@ impl<'a> Reader<'a> {
 
     /// At an opening quote: moves past the closing one. True when the string has escapes.
     fn skip_string(&mut self) -> Option<bool> {
-        self.at += 1;
-        let mut escaped = false;
-        loop {
-            match *self.bytes.get(self.at)? {
-                b'"' => {
-                    self.at += 1;
-                    return Some(escaped);
-                }
-                b'\\' => {
-                    escaped = true;
-                    self.at += 2;
-                }
-                _ => self.at += 1,
-            }
-        }
+        let (end, escaped) = string_end(self.bytes, self.at + 1)?;
+        self.at = end;
+        Some(escaped)
     }
 
     /// At a value's first byte: moves past it and returns its text.
     fn value(&mut self) -> Option<&'a str> {
         let start = self.at;
-        match self.peek()? {
-            b'"' => {
-                self.skip_string()?;
-            }
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match self.peek()? {
-                        b'"' => {
-                            self.skip_string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth = depth.checked_sub(1)?;
-                            if depth == 0 {
-                                self.at += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.at += 1;
-                }
-            }
-            _ => {
-                // A number or a literal ends where the next delimiter starts.
-                while !matches!(
-                    self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
-                ) {
-                    self.at += 1;
-                }
-            }
-        }
+        let bytes = self.bytes;
+        self.at = match *bytes.get(start)? {
+            b'"' => string_end(bytes, start + 1)?.0,
+            b'{' | b'[' => container_end(bytes, start)?,
+            // A number or a literal ends where the next delimiter starts.
+            _ => bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .map_or(bytes.len(), |n| start + n),
+        };
         self.text.get(start..self.at)
     }
 
@@ -163,6 +126,62 @@ impl<'a> Reader<'a> {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Marks the bytes of `chunk` equal to `byte` (the lowest mark is exact, which is all that is read).
+fn bytes_equal(chunk: u64, byte: u8) -> u64 {
+    let x = chunk ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// From just inside a string: the position after its closing quote, and whether it has escapes.
+/// Strings are most of a record's bytes, so they are searched eight bytes at a time.
+fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        while let Some(chunk) = bytes.get(at..at + 8) {
+            let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let marks = bytes_equal(chunk, b'"') | bytes_equal(chunk, b'\\');
+            if marks != 0 {
+                at += (marks.trailing_zeros() / 8) as usize;
+                break;
+            }
+            at += 8;
+        }
+        match *bytes.get(at)? {
+            b'"' => return Some((at + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += 2;
+            }
+            _ => at += 1,
+        }
+    }
+}
+
+/// From an opening bracket: the position after the bracket that closes it.
+fn container_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        match *bytes.get(at)? {
+            b'"' => {
+                at = string_end(bytes, at + 1)?.0;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+}
+
 /// Which of `names` the quoted `key` is; a key with escapes is decoded first (`"\u0069d"` is `id`).
 fn key_position(names: &[&str], key: &str, escaped: bool) -> Option<usize> {
     if escaped {
@@ -171,5 +190,34 @@ fn key_position(names: &[&str], key: &str, escaped: bool) -> Option<usize> {
     } else {
         let bare = key.get(1..key.len() - 1)?;
         names.iter().position(|n| *n == bare)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings with a quote or backslash at every offset around the eight-byte steps end where
+    /// serde_json says they end.
+    #[test]
+    fn strings_end_at_their_closing_quote_whatever_the_offset() {
+        for before in 0..20 {
+            for escape in ["\\\"", "\\\\", "\\n", "\\u00e9", ""] {
+                for after in [0, 1, 7, 8, 9, 17] {
+                    let text = format!(
+                        "\"{}{escape}{}\" , 1",
+                        "a".repeat(before),
+                        "é".repeat(after)
+                    );
+                    let mut de = serde_json::Deserializer::from_str(&text);
+                    let raw: &serde_json::value::RawValue =
+                        serde::Deserialize::deserialize(&mut de).unwrap();
+                    let end = string_end(text.as_bytes(), 1);
+                    assert_eq!(end, Some((raw.get().len(), !escape.is_empty())), "{text}");
+                }
+            }
+        }
+        assert_eq!(string_end(b"\"abc\\", 1), None);
+        assert_eq!(string_end(b"\"abcdefghijklmnop", 1), None);
     }
 }
