@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, RETRY_AFTER};
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
-use super::FetchError;
+use super::{FetchError, RawRecord};
 use crate::config::TlsCa;
 use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, snippet,
@@ -54,8 +55,38 @@ impl ProviderResponse {
             .and_then(next_link)
     }
 
-    /// The body as JSON, refusing what is not labelled or shaped as JSON.
+    /// The body as JSON text, validated but not parsed into a tree; refuses what is not
+    /// labelled or shaped as JSON.
+    pub fn raw_json(&self) -> Result<&RawValue, FetchError> {
+        self.check_content_type()?;
+        serde_json::from_slice(&self.body).map_err(|e| self.bad_json(e))
+    }
+
+    /// The body's records when it is a JSON array (`None` when it is valid JSON of another
+    /// kind): split and validated in one pass over the body.
+    pub fn raw_array(&self) -> Result<Option<Vec<RawRecord>>, FetchError> {
+        self.check_content_type()?;
+        let starts_array = self
+            .body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[');
+        if starts_array {
+            serde_json::from_slice(&self.body)
+                .map(Some)
+                .map_err(|e| self.bad_json(e))
+        } else {
+            self.raw_json().map(|_| None)
+        }
+    }
+
+    /// The body parsed into a tree (for small bodies; pages use [`Self::raw_array`]).
     pub fn json(&self) -> Result<serde_json::Value, FetchError> {
+        self.check_content_type()?;
+        serde_json::from_slice(&self.body).map_err(|e| self.bad_json(e))
+    }
+
+    fn check_content_type(&self) -> Result<(), FetchError> {
         let content_type = self
             .headers
             .get(CONTENT_TYPE)
@@ -68,11 +99,15 @@ impl ProviderResponse {
                 snippet: snippet(&self.body),
             });
         }
-        serde_json::from_slice(&self.body).map_err(|e| FetchError::BadJson {
+        Ok(())
+    }
+
+    fn bad_json(&self, e: serde_json::Error) -> FetchError {
+        FetchError::BadJson {
             url: self.shown_url.clone(),
             message: e.to_string(),
             snippet: snippet(&self.body),
-        })
+        }
     }
 }
 

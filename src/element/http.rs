@@ -4,10 +4,10 @@
 
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
-use serde_json::Value;
 
+use super::raw::{self, raw_kind};
 use super::{Cursor, FetchError, Page, ProviderClient, id_text, join_url, same_origin};
-use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec, json_kind};
+use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec};
 
 #[derive(Clone)]
 pub struct HttpElement {
@@ -103,27 +103,37 @@ impl HttpElement {
             .build()
             .map_err(|e| FetchError::Config(e.to_string()))?;
         let response = client.send(request, |_| None).await?;
-        let body = response.json()?;
-        let items = match &resource.items_path {
-            Some(path) => path.get(&body),
-            None => Some(&body),
+        let body = response.raw_json()?;
+        // The records array and the cursor field, found in one scan of the body's top level.
+        let cursor_field = match &resource.paging {
+            Paging::Cursor { field, .. } => Some(field),
+            _ => None,
         };
+        let wanted: Vec<Vec<&str>> = [resource.items_path.as_ref(), cursor_field]
+            .into_iter()
+            .flatten()
+            .map(raw::segments)
+            .collect();
+        let wanted: Vec<&[&str]> = wanted.iter().map(Vec::as_slice).collect();
+        let mut found = raw::select(body.get(), &wanted).into_iter();
+        let items = match &resource.items_path {
+            Some(_) => found.next().flatten(),
+            None => Some(body.get()),
+        };
+        let next_token = found.next().flatten();
         let records = match items {
-            Some(Value::Array(records)) => records.clone(),
-            Some(other) => {
-                return Err(FetchError::Shape {
-                    url: response.shown_url.clone(),
-                    message: format!(
-                        "expected an array of records{}, got {}",
-                        resource
-                            .items_path
-                            .as_ref()
-                            .map(|p| format!(" at {p}"))
-                            .unwrap_or_default(),
-                        json_kind(other)
-                    ),
-                });
-            }
+            Some(items) => raw::array_items(items).ok_or_else(|| FetchError::Shape {
+                url: response.shown_url.clone(),
+                message: format!(
+                    "expected an array of records{}, got {}",
+                    resource
+                        .items_path
+                        .as_ref()
+                        .map(|p| format!(" at {p}"))
+                        .unwrap_or_default(),
+                    raw_kind(items)
+                ),
+            })?,
             None => {
                 return Err(FetchError::Shape {
                     url: response.shown_url.clone(),
@@ -139,7 +149,7 @@ impl HttpElement {
             }
         };
         let next = match &resource.paging {
-            Paging::Cursor { field, .. } => field.get(&body).and_then(id_text).map(Cursor::Token),
+            Paging::Cursor { .. } => next_token.and_then(id_text).map(Cursor::Token),
             Paging::Page { .. } => {
                 let full = resource
                     .page_size

@@ -6,11 +6,12 @@
 mod client;
 pub mod connectwise;
 pub mod http;
+pub mod raw;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 pub use client::{ProviderClient, ProviderResponse};
+pub use raw::{RawRecord, id_text};
 
 use crate::config::{ElementSpec, ResourceSpec};
 
@@ -28,10 +29,10 @@ pub enum Cursor {
     Token(String),
 }
 
-/// One page of records.
+/// One page of records, each kept as the provider's JSON text.
 #[derive(Debug)]
 pub struct Page {
-    pub records: Vec<Value>,
+    pub records: Vec<RawRecord>,
     pub next: Option<Cursor>,
     /// The provider's `Date` header: its clock, which watermarks follow.
     pub provider_date: Option<DateTime<Utc>>,
@@ -137,13 +138,4 @@ pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// The id of a record as text (ids are numbers in ConnectWise, strings elsewhere).
-pub fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }

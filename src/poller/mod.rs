@@ -264,6 +264,7 @@ pub async fn scan(
     let mut report = RunReport::default();
     let mut cursor = Cursor::First;
     let mut provider_start: Option<DateTime<Utc>> = None;
+    let extractor = extract::Extractor::new(resource);
     loop {
         report.pages += 1;
         if report.pages > MAX_PAGES {
@@ -287,7 +288,7 @@ pub async fn scan(
         let mut fresh: Vec<Candidate> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
         for (index, record) in page.records.iter().enumerate() {
-            let c = match extract::candidate(resource, index, record) {
+            let c = match extractor.candidate(index, record) {
                 Ok(c) => c,
                 Err(skip) => {
                     report.skipped += 1;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::config::InstanceSpec;
@@ -22,7 +22,8 @@ pub struct EventRecord<'a> {
     pub object_id: String,
     pub updated: DateTime<Utc>,
     pub event_type: EventType,
-    pub record: &'a Value,
+    /// The provider's JSON text of the record, written into `raw` byte for byte.
+    pub record: &'a RawValue,
 }
 
 /// A stable id for a notification: the same events (instance, resource, object ids and their
@@ -84,7 +85,7 @@ struct Message<'a> {
 /// `{"<objectType>": [records…], "pollDate": ms, "objectType": "<objectType>"}`
 struct Raw<'a> {
     object_type: &'a str,
-    records: Vec<&'a Value>,
+    records: Vec<&'a RawValue>,
     poll_date_ms: i64,
 }
 
@@ -153,7 +154,7 @@ pub fn envelope(
                 .collect(),
         },
     };
-    serde_json::to_vec(&body).expect("serialising JSON values to memory cannot fail")
+    serde_json::to_vec(&body).expect("serialising to memory cannot fail")
 }
 
 #[cfg(test)]
@@ -162,7 +163,7 @@ mod tests {
 
     #[test]
     fn event_ids_are_stable_and_depend_on_content() {
-        let r = serde_json::json!({"id": 1});
+        let r = RawValue::from_string(r#"{"id": 1}"#.to_string()).unwrap();
         let t = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
             .unwrap()
             .to_utc();

@@ -19,7 +19,7 @@ use pollerd::poller::EventType;
 use pollerd::poller::notification::{EventRecord, envelope, event_id};
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::Bench;
 use crate::harness::{DaemonDir, WAIT_LIMIT};
@@ -51,9 +51,13 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
         templates_sim.create_many(RecordKind::Contact, TEMPLATES, Some(dated))
     })
     .await?;
-    let templates: Vec<Value> = ids
+    // As the poller holds records: the provider's JSON text.
+    let templates: Vec<Box<RawValue>> = ids
         .iter()
-        .map(|id| sim.record(RecordKind::Contact, *id).expect("created"))
+        .map(|id| {
+            let record = sim.record(RecordKind::Contact, *id).expect("created");
+            serde_json::value::to_raw_value(&record).expect("a JSON value serialises")
+        })
         .collect();
 
     let receiver = FastReceiver::start().await?;
@@ -187,7 +191,7 @@ async fn wait_count(
 fn fill(
     state: &Path,
     specs: &[InstanceSpec],
-    templates: &[Value],
+    templates: &[Box<RawValue>],
     n: usize,
     batch: usize,
 ) -> anyhow::Result<Vec<Bytes>> {

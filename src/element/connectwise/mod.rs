@@ -11,8 +11,9 @@ pub mod hubs;
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
+use super::raw::{self, raw_kind};
 use super::{Cursor, FetchError, Page, ProviderClient, id_text, join_url, same_origin};
-use crate::config::{ConnectWiseSpec, Paging, ResourceSpec, json_kind};
+use crate::config::{ConnectWiseSpec, Paging, ResourceSpec};
 
 /// ConnectWise's largest page.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -121,17 +122,14 @@ impl ConnectWise {
             .build()
             .map_err(|e| FetchError::Config(e.to_string()))?;
         let response = client.send(request, error_message).await?;
-        let records = match response.json()? {
-            serde_json::Value::Array(records) => records,
-            other => {
-                return Err(FetchError::Shape {
-                    url: response.shown_url.clone(),
-                    message: format!(
-                        "expected a JSON array of records, got {}",
-                        json_kind(&other)
-                    ),
-                });
-            }
+        let Some(records) = response.raw_array()? else {
+            return Err(FetchError::Shape {
+                url: response.shown_url.clone(),
+                message: format!(
+                    "expected a JSON array of records, got {}",
+                    raw_kind(response.raw_json()?.get())
+                ),
+            });
         };
         let full = records.len() as u32 >= page_size;
         let next = match response.next_link() {
@@ -140,7 +138,7 @@ impl ConnectWise {
             _ => match (&resource.paging, cursor) {
                 (Paging::Keyset, _) => records
                     .last()
-                    .and_then(|r| resource.id_field.get(r))
+                    .and_then(|r| raw::select_path(r.get(), &resource.id_field))
                     .and_then(id_text)
                     .map(Cursor::PageId),
                 (_, Cursor::Page(n)) => Some(Cursor::Page(n + 1)),
