@@ -123,17 +123,11 @@ fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
 
 /// A ConnectWise contacts instance against the simulator, polled every 3 seconds.
 fn instance(sim: &ConnectWiseSim, callback: &str) -> Value {
-    let c = sim.config();
-    json!({
+    let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
         "name": "e2e",
         "tags": ["e2e"],
         "configuration": {
-            "baseUrl": sim.base_url(),
-            "company": c.company,
-            "public.key": c.public_key,
-            "private.key": c.private_key,
-            "connectwise.clientID": c.client_id,
             "event.notification.enabled": true,
             "event.notification.callback.url": callback,
             "event.notification.signature.key": "e2e-signing-key",
@@ -150,7 +144,12 @@ fn instance(sim: &ConnectWiseSim, callback: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    let conf = instance["configuration"]
+        .as_object_mut()
+        .expect("an object");
+    conf.extend(sim.instance_configuration());
+    instance
 }
 
 async fn create_contact(State(t): State<Testbed>) -> Json<Value> {

@@ -93,7 +93,6 @@ async fn demo() -> anyhow::Result<()> {
 /// Contacts (created only, as ConnectWise contacts cannot tell) and companies (created, then
 /// updated), polled every 3 seconds, signed.
 fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
-    let c = SimConfig::default();
     let dates = |created: &str| {
         json!({
             "updatedDateField": "_info.lastUpdated",
@@ -104,16 +103,11 @@ fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
             "createdDateTimezone": "GMT"
         })
     };
-    json!({
+    let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
         "name": "demo",
         "tags": ["demo"],
         "configuration": {
-            "baseUrl": sim.base_url(),
-            "company": c.company,
-            "public.key": c.public_key,
-            "private.key": c.private_key,
-            "connectwise.clientID": c.client_id,
             "event.notification.enabled": true,
             "event.notification.callback.url": callback,
             "event.notification.signature.key": "demo-signing-key",
@@ -131,7 +125,12 @@ fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
                 }
             }
         }
-    })
+    });
+    let conf = instance["configuration"]
+        .as_object_mut()
+        .expect("an object");
+    conf.extend(sim.instance_configuration());
+    instance
 }
 
 async fn change_records(sim: ConnectWiseSim) {

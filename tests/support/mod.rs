@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+use pollerd::sim::connectwise::ConnectWiseSim;
 use serde_json::Value;
 
 /// Generous: CI is a busy 2-core machine.
@@ -179,13 +179,8 @@ pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &st
     )
     .unwrap();
     let mut v: Value = serde_json::from_str(&seed).unwrap();
-    let c = SimConfig::default();
     let conf = v["configuration"].as_object_mut().unwrap();
-    conf.insert("baseUrl".into(), sim.base_url().into());
-    conf.insert("company".into(), c.company.into());
-    conf.insert("public.key".into(), c.public_key.into());
-    conf.insert("private.key".into(), c.private_key.into());
-    conf.insert("connectwise.clientID".into(), c.client_id.into());
+    conf.extend(sim.instance_configuration());
     conf.insert("event.notification.callback.url".into(), callback.into());
     conf.insert(
         "event.poller.refresh_interval".into(),

@@ -1,6 +1,6 @@
 //! Instance files for the simulator, in the Cloud Elements shape operators write.
 
-use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+use pollerd::sim::connectwise::ConnectWiseSim;
 use serde_json::{Map, Value, json};
 
 /// The simulator's resources, as hub URLs, with the created-date field each has.
@@ -25,7 +25,6 @@ pub struct InstanceShape<'a> {
 }
 
 pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
-    let c = SimConfig::default();
     let mut resources = Map::new();
     for (name, url, created) in RESOURCES.iter().take(shape.resources) {
         let mut r = json!({
@@ -46,16 +45,11 @@ pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
         }
         resources.insert(name.to_string(), r);
     }
-    json!({
+    let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
         "name": shape.name,
         "tags": ["bench"],
         "configuration": {
-            "baseUrl": sim.base_url(),
-            "company": c.company,
-            "public.key": c.public_key,
-            "private.key": c.private_key,
-            "connectwise.clientID": c.client_id,
             "event.notification.enabled": true,
             "event.notification.callback.url": shape.callback,
             "event.notification.signature.key": "bench-signing-key",
@@ -63,5 +57,10 @@ pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
             "event.poller.refresh_interval": shape.interval_minutes.to_string(),
             "event.poller.configuration": Value::Object(resources)
         }
-    })
+    });
+    let conf = instance["configuration"]
+        .as_object_mut()
+        .expect("an object");
+    conf.extend(sim.instance_configuration());
+    instance
 }

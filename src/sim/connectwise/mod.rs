@@ -317,6 +317,19 @@ impl ConnectWiseSim {
         &self.state.config
     }
 
+    /// The connection keys of a `connectwisecrmrest` instance's `configuration` that reach this
+    /// simulator: `baseUrl`, `company`, `public.key`, `private.key`, `connectwise.clientID`.
+    pub fn instance_configuration(&self) -> serde_json::Map<String, serde_json::Value> {
+        let c = self.config();
+        let mut m = serde_json::Map::new();
+        m.insert("baseUrl".into(), self.base_url().into());
+        m.insert("company".into(), c.company.clone().into());
+        m.insert("public.key".into(), c.public_key.clone().into());
+        m.insert("private.key".into(), c.private_key.clone().into());
+        m.insert("connectwise.clientID".into(), c.client_id.clone().into());
+        m
+    }
+
     /// The simulator's clock: the local clock plus the skew.
     pub fn now(&self) -> DateTime<Utc> {
         self.state.now()
