@@ -24,7 +24,6 @@ mod provider_chaos;
 #[path = "chaos/receiver_chaos.rs"]
 mod receiver_chaos;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -42,17 +41,7 @@ pub fn scale<T>(short: T, long: T) -> T {
     if full() { long } else { short }
 }
 
-/// `pollerd status --json`, or `None` while the daemon is not reachable.
-pub fn status(dd: &DaemonDir) -> Option<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pollerd"))
-        .args(["status", "--json", "--config"])
-        .arg(dd.settings())
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
+pub use support::status;
 
 /// Like `support::wait_for`, for conditions that are costly to check (they parse every
 /// delivered notification): checked every 250 ms. On time-out, panics with the end of the

@@ -4,24 +4,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Instant;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::{Behaviour, Receiver};
 use serde_json::Value;
 use support::*;
-
-fn status(dd: &DaemonDir) -> Option<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pollerd"))
-        .args(["status", "--json", "--config"])
-        .arg(dd.settings())
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
 
 fn instance_names(s: &Value) -> BTreeSet<String> {
     s["instances"]

@@ -14,22 +14,6 @@ use pollerd::sim::receiver::{Behaviour, Receiver};
 use serde_json::Value;
 use support::*;
 
-fn pollerd(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pollerd"))
-        .args(args)
-        .arg("--config")
-        .arg(dd.settings())
-        .output()
-        .unwrap()
-}
-
-fn status(dd: &DaemonDir) -> Option<Value> {
-    let out = pollerd(dd, &["status", "--json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
 /// Datagrams received on a fake NOTIFY_SOCKET, in order.
 struct NotifySocket {
     socket: UnixDatagram,

@@ -206,3 +206,21 @@ pub fn events_by_version(
     }
     map
 }
+
+/// `pollerd ARGS --config <the daemon's settings>`, as an operator types it.
+pub fn pollerd(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pollerd"))
+        .args(args)
+        .arg("--config")
+        .arg(dd.settings())
+        .output()
+        .unwrap()
+}
+
+/// `pollerd status --json`, or `None` while the daemon is not reachable.
+pub fn status(dd: &DaemonDir) -> Option<Value> {
+    let out = pollerd(dd, &["status", "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
