@@ -139,12 +139,7 @@ impl Supervisor {
         for (path, state) in &self.files {
             let Some(spec) = &state.good else { continue };
             if let Some(first) = desired.get(&spec.name) {
-                let message = format!(
-                    "{}:1:1: error: instance name {:?} is already defined by {}; this file is ignored",
-                    path.display(),
-                    spec.name,
-                    first.file.display()
-                );
+                let message = config::duplicate_name(path, &spec.name, &first.file).to_string();
                 tracing::error!("{message}");
                 summary.errors.push(message);
                 continue;

@@ -72,15 +72,9 @@ pub fn load_instances(files: &[PathBuf], sources: &SecretSources) -> LoadedSet {
         let mut loaded = load_instance_file(path, sources);
         if let Some(spec) = &loaded.spec {
             if let Some(first) = owners.get(&spec.name) {
-                loaded.diagnostics.push(Diagnostic::error(
-                    path,
-                    name_position(path),
-                    format!(
-                        "instance name {:?} is already defined by {}; this file is ignored",
-                        spec.name,
-                        first.display()
-                    ),
-                ));
+                loaded
+                    .diagnostics
+                    .push(duplicate_name(path, &spec.name, first));
                 loaded.spec = None;
             } else {
                 owners.insert(spec.name.clone(), path.clone());
@@ -89,6 +83,18 @@ pub fn load_instances(files: &[PathBuf], sources: &SecretSources) -> LoadedSet {
         set.files.push(loaded);
     }
     set
+}
+
+/// The error for a second file that defines an instance name `first` already took.
+pub fn duplicate_name(path: &Path, name: &str, first: &Path) -> Diagnostic {
+    Diagnostic::error(
+        path,
+        name_position(path),
+        format!(
+            "instance name {name:?} is already defined by {}; this file is ignored",
+            first.display()
+        ),
+    )
 }
 
 /// Where `name` stands in a file (the file stem is the name when it has none).
