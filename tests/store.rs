@@ -441,6 +441,44 @@ fn seen_dates_follow_the_latest_emission_and_pruning() {
 }
 
 #[test]
+fn seen_dates_of_many_unpruned_pages_survive_a_reopen() {
+    // A run that fails midway has committed pages but not pruned: its retry, possibly after a
+    // restart, must still find every id at its latest date.
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("cw", "contacts");
+    {
+        let store = open(dir.path());
+        for page in 0..5i64 {
+            let mut commit = PageCommit::new(k.clone());
+            commit.seen = vec![
+                (format!("id-{page}"), at(page)),
+                ("moving".into(), at(10 + page)),
+            ];
+            store.commit(commit).unwrap();
+        }
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .seen_dates(&k, &["id-0", "id-4", "moving", "never"])
+            .unwrap(),
+        vec![Some(at(0)), Some(at(4)), Some(at(14)), None]
+    );
+    assert_eq!(store.seen_count(&k).unwrap(), 6);
+    // The run finally completes: pruning keeps what the next lower bound still needs.
+    let mut last = PageCommit::new(k.clone());
+    last.prune_seen_before = Some(at(3));
+    store.commit(last).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.seen_dates(&k, &["id-2", "id-3", "moving"]).unwrap(),
+        vec![None, Some(at(3)), Some(at(14))]
+    );
+    assert_eq!(store.seen_count(&k).unwrap(), 3);
+}
+
+#[test]
 fn forget_resource_drops_polling_state_but_not_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

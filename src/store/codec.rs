@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use super::{DeadLetter, OutboxEntry, ResourceKey};
 
 pub(crate) const TAG_WATERMARK: u8 = b'w';
-pub(crate) const TAG_SEEN: u8 = b's';
-/// Secondary index of the seen set: (date, id) → (), so pruning is a range scan.
-pub(crate) const TAG_SEEN_BY_DATE: u8 = b'd';
+/// A resource's seen set, as chunks of (id, date) pairs: one value per page written, so a page
+/// of 1,000 records costs one write, not 1,000 (`s` and `d`, one key per id, were used before).
+pub(crate) const TAG_SEEN_CHUNK: u8 = b'c';
 pub(crate) const TAG_OUTBOX: u8 = b'o';
 pub(crate) const TAG_DEAD: u8 = b'x';
 
@@ -28,15 +28,6 @@ pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
 
 pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("timestamp {ms} ms is out of range"))
-}
-
-/// Maps i64 onto u64 so that big-endian byte order equals numeric order (negatives first).
-fn sortable_millis(ms: i64) -> [u8; 8] {
-    ((ms as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn unsortable_millis(bytes: [u8; 8]) -> i64 {
-    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
@@ -60,29 +51,46 @@ pub(crate) fn watermark_key(key: &ResourceKey) -> Vec<u8> {
     prefixed(TAG_WATERMARK, key, 0)
 }
 
-pub(crate) fn seen_key(key: &ResourceKey, object_id: &str) -> Vec<u8> {
-    let mut out = prefixed(TAG_SEEN, key, object_id.len());
-    out.extend_from_slice(object_id.as_bytes());
+/// One chunk of a resource's seen set; chunks of a resource sort by `chunk` number.
+pub(crate) fn seen_chunk_key(key: &ResourceKey, chunk: u64) -> Vec<u8> {
+    let mut out = prefixed(TAG_SEEN_CHUNK, key, 8);
+    out.extend_from_slice(&chunk.to_be_bytes());
     out
 }
 
-/// Index key; `ms` first so one resource's index is ordered by date.
-pub(crate) fn seen_by_date_key(key: &ResourceKey, ms: i64, object_id: &str) -> Vec<u8> {
-    let mut out = prefixed(TAG_SEEN_BY_DATE, key, 8 + object_id.len());
-    out.extend_from_slice(&sortable_millis(ms));
-    out.extend_from_slice(object_id.as_bytes());
-    out
+pub(crate) fn parse_seen_chunk_key(key_bytes: &[u8]) -> Result<u64, String> {
+    let (_, rest) = parse_resource_key(key_bytes)?;
+    let chunk: [u8; 8] = rest
+        .try_into()
+        .map_err(|_| "seen chunk key without a number")?;
+    Ok(u64::from_be_bytes(chunk))
 }
 
-/// Splits the part of an index key after the resource prefix into (date ms, object id).
-pub(crate) fn parse_seen_by_date_suffix(suffix: &[u8]) -> Result<(i64, String), String> {
-    if suffix.len() < 8 {
-        return Err("seen index key too short".into());
+/// Seen-chunk value: the version, then (id, updated ms) pairs.
+pub(crate) fn encode_seen_chunk<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a str, i64)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + entries.len() * 24);
+    out.push(VALUE_VERSION);
+    for (object_id, ms) in entries {
+        put_str(&mut out, object_id);
+        out.extend_from_slice(&ms.to_be_bytes());
     }
-    let (date, id) = suffix.split_at(8);
-    let ms = unsortable_millis(date.try_into().expect("8 bytes"));
-    let id = String::from_utf8(id.to_vec()).map_err(|_| "seen index id is not UTF-8")?;
-    Ok((ms, id))
+    out
+}
+
+/// Calls `each` with every (id, updated ms) pair of a seen chunk, in stored order.
+pub(crate) fn decode_seen_chunk(
+    value: &[u8],
+    mut each: impl FnMut(String, i64),
+) -> Result<(), String> {
+    let mut reader = Reader::new(value);
+    reader.version()?;
+    while !reader.rest().is_empty() {
+        let object_id = reader.string()?;
+        each(object_id, reader.i64()?);
+    }
+    Ok(())
 }
 
 pub(crate) fn outbox_key(key: &ResourceKey, seq: u64) -> Vec<u8> {
@@ -314,21 +322,32 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_sort_by_date_including_before_1970() {
+    fn seen_chunks_sort_by_number_and_round_trip() {
         let key = ResourceKey::new("i", "r");
-        let mut keys = [
-            seen_by_date_key(&key, 5_000, "a"),
-            seen_by_date_key(&key, -5_000, "b"),
-            seen_by_date_key(&key, 0, "c"),
-            seen_by_date_key(&key, 1_700_000_000_000, "d"),
-        ];
+        let mut keys = [300u64, 2, 1 << 40].map(|n| seen_chunk_key(&key, n));
         keys.sort();
-        let prefix_len = resource_prefix(TAG_SEEN_BY_DATE, &key).len();
-        let dates: Vec<i64> = keys
+        let numbers: Vec<u64> = keys
             .iter()
-            .map(|k| parse_seen_by_date_suffix(&k[prefix_len..]).unwrap().0)
+            .map(|k| parse_seen_chunk_key(k).unwrap())
             .collect();
-        assert_eq!(dates, [-5_000, 0, 5_000, 1_700_000_000_000]);
+        assert_eq!(numbers, [2, 300, 1 << 40]);
+
+        let entries = [("17", -5_000i64), ("é", 1_700_000_000_000)];
+        let value = encode_seen_chunk(entries.iter().map(|(id, ms)| (*id, *ms)));
+        let mut back = Vec::new();
+        decode_seen_chunk(&value, |id, ms| back.push((id, ms))).unwrap();
+        assert_eq!(
+            back,
+            [
+                ("17".to_string(), -5_000),
+                ("é".to_string(), 1_700_000_000_000)
+            ]
+        );
+        assert!(
+            decode_seen_chunk(&value[..value.len() - 1], |_, _| {})
+                .unwrap_err()
+                .contains("truncated")
+        );
     }
 
     #[test]

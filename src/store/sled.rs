@@ -2,6 +2,7 @@
 //! as one `sled::Batch` so it is atomic. All sled types stay in this file and [`engine`].
 
 mod engine;
+mod seen;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -219,10 +220,12 @@ impl Store for SledStore {
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
         self.with_engine(|e| {
             let action = format!("read seen ids of {key}");
+            let loaded = e.seen.lock(&e.db, key, &action)?;
+            let set = loaded.guard();
             object_ids
                 .iter()
                 .map(|id| {
-                    e.seen_millis(key, id, &action)?
+                    set.date_ms(id)
                         .map(|ms| codec::from_millis(ms).map_err(|r| corrupt(&action, r)))
                         .transpose()
                 })
@@ -263,12 +266,19 @@ impl Store for SledStore {
                         codec::encode_outbox(&entry),
                     );
                 }
-                e.stage_seen(&commit, &mut batch, &action)?;
+                let loaded = e.seen.lock(&e.db, key, &action)?;
+                let mut seen = loaded.guard();
+                let change = seen.stage(&commit, &mut batch);
                 if let Some(watermark) = commit.watermark {
                     batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
                 }
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
                 counters.queued(key, commit.notifications.len() as u64);
+                if matches!(change, seen::SeenChange::Compacted) {
+                    e.seen.forget(key);
+                } else {
+                    seen.apply(change);
+                }
             }
             // Outside the lock: acks and other commits need not wait for this fsync.
             e.durable(action)
@@ -464,12 +474,12 @@ impl Store for SledStore {
                 let _counters = e.lock();
                 let mut batch = Batch::default();
                 batch.remove(codec::watermark_key(key));
-                for tag in [codec::TAG_SEEN, codec::TAG_SEEN_BY_DATE] {
-                    for item in e.db.scan_prefix(codec::resource_prefix(tag, key)).keys() {
-                        batch.remove(item.map_err(|e| engine(&action, e))?);
-                    }
+                let prefix = codec::resource_prefix(codec::TAG_SEEN_CHUNK, key);
+                for item in e.db.scan_prefix(prefix).keys() {
+                    batch.remove(item.map_err(|e| engine(&action, e))?);
                 }
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
+                e.seen.forget(key);
             }
             e.durable(action)
         })
@@ -481,15 +491,9 @@ impl Store for SledStore {
 
     fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
         self.with_engine(|e| {
-            let mut count = 0;
-            for item in
-                e.db.scan_prefix(codec::resource_prefix(codec::TAG_SEEN, key))
-                    .keys()
-            {
-                item.map_err(|e| engine(format!("count seen ids of {key}"), e))?;
-                count += 1;
-            }
-            Ok(count)
+            let action = format!("count seen ids of {key}");
+            let loaded = e.seen.lock(&e.db, key, &action)?;
+            Ok(loaded.guard().len() as u64)
         })
     }
 }

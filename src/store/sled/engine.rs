@@ -1,15 +1,16 @@
 //! One open sled database: opening it, its counters, and the steps the store's operations
 //! share. [`super::SledStore`] wraps it with recovery from failures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::sled::{Batch, Config, Db};
+use ::sled::{Config, Db};
 
-use crate::store::codec::{self, millis};
-use crate::store::{OutboxEntry, PageCommit, ResourceKey, StoreError};
+use super::seen::SeenSets;
+use crate::store::codec;
+use crate::store::{OutboxEntry, ResourceKey, StoreError};
 
 /// sled releases its file lock a few milliseconds after the last handle is dropped (its I/O
 /// threads finish in the background), so an immediate reopen waits this long for it. A store
@@ -23,6 +24,9 @@ pub(super) struct Engine {
     /// Held across every mutation, so that counters change together with the data they count
     /// and read-modify-write steps do not interleave.
     pub(super) counters: Mutex<Counters>,
+    /// Seen sets of the resources being polled; dropped with the engine, so a reopened store
+    /// reads them from disk again.
+    pub(super) seen: SeenSets,
 }
 
 #[derive(Default, Debug)]
@@ -101,6 +105,7 @@ impl Engine {
         Ok(Engine {
             db,
             counters: Mutex::new(counters),
+            seen: SeenSets::default(),
         })
     }
 
@@ -135,72 +140,6 @@ impl Engine {
 
     pub(super) fn next_seq(&self, action: &str) -> Result<u64, StoreError> {
         self.db.generate_id().map_err(|e| engine(action, e))
-    }
-
-    pub(super) fn seen_millis(
-        &self,
-        key: &ResourceKey,
-        object_id: &str,
-        action: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let value = self
-            .db
-            .get(codec::seen_key(key, object_id))
-            .map_err(|e| engine(action, e))?;
-        value
-            .map(|v| codec::decode_millis(&v).map(millis))
-            .transpose()
-            .map_err(|reason| corrupt(action, reason))
-    }
-
-    /// Adds the seen updates and pruning of `commit` to `batch`, keeping the date index in
-    /// step with the seen entries.
-    pub(super) fn stage_seen(
-        &self,
-        commit: &PageCommit,
-        batch: &mut Batch,
-        action: &str,
-    ) -> Result<(), StoreError> {
-        let key = &commit.key;
-        // Dates set earlier in this same commit; the tree does not show them yet.
-        let mut staged: HashMap<&str, i64> = HashMap::new();
-        for (object_id, date) in &commit.seen {
-            let ms = millis(*date);
-            let previous = match staged.get(object_id.as_str()) {
-                Some(ms) => Some(*ms),
-                None => self.seen_millis(key, object_id, action)?,
-            };
-            if let Some(previous) = previous.filter(|previous| *previous != ms) {
-                batch.remove(codec::seen_by_date_key(key, previous, object_id));
-            }
-            batch.insert(codec::seen_key(key, object_id), &ms.to_be_bytes());
-            batch.insert(codec::seen_by_date_key(key, ms, object_id), &[]);
-            staged.insert(object_id, ms);
-        }
-        let Some(cutoff) = commit.prune_seen_before else {
-            return Ok(());
-        };
-        let cutoff_ms = millis(cutoff);
-        let start = codec::resource_prefix(codec::TAG_SEEN_BY_DATE, key);
-        // An empty id makes the smallest index key at the cutoff date: the range excludes it.
-        let end = codec::seen_by_date_key(key, cutoff_ms, "");
-        for item in self.db.range(start.as_slice()..end.as_slice()) {
-            let (index_key, _) = item.map_err(|e| engine(action, e))?;
-            let (_, object_id) = codec::parse_seen_by_date_suffix(&index_key[start.len()..])
-                .map_err(|reason| corrupt(action, reason))?;
-            if staged.contains_key(object_id.as_str()) {
-                continue; // re-dated in this commit: judged below by its new date
-            }
-            batch.remove(index_key);
-            batch.remove(codec::seen_key(key, &object_id));
-        }
-        for (object_id, ms) in staged {
-            if ms < cutoff_ms {
-                batch.remove(codec::seen_key(key, object_id));
-                batch.remove(codec::seen_by_date_key(key, ms, object_id));
-            }
-        }
-        Ok(())
     }
 }
 
