@@ -515,6 +515,67 @@ fn size_on_disk(dir: &Path) -> u64 {
 }
 
 #[test]
+fn delivered_bodies_give_their_disk_space_back() {
+    // 80 MiB of bodies that do not compress, acknowledged one by one as delivery does: once
+    // the queue is empty the state directory must not still carry them.
+    const BODIES: usize = 400;
+    const BODY_BYTES: usize = 200 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("cw", "contacts");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let bodies: Vec<Vec<u8>> = (0..BODIES)
+        .map(|_| {
+            (0..BODY_BYTES / 8)
+                .flat_map(|_| noise().to_le_bytes())
+                .collect()
+        })
+        .collect();
+    {
+        let store = open(dir.path());
+        for (page, chunk) in bodies.chunks(50).enumerate() {
+            let mut commit = PageCommit::new(k.clone());
+            commit.notifications = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| NewNotification {
+                    event_id: format!("e{page}-{i}"),
+                    body: body.clone(),
+                    created_at: at(page as i64),
+                })
+                .collect();
+            store.commit(commit).unwrap();
+        }
+        let queued = size_on_disk(dir.path());
+        assert!(
+            queued > (BODIES * BODY_BYTES) as u64,
+            "{queued} bytes for the queued bodies"
+        );
+        let delivered = drain(&store, &k);
+        assert_eq!(delivered.len(), BODIES);
+        assert!(
+            delivered
+                .iter()
+                .zip(&bodies)
+                .all(|(entry, body)| &entry.body == body)
+        );
+    }
+    let after = size_on_disk(dir.path());
+    assert!(
+        after < 8 << 20,
+        "{after} bytes left on disk after every body was acknowledged"
+    );
+    // And nothing the queue needs went with them.
+    let store = open(dir.path());
+    assert_eq!(store.stats().unwrap().outbox_depth, 0);
+}
+
+#[test]
 fn the_seen_set_stays_bounded_under_a_long_stream_of_updates() {
     const UPDATES: u64 = 100_000;
     const DISTINCT_IDS: u64 = 1_000;

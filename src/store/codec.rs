@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::bodylog::BodyRef;
 use super::{DeadLetter, OutboxEntry, ResourceKey};
 
 pub(crate) const TAG_WATERMARK: u8 = b'w';
@@ -17,10 +18,12 @@ pub(crate) const TAG_OUTBOX: u8 = b'o';
 pub(crate) const TAG_DEAD: u8 = b'x';
 
 /// First byte of every encoded value; bump when the layout changes.
+/// 3: outbox bodies in the body log, the value holds a [`BodyRef`].
 /// 2: bodies LZ4-compressed (JSON shrinks several times, which keeps sled's leaves small and
-/// its files few). 1: bodies raw; still read.
-const VALUE_VERSION: u8 = 2;
+/// its files few); dead letters still are. 1: bodies raw. All still read.
+const VALUE_VERSION: u8 = 3;
 const RAW_BODY_VERSION: u8 = 1;
+const INLINE_BODY_VERSION: u8 = 2;
 
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -133,10 +136,11 @@ pub(crate) fn decode_millis(bytes: &[u8]) -> Result<DateTime<Utc>, String> {
     from_millis(i64::from_be_bytes(raw))
 }
 
-/// Outbox value: the entry minus its key and sequence (those are in the key). Body last, compressed.
-pub(crate) fn encode_outbox(entry: &OutboxEntry) -> Vec<u8> {
+/// Outbox value: the entry minus its key and sequence (those are in the key), and where its
+/// body is in the body log (`entry.body` is not stored).
+pub(crate) fn encode_outbox(entry: &OutboxEntry, body: &BodyRef) -> Vec<u8> {
     let error_len = entry.last_error.as_ref().map_or(0, |e| e.len());
-    let mut out = Vec::with_capacity(40 + entry.event_id.len() + error_len + entry.body.len());
+    let mut out = Vec::with_capacity(64 + entry.event_id.len() + error_len);
     out.push(VALUE_VERSION);
     out.extend_from_slice(&millis(entry.created_at).to_be_bytes());
     out.extend_from_slice(&entry.attempts.to_be_bytes());
@@ -155,15 +159,20 @@ pub(crate) fn encode_outbox(entry: &OutboxEntry) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&lz4_flex::compress_prepend_size(&entry.body));
+    out.extend_from_slice(&body.segment.to_be_bytes());
+    out.extend_from_slice(&body.offset.to_be_bytes());
+    out.extend_from_slice(&body.len.to_be_bytes());
+    out.extend_from_slice(&body.crc.to_be_bytes());
     out
 }
 
+/// The entry, and where its body is: `None` for values written before the body log, whose body
+/// is in `entry.body` already.
 pub(crate) fn decode_outbox(
     key: ResourceKey,
     seq: u64,
     value: &[u8],
-) -> Result<OutboxEntry, String> {
+) -> Result<(OutboxEntry, Option<BodyRef>), String> {
     let mut reader = Reader::new(value);
     let version = reader.version()?;
     let created_at = from_millis(reader.i64()?)?;
@@ -177,16 +186,27 @@ pub(crate) fn decode_outbox(
         true => Some(reader.string()?),
         false => None,
     };
-    Ok(OutboxEntry {
+    let mut entry = OutboxEntry {
         key,
         seq,
         event_id,
-        body: body(version, reader.rest())?,
+        body: Vec::new(),
         created_at,
         attempts,
         next_attempt_at,
         last_error,
-    })
+    };
+    if version <= INLINE_BODY_VERSION {
+        entry.body = body(version, reader.rest())?;
+        return Ok((entry, None));
+    }
+    let body = BodyRef {
+        segment: u64::from_be_bytes(reader.array()?),
+        offset: u64::from_be_bytes(reader.array()?),
+        len: reader.u32()?,
+        crc: reader.u32()?,
+    };
+    Ok((entry, Some(body)))
 }
 
 /// Dead-letter value: everything but the id (that is the key). Body last, compressed.
@@ -279,7 +299,7 @@ impl<'a> Reader<'a> {
 
     fn version(&mut self) -> Result<u8, String> {
         match self.array::<1>()?[0] {
-            v @ (RAW_BODY_VERSION | VALUE_VERSION) => Ok(v),
+            v @ RAW_BODY_VERSION..=VALUE_VERSION => Ok(v),
             other => Err(format!(
                 "value format version {other}, this pollerd reads {RAW_BODY_VERSION} and {VALUE_VERSION}"
             )),
@@ -361,45 +381,57 @@ mod tests {
     }
 
     #[test]
-    fn outbox_value_round_trips_with_the_body_compressed() {
-        // A realistic body repeats its keys: it must shrink, and come back byte for byte.
-        let record = r#"{"id":17,"firstName":"Jane","lastName":"Doe","_info":{"lastUpdated":"2026-01-01T00:00:00Z"}}"#;
-        let body = format!(
-            r#"{{"id":"e1","message":{{"raw":{{"contacts":[{}]}}}}}}"#,
-            [record; 10].join(",")
-        )
-        .into_bytes();
+    fn outbox_value_round_trips_with_its_body_reference() {
         let entry = OutboxEntry {
             key: ResourceKey::new("i", "r"),
             seq: 42,
             event_id: "e1".into(),
-            body: body.clone(),
+            body: Vec::new(),
             created_at: at(1_534_778_974_827),
             attempts: 3,
             next_attempt_at: Some(at(1_534_778_999_000)),
             last_error: Some("HTTP 503".into()),
         };
-        let value = encode_outbox(&entry);
-        assert!(
-            value.len() < body.len() / 3,
-            "{} bytes stored for a {}-byte body",
-            value.len(),
-            body.len()
+        let body = BodyRef {
+            segment: 7,
+            offset: 1 << 33,
+            len: 1_579,
+            crc: 0xdead_beef,
+        };
+        let value = encode_outbox(&entry, &body);
+        assert_eq!(
+            decode_outbox(entry.key.clone(), 42, &value).unwrap(),
+            (entry, Some(body))
         );
-        assert_eq!(decode_outbox(entry.key.clone(), 42, &value).unwrap(), entry);
     }
 
     #[test]
-    fn values_written_before_compression_still_read() {
-        let mut value = vec![RAW_BODY_VERSION];
-        value.extend_from_slice(&1_534_778_974_827i64.to_be_bytes());
-        value.extend_from_slice(&0u32.to_be_bytes());
-        value.push(0);
-        put_str(&mut value, "e1");
-        value.push(0);
-        value.extend_from_slice(b"{\"raw\":true}");
-        let entry = decode_outbox(ResourceKey::new("i", "r"), 1, &value).unwrap();
-        assert_eq!(entry.body, b"{\"raw\":true}");
+    fn values_with_the_body_inline_still_read() {
+        // Versions 1 (raw) and 2 (LZ4) kept the body in the value itself.
+        let head = |version: u8| {
+            let mut value = vec![version];
+            value.extend_from_slice(&1_534_778_974_827i64.to_be_bytes());
+            value.extend_from_slice(&0u32.to_be_bytes());
+            value.push(0);
+            put_str(&mut value, "e1");
+            value.push(0);
+            value
+        };
+        let mut raw = head(RAW_BODY_VERSION);
+        raw.extend_from_slice(b"{\"raw\":true}");
+        let mut compressed = head(INLINE_BODY_VERSION);
+        compressed.extend_from_slice(&lz4_flex::compress_prepend_size(b"{\"lz4\":true}"));
+        let key = ResourceKey::new("i", "r");
+        let (entry, body) = decode_outbox(key.clone(), 1, &raw).unwrap();
+        assert_eq!(
+            (entry.body.as_slice(), body),
+            (&b"{\"raw\":true}"[..], None)
+        );
+        let (entry, body) = decode_outbox(key, 1, &compressed).unwrap();
+        assert_eq!(
+            (entry.body.as_slice(), body),
+            (&b"{\"lz4\":true}"[..], None)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
     DeadLetter, ERROR_SNIPPET_MAX_BYTES, OutboxEntry, PageCommit, ResourceKey, Store, StoreError,
     StoreStats, truncate_to_bytes,
 };
-use engine::{Engine, corrupt, engine};
+use engine::{Engine, body_error, corrupt, decode_logged, engine};
 
 /// First pause before reopening a store that failed; it doubles with each failure in a row.
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -247,15 +247,25 @@ impl Store for SledStore {
                 });
             }
             let action = format!("commit a page of {key}");
+            // On disk before the sled batch that refers to them (see store/bodylog.rs).
+            let texts: Vec<&[u8]> = commit
+                .notifications
+                .iter()
+                .map(|n| n.body.as_slice())
+                .collect();
+            let bodies = e
+                .bodies
+                .append(&texts)
+                .map_err(|err| body_error(&action, err))?;
             {
                 let mut counters = e.lock();
                 let mut batch = Batch::default();
-                for notification in &commit.notifications {
+                for (notification, body) in commit.notifications.iter().zip(&bodies) {
                     let entry = OutboxEntry {
                         key: key.clone(),
                         seq: e.next_seq(&action)?,
                         event_id: notification.event_id.clone(),
-                        body: notification.body.clone(),
+                        body: Vec::new(),
                         created_at: notification.created_at,
                         attempts: 0,
                         next_attempt_at: None,
@@ -263,7 +273,7 @@ impl Store for SledStore {
                     };
                     batch.insert(
                         codec::outbox_key(key, entry.seq),
-                        codec::encode_outbox(&entry),
+                        codec::encode_outbox(&entry, body),
                     );
                 }
                 let loaded = e.seen.lock(&e.db, key, &action)?;
@@ -303,9 +313,10 @@ impl Store for SledStore {
             };
             let (key_bytes, value) = item.map_err(|e| engine(action(), e))?;
             let (_, seq) = codec::parse_outbox_key(&key_bytes).map_err(|r| corrupt(action(), r))?;
-            codec::decode_outbox(key.clone(), seq, &value)
-                .map(Some)
-                .map_err(|r| corrupt(action(), r))
+            let (mut entry, body) =
+                decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(action(), r))?;
+            entry.body = e.read_body(&body, &action())?;
+            Ok(Some(entry))
         })
     }
 
@@ -315,14 +326,23 @@ impl Store for SledStore {
 
     fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         self.with_engine(|e| {
-            let mut counters = e.lock();
-            let removed =
-                e.db.remove(codec::outbox_key(key, seq))
-                    .map_err(|e| engine(format!("acknowledge entry {seq} of {key}"), e))?;
-            if removed.is_some() {
-                counters.dequeued(key);
-            }
-            Ok(())
+            let action = format!("acknowledge entry {seq} of {key}");
+            let removed = {
+                let mut counters = e.lock();
+                let removed =
+                    e.db.remove(codec::outbox_key(key, seq))
+                        .map_err(|e| engine(&action, e))?;
+                if removed.is_some() {
+                    counters.dequeued(key);
+                }
+                removed
+            };
+            let Some(value) = removed else {
+                return Ok(());
+            };
+            let (_, body) =
+                decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(&action, r))?;
+            e.release_body(&body, &action)
         })
     }
 
@@ -337,12 +357,15 @@ impl Store for SledStore {
         self.with_engine(|e| {
             let action = format!("record a failed attempt of entry {seq} of {key}");
             let _counters = e.lock();
-            let mut entry = e.read_outbox(key, seq, &action)?;
+            let (mut entry, body) = e.read_outbox(key, seq, &action)?;
             entry.attempts = attempts;
             entry.next_attempt_at = Some(next_attempt_at);
             entry.last_error = Some(truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string());
-            e.db.insert(codec::outbox_key(key, seq), codec::encode_outbox(&entry))
-                .map_err(|e| engine(action, e))?;
+            e.db.insert(
+                codec::outbox_key(key, seq),
+                codec::encode_outbox(&entry, &body),
+            )
+            .map_err(|e| engine(action, e))?;
             Ok(())
         })
     }
@@ -358,7 +381,9 @@ impl Store for SledStore {
         self.with_engine(|e| {
             let action = format!("dead-letter entry {seq} of {key}");
             let mut counters = e.lock();
-            let entry = e.read_outbox(key, seq, &action)?;
+            let (entry, body) = e.read_outbox(key, seq, &action)?;
+            // The letter keeps its own copy: the body log drops what the outbox no longer holds.
+            let text = e.read_body(&body, &action)?;
             let taken = |id: &str| e.db.contains_key(codec::dead_key(id));
             let id = match taken(&entry.event_id).map_err(|e| engine(&action, e))? {
                 false => entry.event_id.clone(),
@@ -368,7 +393,7 @@ impl Store for SledStore {
                 id,
                 key: key.clone(),
                 event_id: entry.event_id,
-                body: entry.body,
+                body: text,
                 created_at: entry.created_at,
                 attempts,
                 last_status: status,
@@ -381,7 +406,8 @@ impl Store for SledStore {
             e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
             counters.dequeued(key);
             counters.dead_total += 1;
-            Ok(())
+            drop(counters);
+            e.release_body(&body, &action)
         })
     }
 
@@ -413,12 +439,16 @@ impl Store for SledStore {
                 };
                 let letter =
                     codec::decode_dead(id.to_string(), &value).map_err(|r| corrupt(&action, r))?;
+                let body = e
+                    .bodies
+                    .append(&[&letter.body])
+                    .map_err(|err| body_error(&action, err))?;
                 // A fresh sequence number is larger than every queued one: the tail.
                 let entry = OutboxEntry {
                     key: letter.key,
                     seq: e.next_seq(&action)?,
                     event_id: letter.event_id,
-                    body: letter.body,
+                    body: Vec::new(),
                     created_at: letter.created_at,
                     attempts: 0,
                     next_attempt_at: None,
@@ -428,7 +458,7 @@ impl Store for SledStore {
                 batch.remove(codec::dead_key(id));
                 batch.insert(
                     codec::outbox_key(&entry.key, entry.seq),
-                    codec::encode_outbox(&entry),
+                    codec::encode_outbox(&entry, &body[0]),
                 );
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
                 counters.queued(&entry.key, 1);

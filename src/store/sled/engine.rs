@@ -1,14 +1,15 @@
 //! One open sled database: opening it, its counters, and the steps the store's operations
 //! share. [`super::SledStore`] wraps it with recovery from failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::sled::{Config, Db};
+use ::sled::{Batch, Config, Db};
 
 use super::seen::SeenSets;
+use crate::store::bodylog::{BodyLog, BodyRef};
 use crate::store::codec;
 use crate::store::{OutboxEntry, ResourceKey, StoreError};
 
@@ -16,6 +17,8 @@ use crate::store::{OutboxEntry, ResourceKey, StoreError};
 /// threads finish in the background), so an immediate reopen waits this long for it. A store
 /// held by a running daemon stays locked far longer and still gets the clear error.
 const LOCK_RELEASE_GRACE: Duration = Duration::from_secs(2);
+/// The body log's folder, inside the state directory beside sled's files.
+const BODY_LOG_DIR: &str = "bodies";
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
 /// One open sled database and its counters.
@@ -27,6 +30,7 @@ pub(super) struct Engine {
     /// Seen sets of the resources being polled; dropped with the engine, so a reopened store
     /// reads them from disk again.
     pub(super) seen: SeenSets,
+    pub(super) bodies: BodyLog,
 }
 
 #[derive(Default, Debug)]
@@ -98,12 +102,21 @@ impl Engine {
                 }
             }
         };
-        let counters = count_on_open(&db).map_err(|error| StoreError::Open {
+        let open_error = |reason: String| StoreError::Open {
             path: dir.to_path_buf(),
-            reason: error.to_string(),
-        })?;
+            reason,
+        };
+        let OpenScan {
+            counters,
+            live_bodies,
+            inline,
+        } = count_on_open(&db).map_err(open_error)?;
+        let bodies = BodyLog::open(&dir.join(BODY_LOG_DIR), live_bodies)
+            .map_err(|e| open_error(format!("body log: {e}")))?;
+        move_inline_bodies(&db, &bodies, inline).map_err(open_error)?;
         Ok(Engine {
             db,
+            bodies,
             counters: Mutex::new(counters),
             seen: SeenSets::default(),
         })
@@ -121,12 +134,13 @@ impl Engine {
         self.db.flush().map(drop).map_err(|e| engine(action, e))
     }
 
+    /// One outbox entry without its body, and where the body is.
     pub(super) fn read_outbox(
         &self,
         key: &ResourceKey,
         seq: u64,
         action: &str,
-    ) -> Result<OutboxEntry, StoreError> {
+    ) -> Result<(OutboxEntry, BodyRef), StoreError> {
         let value = self
             .db
             .get(codec::outbox_key(key, seq))
@@ -135,7 +149,27 @@ impl Engine {
                 key: key.clone(),
                 seq,
             })?;
-        codec::decode_outbox(key.clone(), seq, &value).map_err(|reason| corrupt(action, reason))
+        decode_logged(key.clone(), seq, &value).map_err(|reason| corrupt(action, reason))
+    }
+
+    pub(super) fn read_body(&self, body: &BodyRef, action: &str) -> Result<Vec<u8>, StoreError> {
+        self.bodies.read(body).map_err(|e| body_error(action, e))
+    }
+
+    /// Drops a body reference whose outbox entry is gone; a segment left without live bodies
+    /// is deleted once that removal is on disk.
+    pub(super) fn release_body(&self, body: &BodyRef, action: &str) -> Result<(), StoreError> {
+        let drained = self
+            .bodies
+            .release(body)
+            .map_err(|e| body_error(action, e))?;
+        if drained.is_empty() {
+            return Ok(());
+        }
+        self.durable(action)?;
+        self.bodies
+            .delete(&drained)
+            .map_err(|e| body_error(action, e))
     }
 
     pub(super) fn next_seq(&self, action: &str) -> Result<u64, StoreError> {
@@ -143,17 +177,116 @@ impl Engine {
     }
 }
 
-/// Recomputes the counters by one scan of the outbox and the dead letters.
-fn count_on_open(db: &Db) -> Result<Counters, String> {
+/// Decodes an outbox value whose body is in the body log (every one is after opening).
+pub(super) fn decode_logged(
+    key: ResourceKey,
+    seq: u64,
+    value: &[u8],
+) -> Result<(OutboxEntry, BodyRef), String> {
+    match codec::decode_outbox(key, seq, value)? {
+        (entry, Some(body)) => Ok((entry, body)),
+        (_, None) => Err("outbox entry with its body inline after opening".into()),
+    }
+}
+
+/// A body-log failure: damaged or missing data is corruption; anything else (a full disk, an
+/// I/O error) is an engine failure, after which the store is reopened.
+pub(super) fn body_error(action: impl Into<String>, error: std::io::Error) -> StoreError {
+    match error.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound => {
+            corrupt(action, format!("body log: {error}"))
+        }
+        _ => StoreError::Engine {
+            action: action.into(),
+            reason: format!("body log: {error}"),
+        },
+    }
+}
+
+/// Moves bodies stored inside outbox values (stores written before the body log) into the log.
+fn move_inline_bodies(db: &Db, bodies: &BodyLog, inline: Vec<OutboxEntry>) -> Result<(), String> {
+    if inline.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<&[u8]> = inline.iter().map(|e| e.body.as_slice()).collect();
+    let refs = bodies
+        .append(&texts)
+        .map_err(|e| format!("body log: {e}"))?;
+    let mut batch = Batch::default();
+    for (entry, body) in inline.iter().zip(&refs) {
+        batch.insert(
+            codec::outbox_key(&entry.key, entry.seq),
+            codec::encode_outbox(entry, body),
+        );
+    }
+    db.apply_batch(batch).map_err(|e| e.to_string())?;
+    db.flush().map(drop).map_err(|e| e.to_string())
+}
+
+/// What opening learns from one scan of the outbox and dead letters.
+struct OpenScan {
+    counters: Counters,
+    /// Live bodies per body-log segment.
+    live_bodies: HashMap<u64, u64>,
+    /// Entries whose body is still inside the value (written before the body log).
+    inline: Vec<OutboxEntry>,
+}
+
+/// Recomputes the counters, and the live bodies per body-log segment, by one scan of the
+/// outbox and the dead letters.
+fn count_on_open(db: &Db) -> Result<OpenScan, String> {
     let mut counters = Counters::default();
-    for item in db.scan_prefix([codec::TAG_OUTBOX]).keys() {
-        let key_bytes = item.map_err(|e| e.to_string())?;
-        let (key, _) = codec::parse_outbox_key(&key_bytes)?;
+    let mut inline = Vec::new();
+    let mut live_bodies: HashMap<u64, u64> = HashMap::new();
+    for item in db.scan_prefix([codec::TAG_OUTBOX]) {
+        let (key_bytes, value) = item.map_err(|e| e.to_string())?;
+        let (key, seq) = codec::parse_outbox_key(&key_bytes)?;
+        let (entry, body) = codec::decode_outbox(key.clone(), seq, &value)
+            .map_err(|reason| format!("outbox entry {seq} of {key}: {reason}"))?;
+        match body {
+            Some(body) => *live_bodies.entry(body.segment).or_default() += 1,
+            None => inline.push(entry),
+        }
         counters.queued(&key, 1);
     }
     for item in db.scan_prefix([codec::TAG_DEAD]).keys() {
         item.map_err(|e| e.to_string())?;
         counters.dead_total += 1;
     }
-    Ok(counters)
+    Ok(OpenScan {
+        counters,
+        live_bodies,
+        inline,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stored_inline_by_older_versions_move_to_the_body_log_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResourceKey::new("cw", "contacts");
+        {
+            let db = Config::new().path(dir.path()).open().unwrap();
+            // A version-2 outbox value: created, attempts, no next attempt, event id, no
+            // error, then the LZ4 body.
+            let mut value = vec![2];
+            value.extend_from_slice(&1_767_225_600_000i64.to_be_bytes());
+            value.extend_from_slice(&0u32.to_be_bytes());
+            value.push(0);
+            value.extend_from_slice(&2u32.to_be_bytes());
+            value.extend_from_slice(b"e1");
+            value.push(0);
+            value.extend_from_slice(&lz4_flex::compress_prepend_size(b"{\"old\":true}"));
+            db.insert(codec::outbox_key(&key, 7), value).unwrap();
+            db.flush().unwrap();
+        }
+        let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+        let (entry, body) = engine.read_outbox(&key, 7, "test").unwrap();
+        assert_eq!(entry.event_id, "e1");
+        assert_eq!(engine.read_body(&body, "test").unwrap(), b"{\"old\":true}");
+        assert_eq!(engine.lock().outbox_total, 1);
+    }
 }

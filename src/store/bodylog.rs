@@ -1,0 +1,341 @@
+//! Notification bodies live outside sled, in append-only segment files under `bodies/`; the
+//! outbox entries in sled hold a [`BodyRef`] to them.
+//!
+//! Why: sled 0.34 never gives back the space of removed values, so a store that had delivered a
+//! million notifications stayed at hundreds of MiB. A segment file is deleted as soon as every
+//! body in it has been acknowledged (or dead-lettered, which copies the body), so acknowledged
+//! bodies cost no disk at all. Each append is fsynced before the sled commit that refers to it:
+//! a crash in between leaves only unreferenced bytes, removed with their segment.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A new segment is started past this size.
+const SEGMENT_MAX_BYTES: u64 = 32 << 20;
+/// When the active segment's last body is acknowledged and it is at least this big, a new one
+/// is started so the old one can go (smaller ones are kept, to not churn files when idle).
+const ROLL_WHEN_EMPTY_BYTES: u64 = 1 << 20;
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Where one body is: segment, byte range, and the CRC-32 of the stored (compressed) bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BodyRef {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+pub(crate) struct BodyLog {
+    dir: PathBuf,
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    active: u64,
+    active_len: u64,
+    writer: Arc<File>,
+    /// Open segments, for reads (the active one included).
+    files: HashMap<u64, Arc<File>>,
+    /// Bodies still referenced (or about to be) per segment.
+    live: HashMap<u64, u64>,
+}
+
+impl BodyLog {
+    /// Opens the log in `dir`, deleting every segment that `live` (references counted from the
+    /// outbox) does not mention, and starts a fresh segment for appends.
+    pub(crate) fn open(dir: &Path, live: HashMap<u64, u64>) -> io::Result<BodyLog> {
+        fs::create_dir_all(dir)?;
+        let mut files = HashMap::new();
+        let mut newest = 0;
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(segment) = segment_number(&path) else {
+                continue;
+            };
+            newest = newest.max(segment);
+            if live.get(&segment).copied().unwrap_or(0) == 0 {
+                fs::remove_file(&path)?;
+            } else {
+                files.insert(segment, Arc::new(File::open(&path)?));
+            }
+        }
+        let missing: Vec<u64> = live
+            .keys()
+            .filter(|s| !files.contains_key(s))
+            .copied()
+            .collect();
+        if let Some(segment) = missing.first() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} is missing: {} queued notification(s) refer to it",
+                    segment_path(dir, *segment).display(),
+                    live[segment]
+                ),
+            ));
+        }
+        let active = newest + 1;
+        let writer = Arc::new(create_segment(dir, active)?);
+        files.insert(active, writer.clone());
+        Ok(BodyLog {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(LogState {
+                active,
+                active_len: 0,
+                writer,
+                files,
+                live,
+            }),
+        })
+    }
+
+    /// Compresses and appends `bodies`, and fsyncs them: when this returns they are on disk.
+    pub(crate) fn append(&self, bodies: &[&[u8]]) -> io::Result<Vec<BodyRef>> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Compressed before taking the lock: appends of several pollers overlap here.
+        let compressed: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|b| lz4_flex::compress_prepend_size(b))
+            .collect();
+        let total: usize = compressed.iter().map(Vec::len).sum();
+        let mut buffer = Vec::with_capacity(total);
+        let (writer, refs) = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.active_len > 0 && state.active_len + total as u64 > SEGMENT_MAX_BYTES {
+                self.roll(&mut state)?;
+            }
+            let mut refs = Vec::with_capacity(compressed.len());
+            let mut offset = state.active_len;
+            for bytes in &compressed {
+                refs.push(BodyRef {
+                    segment: state.active,
+                    offset,
+                    len: u32::try_from(bytes.len()).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "a body over 4 GiB")
+                    })?,
+                    crc: crc32fast::hash(bytes),
+                });
+                offset += bytes.len() as u64;
+                buffer.extend_from_slice(bytes);
+            }
+            // Written under the lock, so the offsets above are where the bytes land.
+            (&*state.writer).write_all(&buffer)?;
+            state.active_len = offset;
+            let active = state.active;
+            *state.live.entry(active).or_default() += refs.len() as u64;
+            (state.writer.clone(), refs)
+        };
+        // Outside the lock: one fsync covers everything written before it, other appends go on.
+        writer.sync_data()?;
+        Ok(refs)
+    }
+
+    /// Reads back one body, checking its CRC.
+    pub(crate) fn read(&self, body: &BodyRef) -> io::Result<Vec<u8>> {
+        let file = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.files.get(&body.segment).cloned()
+        };
+        let file = file.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} is missing",
+                    segment_path(&self.dir, body.segment).display()
+                ),
+            )
+        })?;
+        let mut bytes = vec![0; body.len as usize];
+        file.read_exact_at(&mut bytes, body.offset)?;
+        let invalid = |what: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {what} at offset {}",
+                    segment_path(&self.dir, body.segment).display(),
+                    body.offset
+                ),
+            )
+        };
+        if crc32fast::hash(&bytes) != body.crc {
+            return Err(invalid("checksum mismatch".into()));
+        }
+        lz4_flex::decompress_size_prepended(&bytes).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Drops one reference. Returns the segments that no longer hold a live body: delete them
+    /// with [`BodyLog::delete`] once the removal of their references is durable.
+    pub(crate) fn release(&self, body: &BodyRef) -> io::Result<Vec<u64>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(live) = state.live.get_mut(&body.segment) else {
+            return Ok(Vec::new());
+        };
+        *live = live.saturating_sub(1);
+        if *live > 0 {
+            return Ok(Vec::new());
+        }
+        if body.segment != state.active {
+            return Ok(vec![body.segment]);
+        }
+        if state.active_len < ROLL_WHEN_EMPTY_BYTES {
+            return Ok(Vec::new());
+        }
+        self.roll(&mut state)?;
+        Ok(vec![body.segment])
+    }
+
+    /// Deletes segments returned by [`BodyLog::release`] if they are still unreferenced.
+    pub(crate) fn delete(&self, segments: &[u64]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for segment in segments {
+            if *segment == state.active || state.live.get(segment).is_some_and(|n| *n > 0) {
+                continue;
+            }
+            state.live.remove(segment);
+            if state.files.remove(segment).is_some() {
+                fs::remove_file(segment_path(&self.dir, *segment))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment; the old one stays open for reads.
+    fn roll(&self, state: &mut LogState) -> io::Result<()> {
+        let next = state.active + 1;
+        let writer = Arc::new(create_segment(&self.dir, next)?);
+        // Appends to the old segment are already synced by their own callers.
+        state.files.insert(next, writer.clone());
+        state.writer = writer;
+        state.active = next;
+        state.active_len = 0;
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:016}{SEGMENT_SUFFIX}"))
+}
+
+fn segment_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(SEGMENT_SUFFIX)?
+        .parse()
+        .ok()
+}
+
+fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(segment_path(dir, segment))?;
+    // The new name must survive a crash too, or a synced body could vanish with its file.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(dir: &Path) -> Vec<u64> {
+        let mut found: Vec<u64> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| segment_number(&e.unwrap().path()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn bodies_read_back_and_a_drained_segment_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BodyLog::open(dir.path(), HashMap::new()).unwrap();
+        let big = vec![b'x'; 3 << 20];
+        let refs = log.append(&[b"{\"a\":1}", &big]).unwrap();
+        assert_eq!(log.read(&refs[0]).unwrap(), b"{\"a\":1}");
+        assert_eq!(log.read(&refs[1]).unwrap(), big);
+        assert!(
+            log.release(&refs[0]).unwrap().is_empty(),
+            "one body still live"
+        );
+        // The active segment is empty now but under ROLL_WHEN_EMPTY_BYTES on disk (it
+        // compresses well): kept.
+        assert!(log.release(&refs[1]).unwrap().is_empty());
+        assert_eq!(segments(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn full_segments_roll_and_go_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BodyLog::open(dir.path(), HashMap::new()).unwrap();
+        // Random-ish bytes do not compress: two appends overflow one segment.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..(SEGMENT_MAX_BYTES as usize * 2 / 3))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let first = log.append(&[&noise]).unwrap()[0];
+        let second = log.append(&[&noise]).unwrap()[0];
+        assert_ne!(first.segment, second.segment);
+        let doomed = log.release(&first).unwrap();
+        assert_eq!(doomed, [first.segment]);
+        log.delete(&doomed).unwrap();
+        assert_eq!(segments(dir.path()), [second.segment]);
+        assert_eq!(log.read(&second).unwrap(), noise);
+        assert!(
+            log.read(&first)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_referenced_segments_only_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = {
+            let log = BodyLog::open(dir.path(), HashMap::new()).unwrap();
+            log.append(&[b"kept"]).unwrap()[0]
+        };
+        // The referenced segment is kept; the fresh one made by the reopen is not in `live`.
+        let log = BodyLog::open(dir.path(), HashMap::from([(kept.segment, 1)])).unwrap();
+        assert_eq!(log.read(&kept).unwrap(), b"kept");
+        drop(log);
+        fs::remove_file(segment_path(dir.path(), kept.segment)).unwrap();
+        let error = BodyLog::open(dir.path(), HashMap::from([(kept.segment, 2)]))
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("2 queued notification(s)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_body_is_reported_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BodyLog::open(dir.path(), HashMap::new()).unwrap();
+        let body = log.append(&[b"{\"id\":1}"]).unwrap()[0];
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), body.segment))
+            .unwrap();
+        file.write_all_at(b"\xff", body.offset + 4).unwrap();
+        let error = log.read(&body).unwrap_err().to_string();
+        assert!(error.contains("checksum mismatch"), "{error}");
+    }
+}
