@@ -154,7 +154,11 @@ pub fn envelope(
                 .collect(),
         },
     };
-    serde_json::to_vec(&body).expect("serialising to memory cannot fail")
+    // Sized up front: the records are most of the body, and growing by doubling copies them.
+    let records: usize = events.iter().map(|e| e.record.get().len() + 1).sum();
+    let mut out = Vec::with_capacity(records + 512 + events.len() * 256);
+    serde_json::to_writer(&mut out, &body).expect("serialising to memory cannot fail");
+    out
 }
 
 #[cfg(test)]
