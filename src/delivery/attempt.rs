@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 
-use super::sign::{WebhookSecret, elements_signature, standard_signature};
+use super::sign::{SigningKey, WebhookSecret};
 use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
 use crate::store::OutboxEntry;
@@ -27,6 +27,43 @@ impl std::fmt::Debug for Target {
                 &(self.signature_key.is_some() || self.webhook_secret.is_some()),
             )
             .finish()
+    }
+}
+
+// SPEC §5's headers, named once instead of parsed from text on every request.
+const ELEMENTS_WEBHOOK_ID: HeaderName = HeaderName::from_static("elements-webhook-id");
+const ELEMENTS_WEBHOOK_SIGNATURE: HeaderName =
+    HeaderName::from_static("elements-webhook-signature");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A [`Target`] made ready to send to, once per target rather than once per notification: its
+/// URL parsed and its signing keys expanded.
+#[derive(Debug)]
+pub struct Route {
+    pub target: Target,
+    /// `None` when the URL does not parse: the request then fails the way it always did.
+    url: Option<reqwest::Url>,
+    elements_key: Option<SigningKey>,
+    standard_key: Option<SigningKey>,
+}
+
+impl Route {
+    pub fn new(target: Target) -> Route {
+        Route {
+            url: reqwest::Url::parse(&target.callback_url).ok(),
+            elements_key: target
+                .signature_key
+                .as_ref()
+                .map(|key| SigningKey::new(key.expose().as_bytes())),
+            standard_key: target
+                .webhook_secret
+                .as_ref()
+                .map(WebhookSecret::signing_key),
+            target,
+        }
     }
 }
 
@@ -54,31 +91,35 @@ pub fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 425 | 429) || (500..=599).contains(&status)
 }
 
-/// Sends `entry` to `target` once.
+/// Sends `entry` along `route` once.
 pub async fn attempt(
     http: &reqwest::Client,
-    target: &Target,
+    route: &Route,
     entry: &OutboxEntry,
     body: &bytes::Bytes,
     now: DateTime<Utc>,
 ) -> Outcome {
     let timestamp = now.timestamp();
-    let mut request = http
-        .post(&target.callback_url)
-        .header(CONTENT_TYPE, "application/json")
-        .header("Elements-Webhook-Id", &entry.event_id)
-        .header("webhook-id", &entry.event_id)
-        .header("webhook-timestamp", timestamp.to_string());
-    if let Some(key) = &target.signature_key {
-        request = request.header(
-            "Elements-Webhook-Signature",
-            elements_signature(key.expose().as_bytes(), body),
-        );
+    let request = match &route.url {
+        Some(url) => http.post(url.clone()),
+        None => http.post(&route.target.callback_url),
+    };
+    let request = request.header(CONTENT_TYPE, APPLICATION_JSON);
+    let mut request = match HeaderValue::from_str(&entry.event_id) {
+        Ok(id) => request
+            .header(ELEMENTS_WEBHOOK_ID, id.clone())
+            .header(WEBHOOK_ID, id),
+        // Not a valid header value: reqwest reports it when sending, as it always did.
+        Err(_) => request.header(ELEMENTS_WEBHOOK_ID, &entry.event_id),
     }
-    if let Some(secret) = &target.webhook_secret {
+    .header(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    if let Some(key) = &route.elements_key {
+        request = request.header(ELEMENTS_WEBHOOK_SIGNATURE, key.elements_signature(body));
+    }
+    if let Some(key) = &route.standard_key {
         request = request.header(
-            "webhook-signature",
-            standard_signature(secret, &entry.event_id, timestamp, body),
+            WEBHOOK_SIGNATURE,
+            key.standard_signature(&entry.event_id, timestamp, body),
         );
     }
     let response = match request.body(body.clone()).send().await {

@@ -6,8 +6,10 @@
 
 pub mod attempt;
 pub mod sign;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use attempt::{Outcome, Target};
+pub use attempt::{Outcome, Route, Target};
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
@@ -41,7 +43,7 @@ struct Inner {
     ca_clients: RwLock<HashMap<String, (TlsCa, reqwest::Client)>>,
     schedule: Vec<Duration>,
     grace_period: Duration,
-    targets: RwLock<HashMap<String, Arc<Target>>>,
+    targets: RwLock<HashMap<String, Arc<Route>>>,
     workers: Mutex<HashMap<ResourceKey, JoinHandle<()>>>,
     permits: Arc<Semaphore>,
     /// Stop taking work (SIGTERM).
@@ -83,7 +85,7 @@ impl Deliverer {
             .targets
             .write()
             .expect("targets")
-            .insert(instance.to_string(), Arc::new(target));
+            .insert(instance.to_string(), Arc::new(Route::new(target)));
     }
 
     /// Makes `instance`'s deliveries also trust `ca` (its `tls.caFile`), or only the system
@@ -151,6 +153,17 @@ impl Deliverer {
     }
 }
 
+/// Most queue entries a worker reads from the store at once: one read serves several
+/// deliveries when a queue has a backlog.
+const PREFETCH_MAX_ENTRIES: usize = 16;
+/// Most body bytes a worker reads ahead, so that large notifications are read fewer at a time.
+const PREFETCH_MAX_BYTES: usize = 64 * 1024;
+
+/// How many entries to read next, judged by the size of the last body delivered.
+fn prefetch_limit(last_body_len: usize) -> usize {
+    (PREFETCH_MAX_BYTES / last_body_len.max(1)).clamp(1, PREFETCH_MAX_ENTRIES)
+}
+
 /// Certificates are verified against the system roots (rustls with native roots), plus an
 /// instance's `tls.caFile` where set; nothing turns verification off.
 fn client_builder(settings: &DeliverySettings) -> reqwest::ClientBuilder {
@@ -182,49 +195,62 @@ fn ensure_worker(inner: &Arc<Inner>, key: &ResourceKey) {
 }
 
 /// Delivers one queue's notifications in order until it is empty or delivery stops.
+///
+/// Entries are read from the store a few at a time into `ahead`. Only this worker changes the
+/// front of its queue (commits and replays append behind it), so what it read stays true while
+/// its deliveries succeed; after anything else (a retry, a dead letter, a store error, a wait)
+/// it drops what it read ahead and reads the queue again.
 async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
     let mut failing = false;
     let mut store_trouble = 0u32;
+    let mut ahead: VecDeque<crate::store::OutboxEntry> = VecDeque::new();
+    let mut read_limit = 1;
     loop {
         if inner.stopping.is_cancelled() {
             return;
         }
-        let head = match inner.store.outbox_head(&key) {
-            Ok(Some(head)) => head,
-            Ok(None) => {
-                // Leave only if still empty while holding the registry: a commit that lands
-                // now will find no worker and start one.
-                let mut workers = inner.workers.lock().expect("workers");
-                if matches!(inner.store.outbox_head(&key), Ok(None)) {
-                    workers.remove(&key);
-                    return;
+        if ahead.is_empty() {
+            match inner.store.outbox_front(&key, read_limit) {
+                Ok(front) if front.is_empty() => {
+                    // Leave only if still empty while holding the registry: a commit that
+                    // lands now will find no worker and start one.
+                    let mut workers = inner.workers.lock().expect("workers");
+                    if matches!(inner.store.outbox_front(&key, 1), Ok(front) if front.is_empty()) {
+                        workers.remove(&key);
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(e) => {
-                store_trouble += 1;
-                tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}");
-                if pause(&inner, Duration::from_secs(store_trouble.min(30) as u64)).await {
-                    return;
+                Ok(front) => ahead = front.into(),
+                Err(e) => {
+                    store_trouble += 1;
+                    tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}");
+                    if pause(&inner, Duration::from_secs(store_trouble.min(30) as u64)).await {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
             }
+        }
+        let Some(head) = ahead.pop_front() else {
+            continue;
         };
         store_trouble = 0;
         let now = Utc::now();
         if let Some(at) = head.next_attempt_at.filter(|at| *at > now) {
+            ahead.clear();
             if pause(&inner, (at - now).to_std().unwrap_or_default()).await {
                 return;
             }
             continue;
         }
-        let target = inner
+        let route = inner
             .targets
             .read()
             .expect("targets")
             .get(&key.instance)
             .cloned();
-        let Some(target) = target else {
+        let Some(route) = route else {
             tracing::warn!(
                 instance = %key.instance, resource = %key.resource,
                 "notifications are queued for an instance that is not loaded; they wait until it is"
@@ -235,6 +261,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
         // Retries send the very bytes the store holds; `Bytes` shares them without copying.
         let mut head = head;
         let body = bytes::Bytes::from(std::mem::take(&mut head.body));
+        read_limit = prefetch_limit(body.len());
         let permit = tokio::select! {
             _ = inner.stopping.cancelled() => return,
             p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
@@ -247,7 +274,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
             .map_or_else(|| inner.http.clone(), |(_, client)| client.clone());
         let outcome = tokio::select! {
             _ = inner.abandon.cancelled() => return,
-            o = attempt::attempt(&http, &target, &head, &body, Utc::now()) => o,
+            o = attempt::attempt(&http, &route, &head, &body, Utc::now()) => o,
         };
         drop(permit);
         let span = (
@@ -255,6 +282,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
             key.resource.as_str(),
             head.event_id.as_str(),
         );
+        let delivered = matches!(outcome, Outcome::Delivered { .. });
         let result = match outcome {
             Outcome::Delivered { .. } => {
                 if failing {
@@ -283,7 +311,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                                 resource = span.1,
                                 event_id = span.2,
                                 "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
-                                target.callback_url,
+                                route.target.callback_url,
                                 delay
                             );
                             failing = true;
@@ -313,6 +341,9 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                 )
             }
         };
+        if !delivered || result.is_err() {
+            ahead.clear();
+        }
         if let Err(e) = result {
             tracing::error!(
                 instance = span.0,

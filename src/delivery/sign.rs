@@ -41,8 +41,50 @@ pub enum SignError {
 
 /// `sha256=` + base64(HMAC-SHA256(key, body)) — the `Elements-Webhook-Signature` header value.
 pub fn elements_signature(key: &[u8], body: &[u8]) -> String {
-    let digest = hmac_sha256(key, &[body]);
-    format!("sha256={}", STANDARD.encode(digest))
+    SigningKey::new(key).elements_signature(body)
+}
+
+/// An HMAC-SHA256 key made ready once: HMAC hashes the padded key before any message, so a
+/// delivery that keeps one of these per target hashes only the notification itself. Debug prints
+/// no key material.
+#[derive(Clone)]
+pub struct SigningKey {
+    keyed: HmacSha256,
+}
+
+impl SigningKey {
+    pub fn new(key: &[u8]) -> SigningKey {
+        // HMAC hashes over-long keys and pads short ones, so no key length is an error.
+        SigningKey {
+            keyed: HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length"),
+        }
+    }
+
+    /// The `Elements-Webhook-Signature` value: `sha256=` + base64(HMAC-SHA256(key, body)).
+    pub fn elements_signature(&self, body: &[u8]) -> String {
+        format!("sha256={}", STANDARD.encode(self.digest(&[body])))
+    }
+
+    /// The `webhook-signature` value: `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+    pub fn standard_signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let header = format!("{msg_id}.{timestamp}.");
+        let digest = self.digest(&[header.as_bytes(), body]);
+        format!("v1,{}", STANDARD.encode(digest))
+    }
+
+    fn digest(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.keyed.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(***)")
+    }
 }
 
 /// A Standard Webhooks secret: `"whsec_"` + base64 key bytes. Debug and Display print
@@ -77,6 +119,11 @@ impl WebhookSecret {
     pub fn key_len(&self) -> usize {
         self.key.len()
     }
+
+    /// The decoded key, ready to sign with.
+    pub fn signing_key(&self) -> SigningKey {
+        SigningKey::new(&self.key)
+    }
 }
 
 impl FromStr for WebhookSecret {
@@ -107,16 +154,49 @@ pub fn standard_signature(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    let header = format!("{msg_id}.{timestamp}.");
-    let digest = hmac_sha256(&secret.key, &[header.as_bytes(), body]);
-    format!("v1,{}", STANDARD.encode(digest))
+    secret
+        .signing_key()
+        .standard_signature(msg_id, timestamp, body)
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC hashes over-long keys and pads short ones, so no key length is an error.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    for part in parts {
-        mac.update(part);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HMAC-SHA256 straight from the hmac crate, sharing nothing with [`SigningKey`].
+    fn reference(key: &[u8], message: &[u8]) -> String {
+        let mut mac = HmacSha256::new_from_slice(key).unwrap();
+        mac.update(message);
+        STANDARD.encode(mac.finalize().into_bytes())
     }
-    mac.finalize().into_bytes().into()
+
+    #[test]
+    fn a_reused_key_signs_each_message_on_its_own() {
+        let key = SigningKey::new(b"the signature key");
+        let first = key.elements_signature(b"{\"n\":1}");
+        let second = key.elements_signature(b"{\"n\":2}");
+        assert_eq!(
+            first,
+            format!("sha256={}", reference(b"the signature key", b"{\"n\":1}"))
+        );
+        assert_eq!(
+            second,
+            format!("sha256={}", reference(b"the signature key", b"{\"n\":2}"))
+        );
+        assert_eq!(
+            key.standard_signature("msg_1", 1_700_000_000, b"{}"),
+            format!(
+                "v1,{}",
+                reference(b"the signature key", b"msg_1.1700000000.{}")
+            )
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        assert_eq!(
+            format!("{:?}", SigningKey::new(b"hunter2")),
+            "SigningKey(***)"
+        );
+    }
 }

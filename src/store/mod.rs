@@ -152,6 +152,11 @@ pub trait Store: Send + Sync + 'static {
     /// Keys with a non-empty outbox, ordered.
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError>;
     fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Up to `limit` entries from the front of `key`'s queue, in order (the first is the head):
+    /// one read for several deliveries. An entry that cannot be read ends the list early, unless
+    /// it is the head, which is then the error.
+    fn outbox_front(&self, key: &ResourceKey, limit: usize)
+    -> Result<Vec<OutboxEntry>, StoreError>;
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError>;
     /// Removes an entry after a 2xx (not flushed: a lost ack only means a re-send).
     /// Acknowledging an entry that is already gone is not an error.

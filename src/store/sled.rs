@@ -526,4 +526,33 @@ impl Store for SledStore {
             Ok(loaded.guard().len() as u64)
         })
     }
+
+    fn outbox_front(
+        &self,
+        key: &ResourceKey,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.with_engine(|e| {
+            let action = || format!("read the front of the outbox of {key}");
+            let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
+            let mut front = Vec::new();
+            for item in e.db.scan_prefix(prefix).take(limit) {
+                let read = item
+                    .map_err(|e| engine(action(), e))
+                    .and_then(|(key_bytes, value)| {
+                        let (_, seq) = codec::parse_outbox_key(&key_bytes)
+                            .map_err(|r| corrupt(action(), r))?;
+                        codec::decode_outbox(key.clone(), seq, &value)
+                            .map_err(|r| corrupt(action(), r))
+                    });
+                match read {
+                    Ok(entry) => front.push(entry),
+                    // Deliver what was read; the failure is met again when it is the head.
+                    Err(_) if !front.is_empty() => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(front)
+        })
+    }
 }
