@@ -305,19 +305,7 @@ impl Store for SledStore {
     }
 
     fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
-        self.with_engine(|e| {
-            let action = || format!("read the outbox head of {key}");
-            let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
-            let Some(item) = e.db.scan_prefix(prefix).next() else {
-                return Ok(None);
-            };
-            let (key_bytes, value) = item.map_err(|e| engine(action(), e))?;
-            let (_, seq) = codec::parse_outbox_key(&key_bytes).map_err(|r| corrupt(action(), r))?;
-            let (mut entry, body) =
-                decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(action(), r))?;
-            entry.body = e.read_body(&body, &action())?;
-            Ok(Some(entry))
-        })
+        Ok(self.outbox_front(key, 1)?.pop())
     }
 
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -542,8 +530,10 @@ impl Store for SledStore {
                     .and_then(|(key_bytes, value)| {
                         let (_, seq) = codec::parse_outbox_key(&key_bytes)
                             .map_err(|r| corrupt(action(), r))?;
-                        codec::decode_outbox(key.clone(), seq, &value)
-                            .map_err(|r| corrupt(action(), r))
+                        let (mut entry, body) = decode_logged(key.clone(), seq, &value)
+                            .map_err(|r| corrupt(action(), r))?;
+                        entry.body = e.read_body(&body, &action())?;
+                        Ok(entry)
                     });
                 match read {
                     Ok(entry) => front.push(entry),
