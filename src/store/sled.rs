@@ -523,26 +523,44 @@ impl Store for SledStore {
         self.with_engine(|e| {
             let action = || format!("read the front of the outbox of {key}");
             let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
-            let mut front = Vec::new();
+            let mut entries = Vec::new();
+            let mut bodies = Vec::new();
+            let mut failure = None;
             for item in e.db.scan_prefix(prefix).take(limit) {
                 let read = item
                     .map_err(|e| engine(action(), e))
                     .and_then(|(key_bytes, value)| {
                         let (_, seq) = codec::parse_outbox_key(&key_bytes)
                             .map_err(|r| corrupt(action(), r))?;
-                        let (mut entry, body) = decode_logged(key.clone(), seq, &value)
-                            .map_err(|r| corrupt(action(), r))?;
-                        entry.body = e.read_body(&body, &action())?;
-                        Ok(entry)
+                        decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(action(), r))
                     });
                 match read {
-                    Ok(entry) => front.push(entry),
-                    // Deliver what was read; the failure is met again when it is the head.
-                    Err(_) if !front.is_empty() => break,
-                    Err(error) => return Err(error),
+                    Ok((entry, body)) => {
+                        entries.push(entry);
+                        bodies.push(body);
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
                 }
             }
-            Ok(front)
+            let mut front = Vec::with_capacity(entries.len());
+            for (mut entry, body) in entries.into_iter().zip(e.read_bodies(&bodies, &action())) {
+                match body {
+                    Ok(body) => entry.body = body,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                front.push(entry);
+            }
+            match failure {
+                // Deliver what was read; the failure is met again when it is the head.
+                Some(error) if front.is_empty() => Err(error),
+                _ => Ok(front),
+            }
         })
     }
 }

@@ -156,6 +156,19 @@ impl Engine {
         self.bodies.read(body).map_err(|e| body_error(action, e))
     }
 
+    /// Several bodies, one result each (see [`BodyLog::read_many`]).
+    pub(super) fn read_bodies(
+        &self,
+        bodies: &[BodyRef],
+        action: &str,
+    ) -> Vec<Result<Vec<u8>, StoreError>> {
+        self.bodies
+            .read_many(bodies)
+            .into_iter()
+            .map(|read| read.map_err(|e| body_error(action, e)))
+            .collect()
+    }
+
     /// Drops a body reference whose outbox entry is gone; a segment left without live bodies
     /// is deleted once that removal is on disk.
     pub(super) fn release_body(&self, body: &BodyRef, action: &str) -> Result<(), StoreError> {
