@@ -373,6 +373,7 @@ impl Parser<'_> {
     }
 
     /// A string's contents and closing quote (the cursor just past the opening one).
+    #[inline(always)]
     fn string(&mut self) -> Step {
         use JsonErrorKind::*;
         let bytes = self.bytes;
@@ -440,10 +441,18 @@ fn string_stops(chunk: u64) -> u64 {
 }
 
 /// From `at` inside a string: the position of the first `"`, `\` or control byte (or the end).
+#[inline(always)]
 pub(super) fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    while let Some(chunk) = bytes.get(at..at + 16) {
+        let stops = sse2::string_stops(chunk.try_into().expect("sixteen bytes"));
+        if stops != 0 {
+            return at + stops.trailing_zeros() as usize;
+        }
+        at += 16;
+    }
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let stops = string_stops(chunk);
+        let stops = string_stops(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
         if stops != 0 {
             return at + (stops.trailing_zeros() / 8) as usize;
         }
@@ -456,6 +465,34 @@ pub(super) fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// Sixteen bytes at a time with SSE2, which every x86_64 processor has.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+
+    /// One bit per byte of `chunk`, set for `"`, `\` and control bytes (all exact).
+    #[inline(always)]
+    pub(super) fn string_stops(chunk: &[u8; 16]) -> u32 {
+        let (low, high) = chunk.split_at(8);
+        let low = i64::from_le_bytes(low.try_into().expect("eight bytes"));
+        let high = i64::from_le_bytes(high.try_into().expect("eight bytes"));
+        // SAFETY: these intrinsics only need SSE2, which this module is compiled with (it is
+        // part of the x86_64 baseline); none of them reads memory.
+        unsafe {
+            let bytes = _mm_set_epi64x(high, low);
+            let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+            // A byte is below 0x20 exactly when max(byte, 0x1f) is 0x1f.
+            let limit = _mm_set1_epi8(0x1f);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(bytes, limit), limit);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        }
+    }
 }
 
 #[cfg(test)]

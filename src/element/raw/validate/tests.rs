@@ -517,3 +517,25 @@ fn string_runs_end_at_the_first_stop_byte_whatever_the_offset() {
         }
     }
 }
+
+#[test]
+fn every_byte_value_is_classified_at_every_position_of_a_chunk() {
+    let is_stop = |byte: u8| byte == b'"' || byte == b'\\' || byte < 0x20;
+    for byte in 0..=255u8 {
+        for at in 0..16 {
+            let mut chunk = [b'x'; 24];
+            chunk[at] = byte;
+            let expected = if is_stop(byte) { at } else { chunk.len() };
+            assert_eq!(
+                plain_run_end(&chunk, 0),
+                expected,
+                "byte {byte:#04x} at {at}"
+            );
+            if at < 8 {
+                let word = u64::from_le_bytes(chunk[..8].try_into().unwrap());
+                let lowest = string_stops(word).trailing_zeros() as usize / 8;
+                assert_eq!(lowest.min(8), expected.min(8), "byte {byte:#04x} at {at}");
+            }
+        }
+    }
+}
