@@ -136,7 +136,16 @@ impl Parser<'_> {
     }
 
     /// Skips JSON whitespace and returns the byte after it.
+    #[inline(always)]
     fn skip_whitespace(&mut self) -> Option<u8> {
+        // Most pages are compact: one comparison says there is no whitespace here.
+        match self.peek() {
+            Some(byte) if byte > b' ' => Some(byte),
+            _ => self.skip_whitespace_run(),
+        }
+    }
+
+    fn skip_whitespace_run(&mut self) -> Option<u8> {
         loop {
             match self.peek() {
                 Some(b' ' | b'\n' | b'\r' | b'\t') => self.at += 1,
