@@ -11,8 +11,9 @@
 //!   recursion, so its 128-level limit never applies to a record;
 //! - invalid UTF-8 is refused, reported (as there) once the element holding it has been read.
 //!
-//! Strings are most of a page's bytes, so they are searched eight bytes at a time for the next
-//! quote, backslash or control byte; numbers and structure are read byte by byte.
+//! Strings are most of a page's bytes, so they are searched sixteen bytes at a time (SSE2 on
+//! x86_64, else eight with SWAR) for the next quote, backslash or control byte; numbers and
+//! structure are read byte by byte.
 
 use std::fmt;
 use std::ops::Range;
