@@ -8,6 +8,8 @@ mod ceql;
 mod dates;
 #[path = "../fuzz/src/instance_file.rs"]
 mod instance_file;
+#[path = "../fuzz/src/json_split.rs"]
+mod json_split;
 #[path = "../fuzz/src/url_template.rs"]
 mod url_template;
 
@@ -17,10 +19,11 @@ use pollerd::dates::{DatePattern, Zone};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("ceql", ceql::check),
     ("dates", dates::check),
     ("instance_file", instance_file::check),
+    ("json_split", json_split::check),
     ("url_template", url_template::check),
 ];
 

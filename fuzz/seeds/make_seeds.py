@@ -41,3 +41,26 @@ for f in files:
     if f.is_file():
         toml = f.name.endswith(".toml") or f.name.endswith(".toml.example")
         put("instance_file", (b"\x01" if toml else b"\x00") + f.read_bytes())
+
+# Page bodies: small arrays with every kind of value, escape and number, and a ConnectWise-like
+# contact page (compact and indented), so mutations start from the shapes providers send.
+pages = [
+    b"[]", b" [ ] ", b"[null,true,false]", b"[0,-0,1e5,1E+5,-1.5e-3,0.25,18446744073709551616]",
+    b'["", "a\\"b\\\\c\\/d\\b\\f\\n\\r\\t", "\\u00e9\\ud83d\\ude00\\ud800"]',
+    '["Zoë Ω 😀 \u007f"]'.encode(), b'[{"a":{"b":[1,{"c":[]}]}},[[[]]],{}]',
+    b'[{"id":1,"id":2,"":null}]', b"[\n\t{\r\n\"k\" :\t1 } ,\n2\n]\n",
+]
+contact = {
+    "id": 17, "firstName": "Zo\u00eb", "lastName": "O'Brien \"the 1st\"",
+    "company": {"id": 19, "identifier": "Acme", "name": "Acme / \u682a\u5f0f\u4f1a\u793e",
+                "_info": {"company_href": "https://example.invalid/apis/3.0/company/companies/19"}},
+    "inactiveFlag": False, "balance": -12.5e-3, "children": [],
+    "communicationItems": [{"id": 7, "type": {"id": 1, "name": "Email"},
+                            "value": "zoe@example.invalid", "defaultFlag": True}],
+    "_info": {"lastUpdated": "2024-01-02T03:04:05Z", "updatedBy": None},
+}
+import json
+pages.append(json.dumps([contact, contact], separators=(",", ":"), ensure_ascii=False).encode())
+pages.append(json.dumps([contact], indent=2).encode())
+for page in pages:
+    put("json_split", page)

@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, RETRY_AFTER};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
-use super::{FetchError, RawRecord};
+use super::{FetchError, RawRecord, raw};
 use crate::config::TlsCa;
 use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, snippet,
@@ -63,7 +63,7 @@ impl ProviderResponse {
     }
 
     /// The body's records when it is a JSON array (`None` when it is valid JSON of another
-    /// kind): split and validated in one pass over the body.
+    /// kind): split and validated in one pass over the body, refused with serde_json's message.
     pub fn raw_array(&self) -> Result<Option<Vec<RawRecord>>, FetchError> {
         self.check_content_type()?;
         let starts_array = self
@@ -72,9 +72,13 @@ impl ProviderResponse {
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| *b == b'[');
         if starts_array {
-            serde_json::from_slice(&self.body)
+            raw::split_records(&self.body)
                 .map(Some)
-                .map_err(|e| self.bad_json(e))
+                .map_err(|e| FetchError::BadJson {
+                    url: self.shown_url.clone(),
+                    message: e.to_string(),
+                    snippet: snippet(&self.body),
+                })
         } else {
             self.raw_json().map(|_| None)
         }

@@ -1,13 +1,18 @@
 //! Provider records kept as the provider's own JSON text, from the page body to the notification.
 //!
-//! A page is split into its records once (validating the whole body); afterwards only the few
-//! fields the poller needs are read, by scanning a record's top level once and descending into
-//! the values that hold them ([`scan`], a byte-level reader for text already validated). Nothing builds a `serde_json::Value` tree of a record, which was
-//! most of the cost of ingesting a page (allocation per value, re-serialisation into the envelope).
+//! A page is split into its records once, by one strict pass that validates the whole body as
+//! serde_json would ([`validate`]); afterwards only the few fields the poller needs are read, by
+//! scanning a record's top level once and descending into the values that hold them ([`scan`], a
+//! byte-level reader for text already validated). Nothing builds a `serde_json::Value` tree of a
+//! record, which was most of the cost of ingesting a page (allocation per value,
+//! re-serialisation into the envelope).
 
 mod scan;
+mod validate;
 
 use serde_json::value::RawValue;
+
+pub use validate::{JsonError, JsonErrorKind, SplitArray, split_array};
 
 use crate::config::FieldPath;
 
@@ -26,12 +31,29 @@ pub fn raw_kind(value: &str) -> &'static str {
     }
 }
 
+/// The records of a page body that is a JSON array, validated as serde_json validates it (same
+/// errors, same messages) in one pass, each kept as its own text.
+pub fn split_records(body: &[u8]) -> Result<Vec<RawRecord>, JsonError> {
+    let page = split_array(body)?;
+    Ok(page
+        .elements
+        .iter()
+        .map(|element| {
+            let text = page.text[element.clone()].to_owned();
+            // SAFETY: `split_array` accepted the body exactly as serde_json's parse does, and an
+            // element is one whole value with no whitespace around it, which is what a
+            // `RawValue` must hold (debug builds re-check it inside `from_string_unchecked`).
+            unsafe { RawValue::from_string_unchecked(text) }
+        })
+        .collect())
+}
+
 /// The elements of `value` when it is an array; `None` for any other kind.
 pub fn array_items(value: &str) -> Option<Vec<RawRecord>> {
     if !value.starts_with('[') {
         return None;
     }
-    serde_json::from_str(value).ok()
+    split_records(value.as_bytes()).ok()
 }
 
 /// A text value: a non-empty string as it reads, or a number as serde_json prints it (ids are
