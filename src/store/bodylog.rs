@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,8 +125,9 @@ impl BodyLog {
                 offset += bytes.len() as u64;
                 buffer.extend_from_slice(bytes);
             }
-            // Written under the lock, so the offsets above are where the bytes land.
-            (&*state.writer).write_all(&buffer)?;
+            // Written at an explicit offset under the lock: the offsets above are where the
+            // bytes land, and a write that fails halfway is simply overwritten by the next one.
+            state.writer.write_all_at(&buffer, state.active_len)?;
             state.active_len = offset;
             let active = state.active;
             *state.live.entry(active).or_default() += refs.len() as u64;
