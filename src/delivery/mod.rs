@@ -224,7 +224,10 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                 Ok(front) => ahead = front.into(),
                 Err(e) => {
                     store_trouble += 1;
-                    tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}");
+                    // Once per outage, not once per retry: the store logs its own failure too.
+                    if store_trouble == 1 {
+                        tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}; retrying");
+                    }
                     if pause(&inner, Duration::from_secs(store_trouble.min(30) as u64)).await {
                         return;
                     }
@@ -235,7 +238,10 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
         let Some(head) = ahead.pop_front() else {
             continue;
         };
-        store_trouble = 0;
+        if store_trouble > 0 {
+            tracing::info!(instance = %key.instance, resource = %key.resource, "reading the outbox works again");
+            store_trouble = 0;
+        }
         let now = Utc::now();
         if let Some(at) = head.next_attempt_at.filter(|at| *at > now) {
             ahead.clear();
