@@ -197,6 +197,12 @@ async fn status_round_trips_and_the_socket_is_0660_and_removed_on_stop() {
     let metadata = std::fs::metadata(&running.socket).expect("socket exists");
     assert!(metadata.file_type().is_socket());
     assert_eq!(metadata.permissions().mode() & 0o777, 0o660);
+    // It was bound under a temporary name and renamed into place: nothing else is left.
+    let names: Vec<_> = std::fs::read_dir(running.socket.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [running.socket.file_name().unwrap()]);
 
     running.cancel.cancel();
     running.server.stopped().await;

@@ -104,20 +104,32 @@ async fn bind(path: &Path) -> Result<UnixListener, AdminStartError> {
         })?;
     }
     remove_if_stale(path).await?;
-    let listener = UnixListener::bind(path).map_err(|cause| AdminStartError::Bind {
+    // Bound under a temporary name, given its mode, then renamed into place: no client can
+    // reach a socket whose mode is not yet right.
+    let mut staged_name = path.file_name().unwrap_or_default().to_os_string();
+    staged_name.push(format!(".{}.tmp", std::process::id()));
+    let staged = path.with_file_name(staged_name);
+    let _ = std::fs::remove_file(&staged);
+    let listener = UnixListener::bind(&staged).map_err(|cause| AdminStartError::Bind {
         path: path.to_path_buf(),
         cause,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
-        |cause| {
-            // Do not leave a socket with the wrong mode behind.
-            let _ = std::fs::remove_file(path);
-            AdminStartError::Chmod {
+    let placed = std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|cause| AdminStartError::Chmod {
+            path: path.to_path_buf(),
+            cause,
+        })
+        .and_then(|()| {
+            std::fs::rename(&staged, path).map_err(|cause| AdminStartError::Bind {
                 path: path.to_path_buf(),
                 cause,
-            }
-        },
-    )?;
+            })
+        });
+    if let Err(error) = placed {
+        // Do not leave a socket with the wrong mode (or name) behind.
+        let _ = std::fs::remove_file(&staged);
+        return Err(error);
+    }
     Ok(listener)
 }
 
