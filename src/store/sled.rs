@@ -219,6 +219,9 @@ impl Store for SledStore {
         object_ids: &[&str],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
         self.with_engine(|e| {
+            if object_ids.is_empty() {
+                return Ok(Vec::new());
+            }
             let action = format!("read seen ids of {key}");
             let loaded = e.seen.lock(&e.db, key, &action)?;
             let set = loaded.guard();
@@ -276,18 +279,26 @@ impl Store for SledStore {
                         codec::encode_outbox(&entry, body),
                     );
                 }
-                let loaded = e.seen.lock(&e.db, key, &action)?;
-                let mut seen = loaded.guard();
-                let change = seen.stage(&commit, &mut batch);
+                // A commit that neither adds seen ids nor prunes (a baseline, say) need not load
+                // the resource's seen set at all.
+                let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
+                let loaded = match touches_seen {
+                    true => Some(e.seen.lock(&e.db, key, &action)?),
+                    false => None,
+                };
+                let mut seen = loaded.as_ref().map(|loaded| loaded.guard());
+                let change = seen.as_ref().map_or(seen::SeenChange::None, |seen| {
+                    seen.stage(&commit, &mut batch)
+                });
                 if let Some(watermark) = commit.watermark {
                     batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
                 }
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
                 counters.queued(key, commit.notifications.len() as u64);
-                if matches!(change, seen::SeenChange::Compacted) {
-                    e.seen.forget(key);
-                } else {
-                    seen.apply(change);
+                match (change, seen.as_mut()) {
+                    (seen::SeenChange::Compacted, _) => e.seen.forget(key),
+                    (change, Some(seen)) => seen.apply(change),
+                    (_, None) => {}
                 }
             }
             // Outside the lock: acks and other commits need not wait for this fsync.
