@@ -200,13 +200,34 @@ pub(crate) fn decode_outbox(
         entry.body = body(version, reader.rest())?;
         return Ok((entry, None));
     }
-    let body = BodyRef {
+    Ok((entry, Some(read_body_ref(&mut reader)?)))
+}
+
+/// A [`BodyRef`] as stored: segment, offset, length, CRC.
+const BODY_REF_BYTES: usize = 8 + 8 + 4 + 4;
+
+fn read_body_ref(reader: &mut Reader<'_>) -> Result<BodyRef, String> {
+    Ok(BodyRef {
         segment: u64::from_be_bytes(reader.array()?),
         offset: u64::from_be_bytes(reader.array()?),
         len: reader.u32()?,
         crc: reader.u32()?,
-    };
-    Ok((entry, Some(body)))
+    })
+}
+
+/// Where an outbox value's body is, without decoding (and allocating) the rest of it: the
+/// reference is the value's last [`BODY_REF_BYTES`]. `None` for a value that holds its body
+/// inline (versions 1 and 2). For acknowledgements and opening, which need nothing else.
+pub(crate) fn outbox_body_ref(value: &[u8]) -> Result<Option<BodyRef>, String> {
+    if Reader::new(value).version()? <= INLINE_BODY_VERSION {
+        return Ok(None);
+    }
+    let start = value
+        .len()
+        .checked_sub(BODY_REF_BYTES)
+        .filter(|start| *start > 0)
+        .ok_or("outbox value too short for its body reference")?;
+    read_body_ref(&mut Reader::new(&value[start..])).map(Some)
 }
 
 /// Dead-letter value: everything but the id (that is the key). Body last, compressed.
@@ -399,6 +420,7 @@ mod tests {
             crc: 0xdead_beef,
         };
         let value = encode_outbox(&entry, &body);
+        assert_eq!(outbox_body_ref(&value).unwrap(), Some(body));
         assert_eq!(
             decode_outbox(entry.key.clone(), 42, &value).unwrap(),
             (entry, Some(body))
@@ -427,6 +449,7 @@ mod tests {
             (entry.body.as_slice(), body),
             (&b"{\"raw\":true}"[..], None)
         );
+        assert_eq!(outbox_body_ref(&compressed).unwrap(), None);
         let (entry, body) = decode_outbox(key, 1, &compressed).unwrap();
         assert_eq!(
             (entry.body.as_slice(), body),

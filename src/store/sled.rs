@@ -17,7 +17,7 @@ use super::{
     DeadLetter, ERROR_SNIPPET_MAX_BYTES, OutboxEntry, PageCommit, ResourceKey, Store, StoreError,
     StoreStats, truncate_to_bytes,
 };
-use engine::{Engine, body_error, corrupt, decode_logged, engine};
+use engine::{Engine, INLINE_AFTER_OPEN, body_error, corrupt, decode_logged, engine};
 
 /// First pause before reopening a store that failed; it doubles with each failure in a row.
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -339,9 +339,10 @@ impl Store for SledStore {
             let Some(value) = removed else {
                 return Ok(());
             };
-            let (_, body) =
-                decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(&action, r))?;
-            e.release_body(&body, &action)
+            match codec::outbox_body_ref(&value).map_err(|r| corrupt(&action, r))? {
+                Some(body) => e.release_body(&body, &action),
+                None => Err(corrupt(&action, INLINE_AFTER_OPEN.into())),
+            }
         })
     }
 
