@@ -93,16 +93,6 @@ async fn demo() -> anyhow::Result<()> {
 /// Contacts (created only, as ConnectWise contacts cannot tell) and companies (created, then
 /// updated), polled every 3 seconds, signed.
 fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
-    let dates = |created: &str| {
-        json!({
-            "updatedDateField": "_info.lastUpdated",
-            "updatedDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
-            "updatedDateTimezone": "GMT",
-            "createdDateField": created,
-            "createdDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
-            "createdDateTimezone": "GMT"
-        })
-    };
     let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
         "name": "demo",
@@ -113,16 +103,8 @@ fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
             "event.notification.signature.key": "demo-signing-key",
             "event.poller.refresh_interval": "0.05",
             "event.poller.configuration": {
-                "contacts": {
-                    "url": "/hubs/crm/contacts?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}'",
-                    "idField": "id",
-                    "datesConfiguration": dates("_info.lastUpdated")
-                },
-                "companies": {
-                    "url": "/hubs/crm/accounts?where=lastUpdated>'${gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}'",
-                    "idField": "id",
-                    "datesConfiguration": dates("_info.dateEntered")
-                }
+                "contacts": ConnectWiseSim::resource_configuration("/hubs/crm/contacts", "_info.lastUpdated"),
+                "companies": ConnectWiseSim::resource_configuration("/hubs/crm/accounts", "_info.dateEntered")
             }
         }
     });

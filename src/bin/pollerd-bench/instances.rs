@@ -27,19 +27,8 @@ pub struct InstanceShape<'a> {
 pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
     let mut resources = Map::new();
     for (name, url, created) in RESOURCES.iter().take(shape.resources) {
-        let mut r = json!({
-            "url": format!("{url}?where=lastUpdated>'${{gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}}'"),
-            "idField": "id",
-            "pageSize": shape.page_size,
-            "datesConfiguration": {
-                "updatedDateField": "_info.lastUpdated",
-                "updatedDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
-                "updatedDateTimezone": "GMT",
-                "createdDateField": created,
-                "createdDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
-                "createdDateTimezone": "GMT"
-            }
-        });
+        let mut r = ConnectWiseSim::resource_configuration(url, created);
+        r["pageSize"] = shape.page_size.into();
         if let Some(since) = &shape.backfill_since {
             r["backfillSince"] = Value::String(since.clone());
         }

@@ -330,6 +330,24 @@ impl ConnectWiseSim {
         m
     }
 
+    /// One resource of a `connectwisecrmrest` instance polling this simulator, as operators write
+    /// it: the hub path filtered on `lastUpdated`, `id`, and the records' date fields
+    /// (`_info.lastUpdated`, and `created_field`: `_info.dateEntered` where records have one).
+    pub fn resource_configuration(hub_path: &str, created_field: &str) -> serde_json::Value {
+        serde_json::json!({
+            "url": format!("{hub_path}?where=lastUpdated>'${{gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}}'"),
+            "idField": "id",
+            "datesConfiguration": {
+                "updatedDateField": "_info.lastUpdated",
+                "updatedDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
+                "updatedDateTimezone": "GMT",
+                "createdDateField": created_field,
+                "createdDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'",
+                "createdDateTimezone": "GMT"
+            }
+        })
+    }
+
     /// The simulator's clock: the local clock plus the skew.
     pub fn now(&self) -> DateTime<Utc> {
         self.state.now()
