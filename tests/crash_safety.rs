@@ -49,15 +49,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
         tokio::spawn(async move {
             let mut ids: Vec<u64> = Vec::new();
             for round in 0..25 {
-                ids.extend(sim.create_many(RecordKind::Contact, 100, None));
-                for k in 0..100 {
-                    let id = ids[(round * 37 + k * 13) % ids.len()];
-                    sim.update(
-                        RecordKind::Contact,
-                        id,
-                        Some(sim.now() + chrono::Duration::seconds(1)),
-                    );
-                }
+                change_contacts(&sim, &mut ids, round, 100);
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
             ids

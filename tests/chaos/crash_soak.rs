@@ -48,15 +48,7 @@ async fn kill_9_during_polls_reloads_and_large_commits_loses_nothing() {
             let mut changes = 0;
             for round in 0..rounds {
                 let new = if round % 10 == 9 { LARGE_BATCH } else { 100 };
-                ids.extend(sim.create_many(RecordKind::Contact, new, None));
-                for k in 0..100 {
-                    let id = ids[(round * 37 + k * 13) % ids.len()];
-                    sim.update(
-                        RecordKind::Contact,
-                        id,
-                        Some(sim.now() + chrono::Duration::seconds(1)),
-                    );
-                }
+                change_contacts(&sim, &mut ids, round, new);
                 changes += new + 100;
                 tokio::time::sleep(round_pause).await;
             }

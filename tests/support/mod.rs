@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pollerd::sim::connectwise::ConnectWiseSim;
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind};
 use serde_json::Value;
 
 /// Generous: CI is a busy 2-core machine.
@@ -168,6 +168,20 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One round of contact changes: `new` contacts created, then 100 known ones (spread over all
+/// of `ids`, which grows by the new ones) updated a second later than now.
+pub fn change_contacts(sim: &ConnectWiseSim, ids: &mut Vec<u64>, round: usize, new: usize) {
+    ids.extend(sim.create_many(RecordKind::Contact, new, None));
+    for k in 0..100 {
+        let id = ids[(round * 37 + k * 13) % ids.len()];
+        sim.update(
+            RecordKind::Contact,
+            id,
+            Some(sim.now() + chrono::Duration::seconds(1)),
+        );
     }
 }
 
