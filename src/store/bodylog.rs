@@ -99,38 +99,39 @@ impl BodyLog {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        // Compressed before taking the lock: appends of several pollers overlap here.
-        let compressed: Vec<Vec<u8>> = bodies
-            .iter()
-            .map(|b| lz4_flex::compress_prepend_size(b))
-            .collect();
-        let total: usize = compressed.iter().map(Vec::len).sum();
-        let mut buffer = Vec::with_capacity(total);
+        // Compressed, checksummed and laid out before taking the lock: appends of several
+        // pollers overlap here, and the lock only places and writes the buffer.
+        let mut buffer = Vec::new();
+        let mut pieces: Vec<(u64, u32, u32)> = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let stored = lz4_flex::compress_prepend_size(body);
+            let len = u32::try_from(stored.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a body over 4 GiB"))?;
+            pieces.push((buffer.len() as u64, len, crc32fast::hash(&stored)));
+            buffer.extend_from_slice(&stored);
+        }
         let (writer, refs) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.active_len > 0 && state.active_len + total as u64 > SEGMENT_MAX_BYTES {
+            let total = buffer.len() as u64;
+            if state.active_len > 0 && state.active_len + total > SEGMENT_MAX_BYTES {
                 self.roll(&mut state)?;
             }
-            let mut refs = Vec::with_capacity(compressed.len());
-            let mut offset = state.active_len;
-            for bytes in &compressed {
-                refs.push(BodyRef {
-                    segment: state.active,
-                    offset,
-                    len: u32::try_from(bytes.len()).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidInput, "a body over 4 GiB")
-                    })?,
-                    crc: crc32fast::hash(bytes),
-                });
-                offset += bytes.len() as u64;
-                buffer.extend_from_slice(bytes);
-            }
-            // Written at an explicit offset under the lock: the offsets above are where the
-            // bytes land, and a write that fails halfway is simply overwritten by the next one.
-            state.writer.write_all_at(&buffer, state.active_len)?;
-            state.active_len = offset;
+            let base = state.active_len;
+            // Written at an explicit offset under the lock: the offsets are where the bytes
+            // land, and a write that fails halfway is simply overwritten by the next one.
+            state.writer.write_all_at(&buffer, base)?;
+            state.active_len = base + total;
             let active = state.active;
-            *state.live.entry(active).or_default() += refs.len() as u64;
+            *state.live.entry(active).or_default() += pieces.len() as u64;
+            let refs: Vec<BodyRef> = pieces
+                .iter()
+                .map(|&(at, len, crc)| BodyRef {
+                    segment: active,
+                    offset: base + at,
+                    len,
+                    crc,
+                })
+                .collect();
             (state.writer.clone(), refs)
         };
         // Outside the lock: one fsync covers everything written before it, other appends go on.
