@@ -15,6 +15,10 @@ use pollerd::store::{
 #[path = "store/processes.rs"]
 mod processes;
 
+/// Queues that span several stored runs: acks, failures and dead letters at the head only.
+#[path = "store/outbox.rs"]
+mod outbox;
+
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn open(dir: &Path) -> SledStore {

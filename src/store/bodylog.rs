@@ -220,25 +220,27 @@ impl BodyLog {
         lz4_flex::decompress_size_prepended(stored).map_err(|e| invalid(e.to_string()))
     }
 
-    /// Drops one reference. Returns the segments that no longer hold a live body: delete them
+    /// Drops references. Returns the segments that no longer hold a live body: delete them
     /// with [`BodyLog::delete`] once the removal of their references is durable.
-    pub(crate) fn release(&self, body: &BodyRef) -> io::Result<Vec<u64>> {
+    pub(crate) fn release(&self, bodies: &[BodyRef]) -> io::Result<Vec<u64>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(live) = state.live.get_mut(&body.segment) else {
-            return Ok(Vec::new());
-        };
-        *live = live.saturating_sub(1);
-        if *live > 0 {
-            return Ok(Vec::new());
+        let mut drained = Vec::new();
+        for body in bodies {
+            let Some(live) = state.live.get_mut(&body.segment) else {
+                continue;
+            };
+            *live = live.saturating_sub(1);
+            if *live > 0 || drained.contains(&body.segment) {
+                continue;
+            }
+            if body.segment != state.active {
+                drained.push(body.segment);
+            } else if state.active_len >= ROLL_WHEN_EMPTY_BYTES {
+                self.roll(&mut state)?;
+                drained.push(body.segment);
+            }
         }
-        if body.segment != state.active {
-            return Ok(vec![body.segment]);
-        }
-        if state.active_len < ROLL_WHEN_EMPTY_BYTES {
-            return Ok(Vec::new());
-        }
-        self.roll(&mut state)?;
-        Ok(vec![body.segment])
+        Ok(drained)
     }
 
     /// Deletes segments returned by [`BodyLog::release`] if they are still unreferenced.
@@ -315,12 +317,12 @@ mod tests {
         assert_eq!(log.read(&refs[0]).unwrap(), b"{\"a\":1}");
         assert_eq!(log.read(&refs[1]).unwrap(), big);
         assert!(
-            log.release(&refs[0]).unwrap().is_empty(),
+            log.release(&refs[..1]).unwrap().is_empty(),
             "one body still live"
         );
         // The active segment is empty now but under ROLL_WHEN_EMPTY_BYTES on disk (it
         // compresses well): kept.
-        assert!(log.release(&refs[1]).unwrap().is_empty());
+        assert!(log.release(&refs[1..2]).unwrap().is_empty());
         assert_eq!(segments(dir.path()).len(), 1);
     }
 
@@ -361,7 +363,7 @@ mod tests {
         let first = log.append(&[&noise]).unwrap()[0];
         let second = log.append(&[&noise]).unwrap()[0];
         assert_ne!(first.segment, second.segment);
-        let doomed = log.release(&first).unwrap();
+        let doomed = log.release(&[first]).unwrap();
         assert_eq!(doomed, [first.segment]);
         log.delete(&doomed).unwrap();
         assert_eq!(segments(dir.path()), [second.segment]);

@@ -5,8 +5,14 @@
 //! length-prefixed strings, so one resource's keys never share a prefix with another's.
 //! Integers are big-endian so byte order is numeric order.
 
+mod runs;
+
 use chrono::{DateTime, Utc};
 
+pub(crate) use self::runs::{
+    HeadFailure, NewRunEntry, QueueFront, RUN_MAX_BYTES, RUN_MAX_ENTRIES, Run, RunEntry,
+    decode_queue_front, encode_queue_front, encode_run, position, run_entry_bytes, split_position,
+};
 use super::bodylog::BodyRef;
 use super::{DeadLetter, OutboxEntry, ResourceKey};
 
@@ -14,16 +20,22 @@ pub(crate) const TAG_WATERMARK: u8 = b'w';
 /// A resource's seen set, as chunks of (id, date) pairs: one value per page written, so a page
 /// of 1,000 records costs one write, not 1,000 (`s` and `d`, one key per id, were used before).
 pub(crate) const TAG_SEEN_CHUNK: u8 = b'c';
+/// Outbox runs (see `codec/runs.rs`); single entries before version 4.
 pub(crate) const TAG_OUTBOX: u8 = b'o';
+/// How far a queue's front run has been consumed, and the head's failure.
+pub(crate) const TAG_QUEUE_FRONT: u8 = b'q';
 pub(crate) const TAG_DEAD: u8 = b'x';
 
 /// First byte of every encoded value; bump when the layout changes.
+/// 4: outbox values are runs of entries, plus one queue-front value per queue; older outbox
+/// values (one entry each) are rewritten as runs when a store is opened.
 /// 3: outbox bodies in the body log, the value holds a [`BodyRef`].
 /// 2: bodies LZ4-compressed (JSON shrinks several times, which keeps sled's leaves small and
 /// its files few); dead letters still are. 1: bodies raw. All still read.
-const VALUE_VERSION: u8 = 3;
+const VALUE_VERSION: u8 = 4;
 const RAW_BODY_VERSION: u8 = 1;
 const INLINE_BODY_VERSION: u8 = 2;
+const LOGGED_BODY_VERSION: u8 = 3;
 
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -102,6 +114,10 @@ pub(crate) fn outbox_key(key: &ResourceKey, seq: u64) -> Vec<u8> {
     out
 }
 
+pub(crate) fn queue_front_key(key: &ResourceKey) -> Vec<u8> {
+    prefixed(TAG_QUEUE_FRONT, key, 0)
+}
+
 pub(crate) fn dead_key(id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + id.len());
     out.push(TAG_DEAD);
@@ -136,12 +152,13 @@ pub(crate) fn decode_millis(bytes: &[u8]) -> Result<DateTime<Utc>, String> {
     from_millis(i64::from_be_bytes(raw))
 }
 
-/// Outbox value: the entry minus its key and sequence (those are in the key), and where its
-/// body is in the body log (`entry.body` is not stored).
-pub(crate) fn encode_outbox(entry: &OutboxEntry, body: &BodyRef) -> Vec<u8> {
+/// A version-3 outbox value (one entry, its body in the body log), as older builds wrote them:
+/// for the tests of reading and rewriting them.
+#[cfg(test)]
+pub(crate) fn encode_single_entry(entry: &OutboxEntry, body: &BodyRef) -> Vec<u8> {
     let error_len = entry.last_error.as_ref().map_or(0, |e| e.len());
     let mut out = Vec::with_capacity(64 + entry.event_id.len() + error_len);
-    out.push(VALUE_VERSION);
+    out.push(LOGGED_BODY_VERSION);
     out.extend_from_slice(&millis(entry.created_at).to_be_bytes());
     out.extend_from_slice(&entry.attempts.to_be_bytes());
     match entry.next_attempt_at {
@@ -166,15 +183,23 @@ pub(crate) fn encode_outbox(entry: &OutboxEntry, body: &BodyRef) -> Vec<u8> {
     out
 }
 
-/// The entry, and where its body is: `None` for values written before the body log, whose body
-/// is in `entry.body` already.
-pub(crate) fn decode_outbox(
+/// Whether an outbox value is a run (version 4 on) rather than one entry of an older build.
+pub(crate) fn is_run(value: &[u8]) -> Result<bool, String> {
+    Ok(Reader::new(value).version()? > LOGGED_BODY_VERSION)
+}
+
+/// A single-entry outbox value of an older build (versions 1–3): the entry, and where its
+/// body is: `None` for values written before the body log, whose body is in `entry.body`.
+pub(crate) fn decode_single_entry(
     key: ResourceKey,
     seq: u64,
     value: &[u8],
 ) -> Result<(OutboxEntry, Option<BodyRef>), String> {
     let mut reader = Reader::new(value);
     let version = reader.version()?;
+    if version > LOGGED_BODY_VERSION {
+        return Err(format!("single outbox entry of version {version}"));
+    }
     let created_at = from_millis(reader.i64()?)?;
     let attempts = reader.u32()?;
     let next_attempt_at = match reader.flag()? {
@@ -213,21 +238,6 @@ fn read_body_ref(reader: &mut Reader<'_>) -> Result<BodyRef, String> {
         len: reader.u32()?,
         crc: reader.u32()?,
     })
-}
-
-/// Where an outbox value's body is, without decoding (and allocating) the rest of it: the
-/// reference is the value's last [`BODY_REF_BYTES`]. `None` for a value that holds its body
-/// inline (versions 1 and 2). For acknowledgements and opening, which need nothing else.
-pub(crate) fn outbox_body_ref(value: &[u8]) -> Result<Option<BodyRef>, String> {
-    if Reader::new(value).version()? <= INLINE_BODY_VERSION {
-        return Ok(None);
-    }
-    let start = value
-        .len()
-        .checked_sub(BODY_REF_BYTES)
-        .filter(|start| *start > 0)
-        .ok_or("outbox value too short for its body reference")?;
-    read_body_ref(&mut Reader::new(&value[start..])).map(Some)
 }
 
 /// Dead-letter value: everything but the id (that is the key). Body last, compressed.
@@ -322,7 +332,7 @@ impl<'a> Reader<'a> {
         match self.array::<1>()?[0] {
             v @ RAW_BODY_VERSION..=VALUE_VERSION => Ok(v),
             other => Err(format!(
-                "value format version {other}, this pollerd reads {RAW_BODY_VERSION} and {VALUE_VERSION}"
+                "value format version {other}, this pollerd reads {RAW_BODY_VERSION} to {VALUE_VERSION}"
             )),
         }
     }
@@ -402,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn outbox_value_round_trips_with_its_body_reference() {
+    fn single_entry_values_of_older_builds_read_with_their_body_reference() {
         let entry = OutboxEntry {
             key: ResourceKey::new("i", "r"),
             seq: 42,
@@ -419,10 +429,10 @@ mod tests {
             len: 1_579,
             crc: 0xdead_beef,
         };
-        let value = encode_outbox(&entry, &body);
-        assert_eq!(outbox_body_ref(&value).unwrap(), Some(body));
+        let value = encode_single_entry(&entry, &body);
+        assert!(!is_run(&value).unwrap());
         assert_eq!(
-            decode_outbox(entry.key.clone(), 42, &value).unwrap(),
+            decode_single_entry(entry.key.clone(), 42, &value).unwrap(),
             (entry, Some(body))
         );
     }
@@ -444,13 +454,13 @@ mod tests {
         let mut compressed = head(INLINE_BODY_VERSION);
         compressed.extend_from_slice(&lz4_flex::compress_prepend_size(b"{\"lz4\":true}"));
         let key = ResourceKey::new("i", "r");
-        let (entry, body) = decode_outbox(key.clone(), 1, &raw).unwrap();
+        let (entry, body) = decode_single_entry(key.clone(), 1, &raw).unwrap();
         assert_eq!(
             (entry.body.as_slice(), body),
             (&b"{\"raw\":true}"[..], None)
         );
-        assert_eq!(outbox_body_ref(&compressed).unwrap(), None);
-        let (entry, body) = decode_outbox(key, 1, &compressed).unwrap();
+        assert!(!is_run(&compressed).unwrap());
+        let (entry, body) = decode_single_entry(key, 1, &compressed).unwrap();
         assert_eq!(
             (entry.body.as_slice(), body),
             (&b"{\"lz4\":true}"[..], None)
@@ -484,7 +494,7 @@ mod tests {
                 .contains("version 9")
         );
         assert!(
-            decode_outbox(ResourceKey::new("i", "r"), 1, &[VALUE_VERSION, 0, 0])
+            decode_single_entry(ResourceKey::new("i", "r"), 1, &[LOGGED_BODY_VERSION, 0, 0])
                 .unwrap_err()
                 .contains("truncated")
         );

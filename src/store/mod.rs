@@ -132,6 +132,13 @@ pub enum StoreError {
     Corrupt { action: String, reason: String },
     #[error("store: {key} has no outbox entry {seq} (already acknowledged or dead-lettered?)")]
     NotInOutbox { key: ResourceKey, seq: u64 },
+    /// Entries leave a queue in order: only its head can be acknowledged, failed or buried.
+    #[error("store: entry {seq} of {key} is not the head of its queue (entry {head} is)")]
+    NotHead {
+        key: ResourceKey,
+        seq: u64,
+        head: u64,
+    },
     #[error("store: refusing a commit for {key}: {reason}")]
     InvalidCommit { key: ResourceKey, reason: String },
 }
@@ -158,11 +165,13 @@ pub trait Store: Send + Sync + 'static {
     fn outbox_front(&self, key: &ResourceKey, limit: usize)
     -> Result<Vec<OutboxEntry>, StoreError>;
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError>;
-    /// Removes an entry after a 2xx (not flushed: a lost ack only means a re-send).
-    /// Acknowledging an entry that is already gone is not an error.
+    /// Removes the head `seq` after a 2xx (not flushed: a lost ack only means a re-send, and
+    /// acks are written to disk at most every few hundred milliseconds; kept on a clean stop).
+    /// Acknowledging an entry that is already gone is not an error; one behind the head is.
     fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError>;
-    /// Records a failed attempt; `error` is cut to [`ERROR_SNIPPET_MAX_BYTES`]. Not flushed at
-    /// once (a lost record only means an earlier retry); kept on a clean stop.
+    /// Records a failed attempt of the head `seq`; `error` is cut to
+    /// [`ERROR_SNIPPET_MAX_BYTES`]. Not flushed at once (a lost record only means an earlier
+    /// retry); kept on a clean stop.
     fn record_failure(
         &self,
         key: &ResourceKey,
@@ -171,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
-    /// Atomically moves an outbox entry to the dead letters (not flushed at once: if lost, the
+    /// Atomically moves the head `seq` to the dead letters (not flushed at once: if lost, the
     /// entry is still queued and is attempted again).
     fn dead_letter(
         &self,
@@ -191,6 +200,7 @@ pub trait Store: Send + Sync + 'static {
     fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Drops watermark + seen (not the outbox) — for tests/ops.
     fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError>;
+    /// Writes everything held in memory (acks) and flushes to disk.
     fn flush(&self) -> Result<(), StoreError>;
     /// Number of seen entries kept for `key` (scans; for tests and diagnostics).
     #[doc(hidden)]

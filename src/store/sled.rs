@@ -2,6 +2,7 @@
 //! as one `sled::Batch` so it is atomic. All sled types stay in this file and [`engine`].
 
 mod engine;
+mod outbox;
 mod seen;
 
 use std::path::{Path, PathBuf};
@@ -13,11 +14,8 @@ use ::sled::Batch;
 use chrono::{DateTime, Utc};
 
 use super::codec;
-use super::{
-    DeadLetter, ERROR_SNIPPET_MAX_BYTES, OutboxEntry, PageCommit, ResourceKey, Store, StoreError,
-    StoreStats, truncate_to_bytes,
-};
-use engine::{Engine, INLINE_AFTER_OPEN, body_error, corrupt, decode_logged, engine};
+use super::{DeadLetter, OutboxEntry, PageCommit, ResourceKey, Store, StoreError, StoreStats};
+use engine::{Engine, body_error, corrupt, engine};
 
 /// First pause before reopening a store that failed; it doubles with each failure in a row.
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -177,7 +175,7 @@ impl Drop for SledStore {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(engine) = engine
             && !*self.broken.get_mut()
-            && let Err(error) = engine.db.flush()
+            && let Err(error) = engine.durable_with_fronts("flush the store at a stop")
         {
             tracing::warn!(path = %self.path.display(), %error, "store: final flush failed");
         }
@@ -263,22 +261,17 @@ impl Store for SledStore {
             {
                 let mut counters = e.lock();
                 let mut batch = Batch::default();
-                for (notification, body) in commit.notifications.iter().zip(&bodies) {
-                    let entry = OutboxEntry {
-                        key: key.clone(),
-                        seq: e.next_seq(&action)?,
-                        event_id: notification.event_id.clone(),
-                        body: Vec::new(),
+                let entries: Vec<codec::NewRunEntry<'_>> = commit
+                    .notifications
+                    .iter()
+                    .zip(&bodies)
+                    .map(|(notification, body)| codec::NewRunEntry {
+                        event_id: &notification.event_id,
                         created_at: notification.created_at,
-                        attempts: 0,
-                        next_attempt_at: None,
-                        last_error: None,
-                    };
-                    batch.insert(
-                        codec::outbox_key(key, entry.seq),
-                        codec::encode_outbox(&entry, body),
-                    );
-                }
+                        body: *body,
+                    })
+                    .collect();
+                e.stage_runs(key, &entries, &mut batch, &action)?;
                 // A commit that neither adds seen ids nor prunes (a baseline, say) need not load
                 // the resource's seen set at all.
                 let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
@@ -312,7 +305,7 @@ impl Store for SledStore {
     }
 
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError> {
-        self.with_engine(|e| Ok(e.lock().depth_by_key.keys().cloned().collect()))
+        self.with_engine(|e| Ok(e.lock().queues.keys().cloned().collect()))
     }
 
     fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
@@ -320,29 +313,14 @@ impl Store for SledStore {
     }
 
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
-        self.with_engine(|e| Ok(e.lock().depth_by_key.get(key).copied().unwrap_or(0)))
+        self.with_engine(|e| Ok(e.lock().queues.get(key).map_or(0, |q| q.depth)))
     }
 
     fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         self.with_engine(|e| {
             let action = format!("acknowledge entry {seq} of {key}");
-            let removed = {
-                let mut counters = e.lock();
-                let removed =
-                    e.db.remove(codec::outbox_key(key, seq))
-                        .map_err(|e| engine(&action, e))?;
-                if removed.is_some() {
-                    counters.dequeued(key);
-                }
-                removed
-            };
-            let Some(value) = removed else {
-                return Ok(());
-            };
-            match codec::outbox_body_ref(&value).map_err(|r| corrupt(&action, r))? {
-                Some(body) => e.release_body(&body, &action),
-                None => Err(corrupt(&action, INLINE_AFTER_OPEN.into())),
-            }
+            let released = e.ack(key, seq, &action)?;
+            e.release_bodies(&released, &action)
         })
     }
 
@@ -356,17 +334,7 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         self.with_engine(|e| {
             let action = format!("record a failed attempt of entry {seq} of {key}");
-            let _counters = e.lock();
-            let (mut entry, body) = e.read_outbox(key, seq, &action)?;
-            entry.attempts = attempts;
-            entry.next_attempt_at = Some(next_attempt_at);
-            entry.last_error = Some(truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string());
-            e.db.insert(
-                codec::outbox_key(key, seq),
-                codec::encode_outbox(&entry, &body),
-            )
-            .map_err(|e| engine(action, e))?;
-            Ok(())
+            e.record_failure(key, seq, attempts, next_attempt_at, error, &action)
         })
     }
 
@@ -380,34 +348,8 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         self.with_engine(|e| {
             let action = format!("dead-letter entry {seq} of {key}");
-            let mut counters = e.lock();
-            let (entry, body) = e.read_outbox(key, seq, &action)?;
-            // The letter keeps its own copy: the body log drops what the outbox no longer holds.
-            let text = e.read_body(&body, &action)?;
-            let taken = |id: &str| e.db.contains_key(codec::dead_key(id));
-            let id = match taken(&entry.event_id).map_err(|e| engine(&action, e))? {
-                false => entry.event_id.clone(),
-                true => format!("{}.{seq}", entry.event_id),
-            };
-            let letter = DeadLetter {
-                id,
-                key: key.clone(),
-                event_id: entry.event_id,
-                body: text,
-                created_at: entry.created_at,
-                attempts,
-                last_status: status,
-                last_error: truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string(),
-                dead_at: Utc::now(),
-            };
-            let mut batch = Batch::default();
-            batch.remove(codec::outbox_key(key, seq));
-            batch.insert(codec::dead_key(&letter.id), codec::encode_dead(&letter));
-            e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-            counters.dequeued(key);
-            counters.dead_total += 1;
-            drop(counters);
-            e.release_body(&body, &action)
+            let released = e.dead_letter(key, seq, attempts, status, error, &action)?;
+            e.release_bodies(&released, &action)
         })
     }
 
@@ -443,25 +385,17 @@ impl Store for SledStore {
                     .bodies
                     .append(&[&letter.body])
                     .map_err(|err| body_error(&action, err))?;
-                // A fresh sequence number is larger than every queued one: the tail.
-                let entry = OutboxEntry {
-                    key: letter.key,
-                    seq: e.next_seq(&action)?,
-                    event_id: letter.event_id,
-                    body: Vec::new(),
-                    created_at: letter.created_at,
-                    attempts: 0,
-                    next_attempt_at: None,
-                    last_error: None,
-                };
+                // A fresh run id is larger than every queued one: the tail.
                 let mut batch = Batch::default();
                 batch.remove(codec::dead_key(id));
-                batch.insert(
-                    codec::outbox_key(&entry.key, entry.seq),
-                    codec::encode_outbox(&entry, &body[0]),
-                );
+                let entry = codec::NewRunEntry {
+                    event_id: &letter.event_id,
+                    created_at: letter.created_at,
+                    body: body[0],
+                };
+                e.stage_runs(&letter.key, &[entry], &mut batch, &action)?;
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-                counters.queued(&entry.key, 1);
+                counters.queued(&letter.key, 1);
                 counters.dead_total = counters.dead_total.saturating_sub(1);
             }
             e.durable(action)?;
@@ -516,7 +450,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.with_engine(|e| e.durable(format!("flush the store at {}", self.path.display())))
+        self.with_engine(|e| {
+            e.durable_with_fronts(format!("flush the store at {}", self.path.display()))
+        })
     }
 
     fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -533,45 +469,24 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         self.with_engine(|e| {
-            let action = || format!("read the front of the outbox of {key}");
-            let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
-            let mut entries = Vec::new();
-            let mut bodies = Vec::new();
+            let action = format!("read the front of the outbox of {key}");
+            let (mut entries, bodies): (Vec<OutboxEntry>, Vec<_>) =
+                e.front(key, limit, &action)?.into_iter().unzip();
             let mut failure = None;
-            for item in e.db.scan_prefix(prefix).take(limit) {
-                let read = item
-                    .map_err(|e| engine(action(), e))
-                    .and_then(|(key_bytes, value)| {
-                        let (_, seq) = codec::parse_outbox_key(&key_bytes)
-                            .map_err(|r| corrupt(action(), r))?;
-                        decode_logged(key.clone(), seq, &value).map_err(|r| corrupt(action(), r))
-                    });
-                match read {
-                    Ok((entry, body)) => {
-                        entries.push(entry);
-                        bodies.push(body);
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-            }
-            let mut front = Vec::with_capacity(entries.len());
-            for (mut entry, body) in entries.into_iter().zip(e.read_bodies(&bodies, &action())) {
+            for (at, body) in e.read_bodies(&bodies, &action).into_iter().enumerate() {
                 match body {
-                    Ok(body) => entry.body = body,
+                    Ok(body) => entries[at].body = body,
                     Err(error) => {
+                        entries.truncate(at);
                         failure = Some(error);
                         break;
                     }
                 }
-                front.push(entry);
             }
             match failure {
                 // Deliver what was read; the failure is met again when it is the head.
-                Some(error) if front.is_empty() => Err(error),
-                _ => Ok(front),
+                Some(error) if entries.is_empty() => Err(error),
+                _ => Ok(entries),
             }
         })
     }

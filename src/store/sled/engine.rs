@@ -1,17 +1,18 @@
 //! One open sled database: opening it, its counters, and the steps the store's operations
 //! share. [`super::SledStore`] wraps it with recovery from failures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::sled::{Batch, Config, Db};
+use ::sled::{Config, Db};
 
+use super::outbox::{self, OpenScan, QueueState};
 use super::seen::SeenSets;
 use crate::store::bodylog::{BodyLog, BodyRef};
-use crate::store::codec;
-use crate::store::{OutboxEntry, ResourceKey, StoreError};
+
+use crate::store::{ResourceKey, StoreError};
 
 /// sled releases its file lock a few milliseconds after the last handle is dropped (its I/O
 /// threads finish in the background), so an immediate reopen waits this long for it. A store
@@ -35,29 +36,10 @@ pub(super) struct Engine {
 
 #[derive(Default, Debug)]
 pub(super) struct Counters {
-    /// Only keys with a non-empty queue.
-    pub(super) depth_by_key: BTreeMap<ResourceKey, u64>,
+    /// Only non-empty queues.
+    pub(super) queues: BTreeMap<ResourceKey, QueueState>,
     pub(super) outbox_total: u64,
     pub(super) dead_total: u64,
-}
-
-impl Counters {
-    pub(super) fn queued(&mut self, key: &ResourceKey, count: u64) {
-        if count > 0 {
-            *self.depth_by_key.entry(key.clone()).or_default() += count;
-            self.outbox_total += count;
-        }
-    }
-
-    pub(super) fn dequeued(&mut self, key: &ResourceKey) {
-        if let Some(depth) = self.depth_by_key.get_mut(key) {
-            *depth -= 1;
-            if *depth == 0 {
-                self.depth_by_key.remove(key);
-            }
-        }
-        self.outbox_total = self.outbox_total.saturating_sub(1);
-    }
 }
 
 pub(super) fn engine(action: impl Into<String>, error: ::sled::Error) -> StoreError {
@@ -107,13 +89,14 @@ impl Engine {
             reason,
         };
         let OpenScan {
-            counters,
+            mut counters,
             live_bodies,
-            inline,
-        } = count_on_open(&db).map_err(open_error)?;
+            older,
+            leftovers,
+        } = outbox::scan_on_open(&db).map_err(open_error)?;
         let bodies = BodyLog::open(&dir.join(BODY_LOG_DIR), live_bodies)
             .map_err(|e| open_error(format!("body log: {e}")))?;
-        move_inline_bodies(&db, &bodies, inline).map_err(open_error)?;
+        outbox::finish_open(&db, &bodies, &mut counters, older, leftovers).map_err(open_error)?;
         Ok(Engine {
             db,
             bodies,
@@ -134,22 +117,11 @@ impl Engine {
         self.db.flush().map(drop).map_err(|e| engine(action, e))
     }
 
-    /// One outbox entry without its body, and where the body is.
-    pub(super) fn read_outbox(
-        &self,
-        key: &ResourceKey,
-        seq: u64,
-        action: &str,
-    ) -> Result<(OutboxEntry, BodyRef), StoreError> {
-        let value = self
-            .db
-            .get(codec::outbox_key(key, seq))
-            .map_err(|e| engine(action, e))?
-            .ok_or_else(|| StoreError::NotInOutbox {
-                key: key.clone(),
-                seq,
-            })?;
-        decode_logged(key.clone(), seq, &value).map_err(|reason| corrupt(action, reason))
+    /// Writes the queue fronts (acks) held in memory, then flushes.
+    pub(super) fn durable_with_fronts(&self, action: impl Into<String>) -> Result<(), StoreError> {
+        let action = action.into();
+        self.write_fronts(&action)?;
+        self.durable(action)
     }
 
     pub(super) fn read_body(&self, body: &BodyRef, action: &str) -> Result<Vec<u8>, StoreError> {
@@ -169,12 +141,19 @@ impl Engine {
             .collect()
     }
 
-    /// Drops a body reference whose outbox entry is gone; a segment left without live bodies
-    /// is deleted once that removal is on disk.
-    pub(super) fn release_body(&self, body: &BodyRef, action: &str) -> Result<(), StoreError> {
+    /// Drops body references whose outbox entries are gone; a segment left without live
+    /// bodies is deleted once that removal is on disk.
+    pub(super) fn release_bodies(
+        &self,
+        bodies: &[BodyRef],
+        action: &str,
+    ) -> Result<(), StoreError> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
         let drained = self
             .bodies
-            .release(body)
+            .release(bodies)
             .map_err(|e| body_error(action, e))?;
         if drained.is_empty() {
             return Ok(());
@@ -187,21 +166,6 @@ impl Engine {
 
     pub(super) fn next_seq(&self, action: &str) -> Result<u64, StoreError> {
         self.db.generate_id().map_err(|e| engine(action, e))
-    }
-}
-
-/// Opening moves every inline body into the body log; meeting one later means damage.
-pub(super) const INLINE_AFTER_OPEN: &str = "outbox entry with its body inline after opening";
-
-/// Decodes an outbox value whose body is in the body log (every one is after opening).
-pub(super) fn decode_logged(
-    key: ResourceKey,
-    seq: u64,
-    value: &[u8],
-) -> Result<(OutboxEntry, BodyRef), String> {
-    match codec::decode_outbox(key, seq, value)? {
-        (entry, Some(body)) => Ok((entry, body)),
-        (_, None) => Err(INLINE_AFTER_OPEN.into()),
     }
 }
 
@@ -219,93 +183,73 @@ pub(super) fn body_error(action: impl Into<String>, error: std::io::Error) -> St
     }
 }
 
-/// Moves bodies stored inside outbox values (stores written before the body log) into the log.
-fn move_inline_bodies(db: &Db, bodies: &BodyLog, inline: Vec<OutboxEntry>) -> Result<(), String> {
-    if inline.is_empty() {
-        return Ok(());
-    }
-    let texts: Vec<&[u8]> = inline.iter().map(|e| e.body.as_slice()).collect();
-    let refs = bodies
-        .append(&texts)
-        .map_err(|e| format!("body log: {e}"))?;
-    let mut batch = Batch::default();
-    for (entry, body) in inline.iter().zip(&refs) {
-        batch.insert(
-            codec::outbox_key(&entry.key, entry.seq),
-            codec::encode_outbox(entry, body),
-        );
-    }
-    db.apply_batch(batch).map_err(|e| e.to_string())?;
-    db.flush().map(drop).map_err(|e| e.to_string())
-}
-
-/// What opening learns from one scan of the outbox and dead letters.
-struct OpenScan {
-    counters: Counters,
-    /// Live bodies per body-log segment.
-    live_bodies: HashMap<u64, u64>,
-    /// Entries whose body is still inside the value (written before the body log).
-    inline: Vec<OutboxEntry>,
-}
-
-/// Recomputes the counters, and the live bodies per body-log segment, by one scan of the
-/// outbox and the dead letters.
-fn count_on_open(db: &Db) -> Result<OpenScan, String> {
-    let mut counters = Counters::default();
-    let mut inline = Vec::new();
-    let mut live_bodies: HashMap<u64, u64> = HashMap::new();
-    for item in db.scan_prefix([codec::TAG_OUTBOX]) {
-        let (key_bytes, value) = item.map_err(|e| e.to_string())?;
-        let (key, seq) = codec::parse_outbox_key(&key_bytes)?;
-        let unreadable = |reason| format!("outbox entry {seq} of {key}: {reason}");
-        match codec::outbox_body_ref(&value).map_err(unreadable)? {
-            Some(body) => *live_bodies.entry(body.segment).or_default() += 1,
-            None => {
-                let (entry, _) =
-                    codec::decode_outbox(key.clone(), seq, &value).map_err(unreadable)?;
-                inline.push(entry);
-            }
-        }
-        counters.queued(&key, 1);
-    }
-    for item in db.scan_prefix([codec::TAG_DEAD]).keys() {
-        item.map_err(|e| e.to_string())?;
-        counters.dead_total += 1;
-    }
-    Ok(OpenScan {
-        counters,
-        live_bodies,
-        inline,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::codec;
+
+    /// A version-2 outbox value (one entry, its body inline and LZ4-compressed), as the first
+    /// builds wrote them.
+    fn version_2_entry(event_id: &str, failure: Option<(u32, i64, &str)>, body: &[u8]) -> Vec<u8> {
+        let put_str = |value: &mut Vec<u8>, text: &str| {
+            value.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            value.extend_from_slice(text.as_bytes());
+        };
+        let mut value = vec![2];
+        value.extend_from_slice(&1_767_225_600_000i64.to_be_bytes());
+        value.extend_from_slice(&failure.map_or(0, |f| f.0).to_be_bytes());
+        match failure {
+            Some((_, next_ms, _)) => {
+                value.push(1);
+                value.extend_from_slice(&next_ms.to_be_bytes());
+            }
+            None => value.push(0),
+        }
+        put_str(&mut value, event_id);
+        match failure {
+            Some((_, _, error)) => {
+                value.push(1);
+                put_str(&mut value, error);
+            }
+            None => value.push(0),
+        }
+        value.extend_from_slice(&lz4_flex::compress_prepend_size(body));
+        value
+    }
 
     #[test]
-    fn bodies_stored_inline_by_older_versions_move_to_the_body_log_on_open() {
+    fn single_entries_of_older_versions_become_runs_keeping_order_bodies_and_failures() {
         let dir = tempfile::tempdir().unwrap();
         let key = ResourceKey::new("cw", "contacts");
         {
             let db = Config::new().path(dir.path()).open().unwrap();
-            // A version-2 outbox value: created, attempts, no next attempt, event id, no
-            // error, then the LZ4 body.
-            let mut value = vec![2];
-            value.extend_from_slice(&1_767_225_600_000i64.to_be_bytes());
-            value.extend_from_slice(&0u32.to_be_bytes());
-            value.push(0);
-            value.extend_from_slice(&2u32.to_be_bytes());
-            value.extend_from_slice(b"e1");
-            value.push(0);
-            value.extend_from_slice(&lz4_flex::compress_prepend_size(b"{\"old\":true}"));
-            db.insert(codec::outbox_key(&key, 7), value).unwrap();
+            let failed =
+                version_2_entry("e1", Some((2, 1_767_225_700_000, "HTTP 503")), b"{\"n\":1}");
+            db.insert(codec::outbox_key(&key, 7), failed).unwrap();
+            let plain = version_2_entry("e2", None, b"{\"n\":2}");
+            db.insert(codec::outbox_key(&key, 8), plain).unwrap();
             db.flush().unwrap();
         }
-        let engine = Engine::open(dir.path(), 1 << 20).unwrap();
-        let (entry, body) = engine.read_outbox(&key, 7, "test").unwrap();
-        assert_eq!(entry.event_id, "e1");
-        assert_eq!(engine.read_body(&body, "test").unwrap(), b"{\"old\":true}");
-        assert_eq!(engine.lock().outbox_total, 1);
+        for _open in 0..2 {
+            // The second open reads what the first one rewrote.
+            let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(engine.lock().outbox_total, 2);
+            let front = engine.front(&key, 10, "test").unwrap();
+            let ids: Vec<&str> = front.iter().map(|(e, _)| e.event_id.as_str()).collect();
+            assert_eq!(ids, ["e1", "e2"]);
+            assert!(front[0].0.seq < front[1].0.seq);
+            let head = &front[0].0;
+            assert_eq!(
+                (head.attempts, head.last_error.as_deref()),
+                (2, Some("HTTP 503"))
+            );
+            assert_eq!(
+                head.next_attempt_at.map(|at| at.timestamp_millis()),
+                Some(1_767_225_700_000)
+            );
+            assert_eq!((front[1].0.attempts, front[1].0.next_attempt_at), (0, None));
+            assert_eq!(engine.read_body(&front[0].1, "test").unwrap(), b"{\"n\":1}");
+            assert_eq!(engine.read_body(&front[1].1, "test").unwrap(), b"{\"n\":2}");
+        }
     }
 }

@@ -1,0 +1,604 @@
+//! The outbox in sled: queues as runs of entries plus one queue-front value each (layout and
+//! why in `store/codec/runs.rs`). Entries leave a queue only at its head, in order; an ack moves
+//! the queue's cursor in memory and writes it at most every [`FRONT_WRITE_INTERVAL`] (and on
+//! flush), and a run is removed in one operation once its last entry has left.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ::sled::{Batch, Db};
+use chrono::{DateTime, Utc};
+
+use super::engine::{Counters, Engine, corrupt, engine};
+use crate::store::bodylog::{BodyLog, BodyRef};
+use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, position};
+use crate::store::{
+    DeadLetter, ERROR_SNIPPET_MAX_BYTES, OutboxEntry, ResourceKey, StoreError, truncate_to_bytes,
+};
+
+/// Longest time an acknowledgement stays in memory only (besides sled's own flush interval):
+/// a crash loses at most this much progress, which means re-sending those notifications.
+const FRONT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A non-empty queue as the engine tracks it.
+#[derive(Debug, Default)]
+pub(super) struct QueueState {
+    pub(super) depth: u64,
+    /// The cursor and the head's failure as they are now.
+    front: QueueFront,
+    /// A queue-front value for this queue is in sled.
+    front_on_disk: bool,
+    /// `front` has changed since it was last written.
+    front_dirty: bool,
+    front_written_at: Option<Instant>,
+    /// The first run: its id and number of entries, once looked up.
+    first_run: Option<(u64, usize)>,
+}
+
+/// Where a queue's head is.
+struct Head {
+    seq: u64,
+    run: u64,
+    index: usize,
+    run_len: usize,
+}
+
+impl Head {
+    fn is_last_of_run(&self) -> bool {
+        self.index + 1 == self.run_len
+    }
+}
+
+impl Engine {
+    /// Stages `entries` (bodies already in the log) as runs at the tail of `key`'s queue.
+    pub(super) fn stage_runs(
+        &self,
+        key: &ResourceKey,
+        entries: &[NewRunEntry<'_>],
+        batch: &mut Batch,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start + 1;
+            let mut bytes = codec::run_entry_bytes(entries[start].event_id);
+            while end < entries.len() && end - start < codec::RUN_MAX_ENTRIES {
+                bytes += codec::run_entry_bytes(entries[end].event_id);
+                if bytes > codec::RUN_MAX_BYTES {
+                    break;
+                }
+                end += 1;
+            }
+            let run = self.next_seq(action)?;
+            batch.insert(
+                codec::outbox_key(key, run),
+                codec::encode_run(&entries[start..end]),
+            );
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` entries from the front of `key`'s queue with where their bodies are. An
+    /// entry that cannot be read ends the list, and is the error when it is the head.
+    pub(super) fn front(
+        &self,
+        key: &ResourceKey,
+        limit: usize,
+        action: &str,
+    ) -> Result<Vec<(OutboxEntry, BodyRef)>, StoreError> {
+        let front = match self.lock().queues.get(key) {
+            Some(queue) => queue.front.clone(),
+            None => return Ok(Vec::new()),
+        };
+        let mut entries = Vec::new();
+        let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
+        for item in self.db.scan_prefix(prefix) {
+            if entries.len() >= limit {
+                break;
+            }
+            let read = item
+                .map_err(|e| engine(action, e))
+                .and_then(|(run_key, value)| {
+                    let (_, run) =
+                        codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action, r))?;
+                    let parsed = Run::parse(&value).map_err(|r| corrupt(action, r))?;
+                    let start = consumed(front.through, run, parsed.len());
+                    let wanted = (parsed.len() - start).min(limit - entries.len());
+                    let mut read = Vec::with_capacity(wanted);
+                    for index in start..start + wanted {
+                        let seq = position(run, index);
+                        let entry = parsed
+                            .entry(index)
+                            .map_err(|r| corrupt(action, format!("entry {seq}: {r}")))?;
+                        read.push((outbox_entry(key, seq, &entry, &front), entry.body));
+                    }
+                    Ok(read)
+                });
+            match read {
+                Ok(read) => entries.extend(read),
+                Err(error) if entries.is_empty() => return Err(error),
+                // Deliver what was read; the failure is met again when it is the head.
+                Err(_) => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Acknowledges the head `seq`. Returns the bodies to release (those of a finished run).
+    pub(super) fn ack(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        action: &str,
+    ) -> Result<Vec<BodyRef>, StoreError> {
+        let mut counters = self.lock();
+        let Some(queue) = counters.queues.get_mut(key) else {
+            return Ok(Vec::new()); // nothing queued: already gone
+        };
+        let head = self.head(key, queue, action)?;
+        if seq < head.seq {
+            return Ok(Vec::new());
+        }
+        self.check_head(key, seq, &head, action)?;
+        let released = self.consume_head(key, queue, &head, action)?;
+        counters.dequeued(key);
+        Ok(released)
+    }
+
+    /// Records a failed attempt of the head `seq`, written to sled at once.
+    pub(super) fn record_failure(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let mut counters = self.lock();
+        let queue = counters
+            .queues
+            .get_mut(key)
+            .ok_or_else(|| not_in_outbox(key, seq))?;
+        let head = self.head(key, queue, action)?;
+        self.check_head(key, seq, &head, action)?;
+        queue.front.failure = Some(HeadFailure {
+            seq,
+            attempts,
+            next_attempt_at,
+            last_error: truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string(),
+        });
+        self.write_front(key, queue, action)
+    }
+
+    /// Moves the head `seq` to the dead letters in one batch. Returns the bodies to release.
+    pub(super) fn dead_letter(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+        action: &str,
+    ) -> Result<Vec<BodyRef>, StoreError> {
+        let mut counters = self.lock();
+        let queue = counters
+            .queues
+            .get_mut(key)
+            .ok_or_else(|| not_in_outbox(key, seq))?;
+        let head = self.head(key, queue, action)?;
+        self.check_head(key, seq, &head, action)?;
+        let run_key = codec::outbox_key(key, head.run);
+        let value = self
+            .db
+            .get(&run_key)
+            .map_err(|e| engine(action, e))?
+            .ok_or_else(|| corrupt(action, format!("the run of entry {seq} is gone")))?;
+        let run = Run::parse(&value).map_err(|r| corrupt(action, r))?;
+        let entry = run.entry(head.index).map_err(|r| corrupt(action, r))?;
+        // The letter keeps its own copy: the body log drops what the outbox no longer holds.
+        let body = self.read_body(&entry.body, action)?;
+        let taken = self
+            .db
+            .contains_key(codec::dead_key(entry.event_id))
+            .map_err(|e| engine(action, e))?;
+        let letter = DeadLetter {
+            id: match taken {
+                false => entry.event_id.to_string(),
+                true => format!("{}.{seq}", entry.event_id),
+            },
+            key: key.clone(),
+            event_id: entry.event_id.to_string(),
+            body,
+            created_at: entry.created_at,
+            attempts,
+            last_status: status,
+            last_error: truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string(),
+            dead_at: Utc::now(),
+        };
+        let mut batch = Batch::default();
+        batch.insert(codec::dead_key(&letter.id), codec::encode_dead(&letter));
+        let front = QueueFront {
+            through: Some(seq),
+            failure: None,
+        };
+        let released = match head.is_last_of_run() {
+            true => {
+                batch.remove(run_key);
+                batch.remove(codec::queue_front_key(key));
+                run.bodies().map_err(|r| corrupt(action, r))?
+            }
+            false => {
+                batch.insert(
+                    codec::queue_front_key(key),
+                    codec::encode_queue_front(&front),
+                );
+                Vec::new()
+            }
+        };
+        self.db.apply_batch(batch).map_err(|e| engine(action, e))?;
+        queue.front = front;
+        queue.front_dirty = false;
+        queue.front_on_disk = !head.is_last_of_run();
+        queue.front_written_at = Some(Instant::now());
+        if head.is_last_of_run() {
+            queue.first_run = None;
+        }
+        counters.dequeued(key);
+        counters.dead_total += 1;
+        Ok(released)
+    }
+
+    /// Writes every queue front that changed since it was last written (before a flush).
+    pub(super) fn write_fronts(&self, action: &str) -> Result<(), StoreError> {
+        let mut counters = self.lock();
+        let mut batch = Batch::default();
+        let mut written = 0;
+        for (key, queue) in counters.queues.iter_mut().filter(|(_, q)| q.front_dirty) {
+            batch.insert(
+                codec::queue_front_key(key),
+                codec::encode_queue_front(&queue.front),
+            );
+            queue.front_dirty = false;
+            queue.front_on_disk = true;
+            written += 1;
+        }
+        if written > 0 {
+            self.db.apply_batch(batch).map_err(|e| engine(action, e))?;
+        }
+        Ok(())
+    }
+
+    /// Where `key`'s head is (the first run is looked up once per run).
+    fn head(
+        &self,
+        key: &ResourceKey,
+        queue: &mut QueueState,
+        action: &str,
+    ) -> Result<Head, StoreError> {
+        let (run, run_len) = match queue.first_run {
+            Some(first) => first,
+            None => {
+                let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
+                let (run_key, value) = self
+                    .db
+                    .scan_prefix(prefix)
+                    .next()
+                    .transpose()
+                    .map_err(|e| engine(action, e))?
+                    .ok_or_else(|| {
+                        corrupt(action, format!("{} queued, but no run", queue.depth))
+                    })?;
+                let (_, run) = codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action, r))?;
+                let len = Run::parse(&value).map_err(|r| corrupt(action, r))?.len();
+                *queue.first_run.insert((run, len))
+            }
+        };
+        let index = consumed(queue.front.through, run, run_len);
+        if index >= run_len {
+            return Err(corrupt(
+                action,
+                format!("run {run} was consumed but not removed"),
+            ));
+        }
+        Ok(Head {
+            seq: position(run, index),
+            run,
+            index,
+            run_len,
+        })
+    }
+
+    /// The head has left the queue: move the cursor, and remove its run when it was the last.
+    fn consume_head(
+        &self,
+        key: &ResourceKey,
+        queue: &mut QueueState,
+        head: &Head,
+        action: &str,
+    ) -> Result<Vec<BodyRef>, StoreError> {
+        queue.front.through = Some(head.seq);
+        if queue
+            .front
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.seq <= head.seq)
+        {
+            queue.front.failure = None;
+        }
+        if !head.is_last_of_run() {
+            queue.front_dirty = true;
+            let due = queue
+                .front_written_at
+                .is_none_or(|at| at.elapsed() >= FRONT_WRITE_INTERVAL);
+            return match due {
+                true => self.write_front(key, queue, action).map(|()| Vec::new()),
+                false => Ok(Vec::new()),
+            };
+        }
+        let removed = self
+            .db
+            .remove(codec::outbox_key(key, head.run))
+            .map_err(|e| engine(action, e))?;
+        queue.first_run = None;
+        if queue.front_on_disk {
+            // It only says how far a run that is now gone was consumed.
+            self.db
+                .remove(codec::queue_front_key(key))
+                .map_err(|e| engine(action, e))?;
+            queue.front_on_disk = false;
+        }
+        queue.front_dirty = false;
+        match removed {
+            Some(value) => Run::parse(&value)
+                .and_then(|run| run.bodies())
+                .map_err(|r| corrupt(action, r)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn write_front(
+        &self,
+        key: &ResourceKey,
+        queue: &mut QueueState,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .insert(
+                codec::queue_front_key(key),
+                codec::encode_queue_front(&queue.front),
+            )
+            .map_err(|e| engine(action, e))?;
+        queue.front_on_disk = true;
+        queue.front_dirty = false;
+        queue.front_written_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+impl Counters {
+    pub(super) fn queued(&mut self, key: &ResourceKey, count: u64) {
+        if count > 0 {
+            self.queues.entry(key.clone()).or_default().depth += count;
+            self.outbox_total += count;
+        }
+    }
+
+    /// One entry left `key`'s queue; an emptied queue is forgotten (its last run is gone).
+    pub(super) fn dequeued(&mut self, key: &ResourceKey) {
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.depth -= 1;
+            if queue.depth == 0 {
+                self.queues.remove(key);
+            }
+        }
+        self.outbox_total = self.outbox_total.saturating_sub(1);
+    }
+}
+
+/// How many entries of run `run` (of `len` entries) have left the queue, given its cursor.
+fn consumed(through: Option<u64>, run: u64, len: usize) -> usize {
+    match through {
+        Some(through) if through >= position(run, 0) => {
+            usize::try_from(through - position(run, 0) + 1).map_or(len, |n| n.min(len))
+        }
+        _ => 0,
+    }
+}
+
+fn outbox_entry(
+    key: &ResourceKey,
+    seq: u64,
+    entry: &codec::RunEntry<'_>,
+    front: &QueueFront,
+) -> OutboxEntry {
+    let failure = front.failure.as_ref().filter(|f| f.seq == seq);
+    OutboxEntry {
+        key: key.clone(),
+        seq,
+        event_id: entry.event_id.to_string(),
+        body: Vec::new(),
+        created_at: entry.created_at,
+        attempts: failure.map_or(0, |f| f.attempts),
+        next_attempt_at: failure.map(|f| f.next_attempt_at),
+        last_error: failure.map(|f| f.last_error.clone()),
+    }
+}
+
+impl Engine {
+    /// Ok when `seq` is the head; otherwise says whether it is queued behind it or not at all.
+    fn check_head(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        head: &Head,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        if seq == head.seq {
+            return Ok(());
+        }
+        let (run, index) = codec::split_position(seq);
+        let queued_behind = match run.cmp(&head.run) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => index > head.index && index < head.run_len,
+            std::cmp::Ordering::Greater => {
+                let value = self
+                    .db
+                    .get(codec::outbox_key(key, run))
+                    .map_err(|e| engine(action, e))?;
+                value.is_some_and(|v| Run::parse(&v).is_ok_and(|run| index < run.len()))
+            }
+        };
+        match queued_behind {
+            true => Err(StoreError::NotHead {
+                key: key.clone(),
+                seq,
+                head: head.seq,
+            }),
+            false => Err(not_in_outbox(key, seq)),
+        }
+    }
+}
+
+fn not_in_outbox(key: &ResourceKey, seq: u64) -> StoreError {
+    StoreError::NotInOutbox {
+        key: key.clone(),
+        seq,
+    }
+}
+
+/// What opening learns from one scan of the outbox, queue fronts and dead letters.
+pub(super) struct OpenScan {
+    pub(super) counters: Counters,
+    /// Live bodies per body-log segment.
+    pub(super) live_bodies: HashMap<u64, u64>,
+    /// Single-entry values of older builds, to rewrite as runs once the body log is open
+    /// (with the body inline when written before the body log).
+    pub(super) older: Vec<(OutboxEntry, Option<BodyRef>)>,
+    /// Keys of runs every entry of which had left, and queue fronts of empty queues.
+    pub(super) leftovers: Vec<Vec<u8>>,
+}
+
+/// Counts the queues, dead letters and live bodies per segment from one scan.
+pub(super) fn scan_on_open(db: &Db) -> Result<OpenScan, String> {
+    let mut fronts: HashMap<ResourceKey, QueueFront> = HashMap::new();
+    let mut leftovers = Vec::new();
+    for item in db.scan_prefix([codec::TAG_QUEUE_FRONT]) {
+        let (key_bytes, value) = item.map_err(|e| e.to_string())?;
+        let (key, _) = codec::parse_resource_key(&key_bytes)?;
+        let front = codec::decode_queue_front(&value)
+            .map_err(|reason| format!("queue front of {key}: {reason}"))?;
+        fronts.insert(key, front);
+    }
+    let mut counters = Counters::default();
+    let mut live_bodies: HashMap<u64, u64> = HashMap::new();
+    let mut older = Vec::new();
+    for item in db.scan_prefix([codec::TAG_OUTBOX]) {
+        let (key_bytes, value) = item.map_err(|e| e.to_string())?;
+        let (key, run) = codec::parse_outbox_key(&key_bytes)?;
+        let unreadable = |reason| format!("outbox run {run} of {key}: {reason}");
+        if !codec::is_run(&value).map_err(unreadable)? {
+            let (entry, body) =
+                codec::decode_single_entry(key.clone(), run, &value).map_err(unreadable)?;
+            if let Some(body) = body {
+                *live_bodies.entry(body.segment).or_default() += 1;
+            }
+            older.push((entry, body));
+            continue;
+        }
+        let parsed = Run::parse(&value).map_err(unreadable)?;
+        let through = fronts.get(&key).and_then(|front| front.through);
+        let left = consumed(through, run, parsed.len());
+        if left == parsed.len() {
+            leftovers.push(key_bytes.to_vec());
+            continue;
+        }
+        for body in parsed.bodies().map_err(unreadable)? {
+            *live_bodies.entry(body.segment).or_default() += 1;
+        }
+        counters.queued(&key, (parsed.len() - left) as u64);
+    }
+    for (key, front) in fronts {
+        match counters.queues.get_mut(&key) {
+            Some(queue) => {
+                queue.front = front;
+                queue.front_on_disk = true;
+            }
+            // A later batch entry for the same key (a rewritten head's failure) wins.
+            None => leftovers.push(codec::queue_front_key(&key)),
+        }
+    }
+    for item in db.scan_prefix([codec::TAG_DEAD]).keys() {
+        item.map_err(|e| e.to_string())?;
+        counters.dead_total += 1;
+    }
+    Ok(OpenScan {
+        counters,
+        live_bodies,
+        older,
+        leftovers,
+    })
+}
+
+/// Finishes opening once the body log is open: rewrites single entries of older builds as runs
+/// of one under the same key (bodies written inline move into the log; a head's failure moves
+/// to its queue front), and removes what [`scan_on_open`] found left over.
+pub(super) fn finish_open(
+    db: &Db,
+    bodies: &BodyLog,
+    counters: &mut Counters,
+    scan_older: Vec<(OutboxEntry, Option<BodyRef>)>,
+    leftovers: Vec<Vec<u8>>,
+) -> Result<(), String> {
+    if scan_older.is_empty() && leftovers.is_empty() {
+        return Ok(());
+    }
+    let inline: Vec<&[u8]> = scan_older
+        .iter()
+        .filter(|(_, body)| body.is_none())
+        .map(|(entry, _)| entry.body.as_slice())
+        .collect();
+    let mut appended = bodies
+        .append(&inline)
+        .map_err(|e| format!("body log: {e}"))?
+        .into_iter();
+    let mut batch = Batch::default();
+    for key in leftovers {
+        batch.remove(key);
+    }
+    for (entry, body) in &scan_older {
+        let body = match body {
+            Some(body) => *body,
+            None => appended.next().expect("one appended body per inline one"),
+        };
+        let run = [NewRunEntry {
+            event_id: &entry.event_id,
+            created_at: entry.created_at,
+            body,
+        }];
+        batch.insert(
+            codec::outbox_key(&entry.key, entry.seq),
+            codec::encode_run(&run),
+        );
+        let is_new_queue = !counters.queues.contains_key(&entry.key);
+        let queue = counters.queues.entry(entry.key.clone()).or_default();
+        if is_new_queue && let Some(next_attempt_at) = entry.next_attempt_at {
+            queue.front.failure = Some(HeadFailure {
+                seq: position(entry.seq, 0),
+                attempts: entry.attempts,
+                next_attempt_at,
+                last_error: entry.last_error.clone().unwrap_or_default(),
+            });
+            queue.front_on_disk = true;
+            batch.insert(
+                codec::queue_front_key(&entry.key),
+                codec::encode_queue_front(&queue.front),
+            );
+        }
+        queue.depth += 1;
+        counters.outbox_total += 1;
+    }
+    db.apply_batch(batch).map_err(|e| e.to_string())?;
+    db.flush().map(drop).map_err(|e| e.to_string())
+}
