@@ -318,7 +318,8 @@ impl Store for SledStore {
 
     fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         self.with_engine(|e| {
-            let action = format!("acknowledge entry {seq} of {key}");
+            // Formatted only for an error: acks are the hot path of delivery.
+            let action = || format!("acknowledge entry {seq} of {key}");
             let released = e.ack(key, seq, &action)?;
             e.release_bodies(&released, &action)
         })
@@ -333,7 +334,7 @@ impl Store for SledStore {
         error: &str,
     ) -> Result<(), StoreError> {
         self.with_engine(|e| {
-            let action = format!("record a failed attempt of entry {seq} of {key}");
+            let action = || format!("record a failed attempt of entry {seq} of {key}");
             e.record_failure(key, seq, attempts, next_attempt_at, error, &action)
         })
     }
@@ -347,7 +348,7 @@ impl Store for SledStore {
         error: &str,
     ) -> Result<(), StoreError> {
         self.with_engine(|e| {
-            let action = format!("dead-letter entry {seq} of {key}");
+            let action = || format!("dead-letter entry {seq} of {key}");
             let released = e.dead_letter(key, seq, attempts, status, error, &action)?;
             e.release_bodies(&released, &action)
         })
@@ -469,9 +470,10 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         self.with_engine(|e| {
-            let action = format!("read the front of the outbox of {key}");
+            let action = || format!("read the front of the outbox of {key}");
             let (mut entries, bodies): (Vec<OutboxEntry>, Vec<_>) =
                 e.front(key, limit, &action)?.into_iter().unzip();
+            let action = action();
             let mut failure = None;
             for (at, body) in e.read_bodies(&bodies, &action).into_iter().enumerate() {
                 match body {

@@ -120,7 +120,7 @@ impl Engine {
     /// Writes the queue fronts (acks) held in memory, then flushes.
     pub(super) fn durable_with_fronts(&self, action: impl Into<String>) -> Result<(), StoreError> {
         let action = action.into();
-        self.write_fronts(&action)?;
+        self.write_fronts(&|| action.clone())?;
         self.durable(action)
     }
 
@@ -146,11 +146,12 @@ impl Engine {
     pub(super) fn release_bodies(
         &self,
         bodies: &[BodyRef],
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<(), StoreError> {
         if bodies.is_empty() {
             return Ok(());
         }
+        let action = &action();
         let drained = self
             .bodies
             .release(bodies)
@@ -234,7 +235,7 @@ mod tests {
             // The second open reads what the first one rewrote.
             let engine = Engine::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(engine.lock().outbox_total, 2);
-            let front = engine.front(&key, 10, "test").unwrap();
+            let front = engine.front(&key, 10, &|| "test".into()).unwrap();
             let ids: Vec<&str> = front.iter().map(|(e, _)| e.event_id.as_str()).collect();
             assert_eq!(ids, ["e1", "e2"]);
             assert!(front[0].0.seq < front[1].0.seq);

@@ -85,7 +85,7 @@ impl Engine {
         &self,
         key: &ResourceKey,
         limit: usize,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<Vec<(OutboxEntry, BodyRef)>, StoreError> {
         let front = match self.lock().queues.get(key) {
             Some(queue) => queue.front.clone(),
@@ -98,11 +98,11 @@ impl Engine {
                 break;
             }
             let read = item
-                .map_err(|e| engine(action, e))
+                .map_err(|e| engine(action(), e))
                 .and_then(|(run_key, value)| {
                     let (_, run) =
-                        codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action, r))?;
-                    let parsed = Run::parse(&value).map_err(|r| corrupt(action, r))?;
+                        codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action(), r))?;
+                    let parsed = Run::parse(&value).map_err(|r| corrupt(action(), r))?;
                     let start = consumed(front.through, run, parsed.len());
                     let wanted = (parsed.len() - start).min(limit - entries.len());
                     let mut read = Vec::with_capacity(wanted);
@@ -110,7 +110,7 @@ impl Engine {
                         let seq = position(run, index);
                         let entry = parsed
                             .entry(index)
-                            .map_err(|r| corrupt(action, format!("entry {seq}: {r}")))?;
+                            .map_err(|r| corrupt(action(), format!("entry {seq}: {r}")))?;
                         read.push((outbox_entry(key, seq, &entry, &front), entry.body));
                     }
                     Ok(read)
@@ -130,7 +130,7 @@ impl Engine {
         &self,
         key: &ResourceKey,
         seq: u64,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<Vec<BodyRef>, StoreError> {
         let mut counters = self.lock();
         let Some(queue) = counters.queues.get_mut(key) else {
@@ -154,7 +154,7 @@ impl Engine {
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
         error: &str,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<(), StoreError> {
         let mut counters = self.lock();
         let queue = counters
@@ -180,7 +180,7 @@ impl Engine {
         attempts: u32,
         status: Option<u16>,
         error: &str,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<Vec<BodyRef>, StoreError> {
         let mut counters = self.lock();
         let queue = counters
@@ -193,16 +193,16 @@ impl Engine {
         let value = self
             .db
             .get(&run_key)
-            .map_err(|e| engine(action, e))?
-            .ok_or_else(|| corrupt(action, format!("the run of entry {seq} is gone")))?;
-        let run = Run::parse(&value).map_err(|r| corrupt(action, r))?;
-        let entry = run.entry(head.index).map_err(|r| corrupt(action, r))?;
+            .map_err(|e| engine(action(), e))?
+            .ok_or_else(|| corrupt(action(), format!("the run of entry {seq} is gone")))?;
+        let run = Run::parse(&value).map_err(|r| corrupt(action(), r))?;
+        let entry = run.entry(head.index).map_err(|r| corrupt(action(), r))?;
         // The letter keeps its own copy: the body log drops what the outbox no longer holds.
-        let body = self.read_body(&entry.body, action)?;
+        let body = self.read_body(&entry.body, &action())?;
         let taken = self
             .db
             .contains_key(codec::dead_key(entry.event_id))
-            .map_err(|e| engine(action, e))?;
+            .map_err(|e| engine(action(), e))?;
         let letter = DeadLetter {
             id: match taken {
                 false => entry.event_id.to_string(),
@@ -227,7 +227,7 @@ impl Engine {
             true => {
                 batch.remove(run_key);
                 batch.remove(codec::queue_front_key(key));
-                run.bodies().map_err(|r| corrupt(action, r))?
+                run.bodies().map_err(|r| corrupt(action(), r))?
             }
             false => {
                 batch.insert(
@@ -237,7 +237,9 @@ impl Engine {
                 Vec::new()
             }
         };
-        self.db.apply_batch(batch).map_err(|e| engine(action, e))?;
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| engine(action(), e))?;
         queue.front = front;
         queue.front_dirty = false;
         queue.front_on_disk = !head.is_last_of_run();
@@ -251,7 +253,7 @@ impl Engine {
     }
 
     /// Writes every queue front that changed since it was last written (before a flush).
-    pub(super) fn write_fronts(&self, action: &str) -> Result<(), StoreError> {
+    pub(super) fn write_fronts(&self, action: &dyn Fn() -> String) -> Result<(), StoreError> {
         let mut counters = self.lock();
         let mut batch = Batch::default();
         let mut written = 0;
@@ -265,7 +267,9 @@ impl Engine {
             written += 1;
         }
         if written > 0 {
-            self.db.apply_batch(batch).map_err(|e| engine(action, e))?;
+            self.db
+                .apply_batch(batch)
+                .map_err(|e| engine(action(), e))?;
         }
         Ok(())
     }
@@ -275,7 +279,7 @@ impl Engine {
         &self,
         key: &ResourceKey,
         queue: &mut QueueState,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<Head, StoreError> {
         let (run, run_len) = match queue.first_run {
             Some(first) => first,
@@ -286,19 +290,20 @@ impl Engine {
                     .scan_prefix(prefix)
                     .next()
                     .transpose()
-                    .map_err(|e| engine(action, e))?
+                    .map_err(|e| engine(action(), e))?
                     .ok_or_else(|| {
-                        corrupt(action, format!("{} queued, but no run", queue.depth))
+                        corrupt(action(), format!("{} queued, but no run", queue.depth))
                     })?;
-                let (_, run) = codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action, r))?;
-                let len = Run::parse(&value).map_err(|r| corrupt(action, r))?.len();
+                let (_, run) =
+                    codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action(), r))?;
+                let len = Run::parse(&value).map_err(|r| corrupt(action(), r))?.len();
                 *queue.first_run.insert((run, len))
             }
         };
         let index = consumed(queue.front.through, run, run_len);
         if index >= run_len {
             return Err(corrupt(
-                action,
+                action(),
                 format!("run {run} was consumed but not removed"),
             ));
         }
@@ -316,7 +321,7 @@ impl Engine {
         key: &ResourceKey,
         queue: &mut QueueState,
         head: &Head,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<Vec<BodyRef>, StoreError> {
         queue.front.through = Some(head.seq);
         if queue
@@ -340,20 +345,20 @@ impl Engine {
         let removed = self
             .db
             .remove(codec::outbox_key(key, head.run))
-            .map_err(|e| engine(action, e))?;
+            .map_err(|e| engine(action(), e))?;
         queue.first_run = None;
         if queue.front_on_disk {
             // It only says how far a run that is now gone was consumed.
             self.db
                 .remove(codec::queue_front_key(key))
-                .map_err(|e| engine(action, e))?;
+                .map_err(|e| engine(action(), e))?;
             queue.front_on_disk = false;
         }
         queue.front_dirty = false;
         match removed {
             Some(value) => Run::parse(&value)
                 .and_then(|run| run.bodies())
-                .map_err(|r| corrupt(action, r)),
+                .map_err(|r| corrupt(action(), r)),
             None => Ok(Vec::new()),
         }
     }
@@ -362,14 +367,14 @@ impl Engine {
         &self,
         key: &ResourceKey,
         queue: &mut QueueState,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<(), StoreError> {
         self.db
             .insert(
                 codec::queue_front_key(key),
                 codec::encode_queue_front(&queue.front),
             )
-            .map_err(|e| engine(action, e))?;
+            .map_err(|e| engine(action(), e))?;
         queue.front_on_disk = true;
         queue.front_dirty = false;
         queue.front_written_at = Some(Instant::now());
@@ -433,7 +438,7 @@ impl Engine {
         key: &ResourceKey,
         seq: u64,
         head: &Head,
-        action: &str,
+        action: &dyn Fn() -> String,
     ) -> Result<(), StoreError> {
         if seq == head.seq {
             return Ok(());
@@ -446,7 +451,7 @@ impl Engine {
                 let value = self
                     .db
                     .get(codec::outbox_key(key, run))
-                    .map_err(|e| engine(action, e))?;
+                    .map_err(|e| engine(action(), e))?;
                 value.is_some_and(|v| Run::parse(&v).is_ok_and(|run| index < run.len()))
             }
         };
