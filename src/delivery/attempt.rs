@@ -13,7 +13,7 @@ use hyper::header::{
 use hyper::{Method, Request};
 use tokio::time::Instant;
 
-use super::client::{Endpoint, WebhookClient};
+use super::client::{Endpoint, WebhookClient, redacted_url};
 use super::sign::{SigningKey, WebhookSecret};
 use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
@@ -30,7 +30,7 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("callback_url", &self.callback_url)
+            .field("callback_url", &redacted_url(&self.callback_url))
             .field(
                 "signed",
                 &(self.signature_key.is_some() || self.webhook_secret.is_some()),
@@ -63,6 +63,8 @@ const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Route {
     pub target: Target,
+    /// The callback URL for logs, without its user name and password.
+    pub shown_url: String,
     /// Why the URL cannot be sent to, when it cannot: every attempt then fails with that.
     endpoint: Result<Endpoint, String>,
     elements_key: Option<SigningKey>,
@@ -73,6 +75,7 @@ impl Route {
     pub fn new(target: Target) -> Route {
         Route {
             endpoint: Endpoint::parse(&target.callback_url).map_err(|e| error_chain(&e)),
+            shown_url: redacted_url(&target.callback_url),
             elements_key: target
                 .signature_key
                 .as_ref()

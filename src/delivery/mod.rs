@@ -306,7 +306,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                                 resource = span.1,
                                 event_id = span.2,
                                 "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
-                                route.target.callback_url,
+                                route.shown_url,
                                 delay
                             );
                             failing = true;
