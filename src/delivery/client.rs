@@ -170,6 +170,22 @@ impl WebhookClient {
     }
 }
 
+/// Proxy variables reqwest would have obeyed (curl's names) that are set in this environment.
+/// Webhook deliveries connect directly; the provider requests still use them.
+pub fn ignored_proxy_variables() -> Vec<&'static str> {
+    [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ]
+    .into_iter()
+    .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    .collect()
+}
+
 /// rustls with ring, TLS 1.2 and 1.3, trusting the system roots and `extra_ca_pem`.
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = RootCertStore::empty();

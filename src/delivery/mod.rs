@@ -64,6 +64,13 @@ impl Deliverer {
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Result<Deliverer, ClientError> {
         let http = Arc::new(WebhookClient::new(settings, None)?);
+        let proxies = client::ignored_proxy_variables();
+        if !proxies.is_empty() {
+            tracing::warn!(
+                "webhook deliveries connect directly: {} is ignored for them",
+                proxies.join(", ")
+            );
+        }
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
