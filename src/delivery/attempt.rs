@@ -2,9 +2,18 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    USER_AGENT,
+};
+use hyper::{Method, Request};
+use tokio::time::Instant;
 
+use super::client::{Endpoint, WebhookClient, redacted_url};
 use super::sign::{SigningKey, WebhookSecret};
 use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
@@ -21,7 +30,7 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("callback_url", &self.callback_url)
+            .field("callback_url", &redacted_url(&self.callback_url))
             .field(
                 "signed",
                 &(self.signature_key.is_some() || self.webhook_secret.is_some()),
@@ -38,14 +47,26 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const POLLERD_USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("pollerd/", env!("CARGO_PKG_VERSION")));
+/// What reqwest sent by default; receivers may have come to expect it.
+const ACCEPT_ANY: HeaderValue = HeaderValue::from_static("*/*");
+
+/// The most of an error answer's body read for the log and the dead letter (a snippet of it is
+/// kept); reading a typical error page to its end lets the connection be reused.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// The longest the error body is waited for, within the attempt's timeout.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
 /// A [`Target`] made ready to send to, once per target rather than once per notification: its
 /// URL parsed and its signing keys expanded.
 #[derive(Debug)]
 pub struct Route {
     pub target: Target,
-    /// `None` when the URL does not parse: the request then fails the way it always did.
-    url: Option<reqwest::Url>,
+    /// The callback URL for logs, without its user name and password.
+    pub shown_url: String,
+    /// Why the URL cannot be sent to, when it cannot: every attempt then fails with that.
+    endpoint: Result<Endpoint, String>,
     elements_key: Option<SigningKey>,
     standard_key: Option<SigningKey>,
 }
@@ -53,7 +74,8 @@ pub struct Route {
 impl Route {
     pub fn new(target: Target) -> Route {
         Route {
-            url: reqwest::Url::parse(&target.callback_url).ok(),
+            endpoint: Endpoint::parse(&target.callback_url).map_err(|e| error_chain(&e)),
+            shown_url: redacted_url(&target.callback_url),
             elements_key: target
                 .signature_key
                 .as_ref()
@@ -93,66 +115,34 @@ pub fn is_retryable(status: u16) -> bool {
 
 /// Sends `entry` along `route` once.
 pub async fn attempt(
-    http: &reqwest::Client,
+    http: &WebhookClient,
     route: &Route,
     entry: &OutboxEntry,
-    body: &bytes::Bytes,
+    body: &Bytes,
     now: DateTime<Utc>,
 ) -> Outcome {
-    let timestamp = now.timestamp();
-    let request = match &route.url {
-        Some(url) => http.post(url.clone()),
-        None => http.post(&route.target.callback_url),
-    };
-    let request = request.header(CONTENT_TYPE, APPLICATION_JSON);
-    let mut request = match HeaderValue::from_str(&entry.event_id) {
-        Ok(id) => request
-            .header(ELEMENTS_WEBHOOK_ID, id.clone())
-            .header(WEBHOOK_ID, id),
-        // Not a valid header value: reqwest reports it when sending, as it always did.
-        Err(_) => request.header(ELEMENTS_WEBHOOK_ID, &entry.event_id),
-    }
-    .header(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Some(key) = &route.elements_key {
-        request = request.header(ELEMENTS_WEBHOOK_SIGNATURE, key.elements_signature(body));
-    }
-    if let Some(key) = &route.standard_key {
-        request = request.header(
-            WEBHOOK_SIGNATURE,
-            key.standard_signature(&entry.event_id, timestamp, body),
-        );
-    }
-    let response = match request.body(body.clone()).send().await {
+    let deadline = Instant::now() + http.timeout();
+    let request = match request(route, entry, body, now) {
         Ok(r) => r,
-        Err(e) => {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            return Outcome::Retry {
-                status: None,
-                error: format!("{kind}: {}", error_chain(&e.without_url())),
-                retry_after: None,
-            };
-        }
+        Err(e) => return failed("request failed", &e),
+    };
+    let response = match http.send(request, deadline).await {
+        Ok(r) => r,
+        Err(e) => return failed(e.kind(), &e),
     };
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v: &HeaderValue| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now));
     if (200..300).contains(&status) {
         return Outcome::Delivered { status };
     }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
     // Read a little of the answer for the log and the dead letter.
-    let body = tokio::time::timeout(Duration::from_secs(2), response.bytes())
+    let wait_until = deadline.min(Instant::now() + ERROR_BODY_WAIT);
+    let body = tokio::time::timeout_at(wait_until, start_of(response.into_body()))
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default();
     let error = format!("HTTP {status}: {}", snippet(&body));
     if is_retryable(status) {
@@ -164,6 +154,85 @@ pub async fn attempt(
     } else {
         Outcome::Reject { status, error }
     }
+}
+
+/// Why a request could not be made from a route and an entry.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// Why the callback URL cannot be sent to, told once when the route was made.
+    #[error("{0}")]
+    Endpoint(String),
+    #[error("the event id is not a valid header value")]
+    EventId(#[source] hyper::header::InvalidHeaderValue),
+    #[error("a signature is not a valid header value")]
+    Signature(#[source] hyper::header::InvalidHeaderValue),
+}
+
+/// The POST of SPEC §5: the body and its headers, signed for this attempt's timestamp.
+fn request(
+    route: &Route,
+    entry: &OutboxEntry,
+    body: &Bytes,
+    now: DateTime<Utc>,
+) -> Result<Request<Full<Bytes>>, RequestError> {
+    let endpoint = route
+        .endpoint
+        .as_ref()
+        .map_err(|why| RequestError::Endpoint(why.clone()))?;
+    let id = HeaderValue::from_str(&entry.event_id).map_err(RequestError::EventId)?;
+    let timestamp = now.timestamp();
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = endpoint.uri.clone();
+    let headers = request.headers_mut();
+    headers.reserve(12);
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(USER_AGENT, POLLERD_USER_AGENT);
+    headers.insert(ACCEPT, ACCEPT_ANY);
+    if let Some(credentials) = &endpoint.authorization {
+        headers.insert(AUTHORIZATION, credentials.clone());
+    }
+    headers.insert(ELEMENTS_WEBHOOK_ID, id.clone());
+    headers.insert(WEBHOOK_ID, id);
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    if let Some(key) = &route.elements_key {
+        let signature =
+            HeaderValue::try_from(key.elements_signature(body)).map_err(RequestError::Signature)?;
+        headers.insert(ELEMENTS_WEBHOOK_SIGNATURE, signature);
+    }
+    if let Some(key) = &route.standard_key {
+        let signature =
+            HeaderValue::try_from(key.standard_signature(&entry.event_id, timestamp, body))
+                .map_err(RequestError::Signature)?;
+        headers.insert(WEBHOOK_SIGNATURE, signature);
+    }
+    Ok(request)
+}
+
+/// A failure before any answer: worth another try, as SPEC §6 says of connection errors.
+fn failed(kind: &str, e: &(dyn std::error::Error + 'static)) -> Outcome {
+    Outcome::Retry {
+        status: None,
+        error: format!("{kind}: {}", error_chain(e)),
+        retry_after: None,
+    }
+}
+
+/// Up to [`ERROR_BODY_LIMIT`] bytes of an answer's body; what arrived when reading fails.
+async fn start_of(mut body: Incoming) -> Vec<u8> {
+    let mut read = Vec::new();
+    while read.len() < ERROR_BODY_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read.extend_from_slice(data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    read
 }
 
 /// The delay before attempt `failures + 1`: the schedule's step with up to 20 % added jitter

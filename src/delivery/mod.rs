@@ -5,6 +5,9 @@
 //! dead letter when the receiver rejects it or the schedule runs out.
 
 pub mod attempt;
+pub mod client;
+#[cfg(test)]
+mod client_tests;
 pub mod sign;
 #[cfg(test)]
 mod tests;
@@ -19,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use attempt::{Outcome, Route, Target};
+pub use client::{ClientError, WebhookClient};
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
@@ -37,10 +41,10 @@ pub struct Deliverer {
 
 struct Inner {
     store: Arc<dyn Store>,
-    http: reqwest::Client,
+    http: Arc<WebhookClient>,
     settings: DeliverySettings,
     /// Clients of instances with `tls.caFile`, built once per CA bundle.
-    ca_clients: RwLock<HashMap<String, (TlsCa, reqwest::Client)>>,
+    ca_clients: RwLock<HashMap<String, (TlsCa, Arc<WebhookClient>)>>,
     schedule: Vec<Duration>,
     grace_period: Duration,
     targets: RwLock<HashMap<String, Arc<Route>>>,
@@ -58,8 +62,15 @@ impl Deliverer {
         store: Arc<dyn Store>,
         settings: &DeliverySettings,
         observer: Option<Arc<dyn DeliveryObserver>>,
-    ) -> Result<Deliverer, reqwest::Error> {
-        let http = client_builder(settings).build()?;
+    ) -> Result<Deliverer, ClientError> {
+        let http = Arc::new(WebhookClient::new(settings, None)?);
+        let proxies = client::ignored_proxy_variables();
+        if !proxies.is_empty() {
+            tracing::warn!(
+                "webhook deliveries connect directly: {} is ignored for them",
+                proxies.join(", ")
+            );
+        }
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
@@ -90,7 +101,7 @@ impl Deliverer {
 
     /// Makes `instance`'s deliveries also trust `ca` (its `tls.caFile`), or only the system
     /// roots when `None`. The client is built once per CA bundle, not on every reload.
-    pub fn set_trusted_ca(&self, instance: &str, ca: Option<&TlsCa>) -> Result<(), reqwest::Error> {
+    pub fn set_trusted_ca(&self, instance: &str, ca: Option<&TlsCa>) -> Result<(), ClientError> {
         let mut clients = self.inner.ca_clients.write().expect("ca clients");
         let Some(ca) = ca else {
             clients.remove(instance);
@@ -99,11 +110,8 @@ impl Deliverer {
         if clients.get(instance).is_some_and(|(known, _)| known == ca) {
             return Ok(());
         }
-        let mut builder = client_builder(&self.inner.settings);
-        for certificate in reqwest::Certificate::from_pem_bundle(&ca.pem)? {
-            builder = builder.add_root_certificate(certificate);
-        }
-        clients.insert(instance.to_string(), (ca.clone(), builder.build()?));
+        let client = WebhookClient::new(&self.inner.settings, Some(&ca.pem))?;
+        clients.insert(instance.to_string(), (ca.clone(), Arc::new(client)));
         Ok(())
     }
 
@@ -162,18 +170,6 @@ const PREFETCH_MAX_BYTES: usize = 64 * 1024;
 /// How many entries to read next, judged by the size of the last body delivered.
 fn prefetch_limit(last_body_len: usize) -> usize {
     (PREFETCH_MAX_BYTES / last_body_len.max(1)).clamp(1, PREFETCH_MAX_ENTRIES)
-}
-
-/// Certificates are verified against the system roots (rustls with native roots), plus an
-/// instance's `tls.caFile` where set; nothing turns verification off.
-fn client_builder(settings: &DeliverySettings) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-        // A redirect is a failure: the receiver must be configured with its real URL.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(settings.max_in_flight)
-        .user_agent(concat!("pollerd/", env!("CARGO_PKG_VERSION")))
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
@@ -317,7 +313,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                                 resource = span.1,
                                 event_id = span.2,
                                 "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
-                                route.target.callback_url,
+                                route.shown_url,
                                 delay
                             );
                             failing = true;

@@ -1,0 +1,358 @@
+//! The webhook client: hyper-util's pooled client over rustls, used directly.
+//!
+//! Delivery sends one small POST after another to a few receivers, so reqwest's per-request
+//! layers (redirect policy, URL to URI conversion, retry and proxy matching, a second timer) cost
+//! more than the request itself (~30,000 instructions of ~60,000 per notification; see
+//! BENCHMARKS.md). What reqwest did for delivery is kept here: certificates verified against the
+//! system roots plus an instance's `tls.caFile`, h2 or HTTP/1.1 by ALPN, a keep-alive pool whose
+//! idle connections a receiver closed are retried transparently (hyper-util does that), TCP
+//! keep-alive, a connect timeout, no redirects (a 3xx is just an answer), and a callback URL's
+//! user name and password sent as Basic credentials, never as part of the URL.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::time::Instant;
+
+use crate::config::settings::DeliverySettings;
+
+/// The longest a connection may take to open (TCP and TLS), unless the attempt's timeout is
+/// shorter.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections are closed after this long (reqwest's default, kept).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keep-alive probes on open connections (reqwest's defaults, kept).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Building a client failed: the trust anchors could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the system's root certificates could not be loaded: {0}")]
+    NativeRoots(String),
+    #[error("the CA bundle is not a PEM certificate bundle")]
+    CaBundle(#[source] rustls::pki_types::pem::Error),
+    #[error("a certificate of the CA bundle cannot be trusted")]
+    CaCertificate(#[source] rustls::Error),
+    #[error("setting up TLS")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Sending a request failed before its answer's headers arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("error sending request")]
+    Http(#[source] hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// How the failure is told in logs and dead letters: "timed out", "connection failed" (no
+    /// connection could be opened, TLS included) or "request failed".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::TimedOut(_) => "timed out",
+            SendError::Http(_) if causes(self).any(is_timeout) => "timed out",
+            SendError::Http(e) if e.is_connect() => "connection failed",
+            SendError::Http(_) => "request failed",
+        }
+    }
+}
+
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&e| e.source())
+}
+
+fn is_timeout(e: &(dyn StdError + 'static)) -> bool {
+    e.is::<ConnectTimedOut>()
+        || e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        || e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+}
+
+/// Opening a connection (TCP and TLS) took longer than the connect timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting took longer than {0:?}")]
+struct ConnectTimedOut(Duration);
+
+/// A keep-alive client for webhook POSTs; cheap to share behind an `Arc`.
+pub struct WebhookClient {
+    http: Client<ConnectWithin, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookClient {
+    /// A client trusting the system roots, and also `extra_ca_pem` (an instance's `tls.caFile`)
+    /// when given. Nothing turns certificate verification off.
+    pub fn new(
+        settings: &DeliverySettings,
+        extra_ca_pem: Option<&[u8]>,
+    ) -> Result<WebhookClient, ClientError> {
+        let connect_timeout = settings.timeout.min(CONNECT_TIMEOUT_MAX);
+        let mut tcp = HttpConnector::new();
+        // The TLS layer in front of it handles https://.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(extra_ca_pem)?)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(settings.max_in_flight.max(1))
+            // An idle connection the receiver closed just as it was picked: send again on
+            // another (hyper-util's default, relied on).
+            .retry_canceled_requests(true)
+            .build(ConnectWithin {
+                inner: https,
+                limit: connect_timeout,
+            });
+        Ok(WebhookClient {
+            http,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// How long an attempt may take, from connecting to the answer's headers (and the short
+    /// read of an error body).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `request`; its answer's headers must arrive before `deadline`.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, SendError> {
+        match tokio::time::timeout_at(deadline, self.http.request(request)).await {
+            Ok(answer) => answer.map_err(SendError::Http),
+            Err(_) => Err(SendError::TimedOut(self.timeout)),
+        }
+    }
+}
+
+/// Proxy variables reqwest would have obeyed (curl's names) that are set in this environment.
+/// Webhook deliveries connect directly; the provider requests still use them.
+pub fn ignored_proxy_variables() -> Vec<&'static str> {
+    [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ]
+    .into_iter()
+    .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    .collect()
+}
+
+/// rustls with ring, TLS 1.2 and 1.3, trusting the system roots and `extra_ca_pem`.
+fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = RootCertStore::empty();
+    if let Some(pem) = extra_ca_pem {
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate.map_err(ClientError::CaBundle)?;
+            roots.add(certificate).map_err(ClientError::CaCertificate)?;
+        }
+    }
+    add_native_roots(&mut roots)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The system's roots. Stores often hold a few certificates rustls cannot parse: those are
+/// skipped; only a store of which none could be used is an error.
+fn add_native_roots(roots: &mut RootCertStore) -> Result<(), ClientError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    let (valid, invalid) = roots.add_parsable_certificates(loaded.certs);
+    if valid == 0 && invalid > 0 {
+        let reasons: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        return Err(ClientError::NativeRoots(if reasons.is_empty() {
+            "none of them is a valid certificate".to_string()
+        } else {
+            reasons.join("; ")
+        }));
+    }
+    Ok(())
+}
+
+/// The HTTPS connector with one limit on TCP and TLS together, as reqwest's connect timeout.
+#[derive(Clone)]
+struct ConnectWithin {
+    inner: HttpsConnector<HttpConnector>,
+    limit: Duration,
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type Connection = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+
+impl tower_service::Service<Uri> for ConnectWithin {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Connection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let connecting = self.inner.call(destination);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
+            }
+        })
+    }
+}
+
+/// A callback URL made ready to send to, once per target: the request URI without user name
+/// and password, and those as Basic credentials (as reqwest sent them).
+#[derive(Debug)]
+pub struct Endpoint {
+    pub uri: Uri,
+    /// Marked sensitive: never shown by `Debug`.
+    pub authorization: Option<HeaderValue>,
+}
+
+/// A callback URL that cannot be sent to. The texts never repeat the URL (it may hold a
+/// password).
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("the callback URL does not parse: {0}")]
+    Parse(#[from] url::ParseError),
+    #[error("the callback URL's scheme is {0:?}, not http or https")]
+    Scheme(String),
+    #[error("the callback URL has no host")]
+    NoHost,
+    #[error("the callback URL's user name or password is not UTF-8 once percent-decoded")]
+    UserInfo,
+    #[error("the callback URL is not a valid request target: {0}")]
+    Uri(#[from] hyper::http::uri::InvalidUri),
+}
+
+impl Endpoint {
+    pub fn parse(callback_url: &str) -> Result<Endpoint, EndpointError> {
+        let mut url = url::Url::parse(callback_url)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(EndpointError::Scheme(url.scheme().to_string()));
+        }
+        if !url.has_host() {
+            return Err(EndpointError::NoHost);
+        }
+        let authorization = if !url.username().is_empty() || url.password().is_some() {
+            let user = percent_decoded(url.username()).ok_or(EndpointError::UserInfo)?;
+            let password = match url.password() {
+                Some(p) => Some(percent_decoded(p).ok_or(EndpointError::UserInfo)?),
+                None => None,
+            };
+            // An http(s) URL with a host always takes these.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            Some(basic_credentials(&user, password.as_deref()))
+        } else {
+            None
+        };
+        // Never sent: a fragment is the client's own.
+        url.set_fragment(None);
+        Ok(Endpoint {
+            uri: url.as_str().parse()?,
+            authorization,
+        })
+    }
+}
+
+/// `url` fit for logs: a user name and password, if any, replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("***");
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Whatever it holds could be a secret.
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
+/// `Basic base64(user:password)`, marked sensitive.
+fn basic_credentials(user: &str, password: Option<&str>) -> HeaderValue {
+    let credentials = format!("{user}:{}", password.unwrap_or(""));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value =
+        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// `%XX` escapes decoded; `None` when the result is not UTF-8.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
