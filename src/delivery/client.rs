@@ -7,7 +7,8 @@
 //! system roots plus an instance's `tls.caFile`, h2 or HTTP/1.1 by ALPN, a keep-alive pool whose
 //! idle connections a receiver closed are retried transparently (hyper-util does that), TCP
 //! keep-alive, a connect timeout, no redirects (a 3xx is just an answer), and a callback URL's
-//! user name and password sent as Basic credentials, never as part of the URL.
+//! user name and password sent as Basic credentials, never as part of the URL; and the proxy
+//! variables reqwest obeyed (see `proxy.rs`), matched only when one is set.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -20,17 +21,19 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderValue, PROXY_AUTHORIZATION};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::time::Instant;
 
+use super::proxy::{self, ProxiedStream, ProxyConnector, ProxySettings};
 use crate::config::settings::DeliverySettings;
 
 /// The longest a connection may take to open (TCP and TLS), unless the attempt's timeout is
@@ -101,6 +104,9 @@ struct ConnectTimedOut(Duration);
 pub struct WebhookClient {
     http: Client<ConnectWithin, Full<Bytes>>,
     timeout: Duration,
+    /// Set only when http:// callbacks go through a proxy with credentials: those requests
+    /// carry `Proxy-Authorization`.
+    http_proxy_authorization: Option<Arc<Matcher>>,
 }
 
 impl std::fmt::Debug for WebhookClient {
@@ -113,10 +119,12 @@ impl std::fmt::Debug for WebhookClient {
 
 impl WebhookClient {
     /// A client trusting the system roots, and also `extra_ca_pem` (an instance's `tls.caFile`)
-    /// when given. Nothing turns certificate verification off.
+    /// when given, connecting through the proxies of `proxies`. Nothing turns certificate
+    /// verification off; through a tunnel, the receiver's certificate is verified as without one.
     pub fn new(
         settings: &DeliverySettings,
         extra_ca_pem: Option<&[u8]>,
+        proxies: &ProxySettings,
     ) -> Result<WebhookClient, ClientError> {
         let connect_timeout = settings.timeout.min(CONNECT_TIMEOUT_MAX);
         let mut tcp = HttpConnector::new();
@@ -132,7 +140,10 @@ impl WebhookClient {
             .with_tls_config(tls_config(extra_ca_pem)?)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(tcp);
+            .wrap_connector(ProxyConnector {
+                tcp,
+                matcher: proxies.matcher().cloned(),
+            });
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -148,6 +159,10 @@ impl WebhookClient {
         Ok(WebhookClient {
             http,
             timeout: settings.timeout,
+            http_proxy_authorization: proxies
+                .http_proxy_has_credentials()
+                .then(|| proxies.matcher().cloned())
+                .flatten(),
         })
     }
 
@@ -160,30 +175,21 @@ impl WebhookClient {
     /// Sends `request`; its answer's headers must arrive before `deadline`.
     pub async fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         deadline: Instant,
     ) -> Result<Response<Incoming>, SendError> {
+        if let Some(matcher) = &self.http_proxy_authorization {
+            if let Some(credentials) = proxy::http_proxy_credentials(matcher, request.uri()) {
+                request
+                    .headers_mut()
+                    .insert(PROXY_AUTHORIZATION, credentials);
+            }
+        }
         match tokio::time::timeout_at(deadline, self.http.request(request)).await {
             Ok(answer) => answer.map_err(SendError::Http),
             Err(_) => Err(SendError::TimedOut(self.timeout)),
         }
     }
-}
-
-/// Proxy variables reqwest would have obeyed (curl's names) that are set in this environment.
-/// Webhook deliveries connect directly; the provider requests still use them.
-pub fn ignored_proxy_variables() -> Vec<&'static str> {
-    [
-        "ALL_PROXY",
-        "all_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-    ]
-    .into_iter()
-    .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-    .collect()
 }
 
 /// rustls with ring, TLS 1.2 and 1.3, trusting the system roots and `extra_ca_pem`.
@@ -223,12 +229,12 @@ fn add_native_roots(roots: &mut RootCertStore) -> Result<(), ClientError> {
 /// The HTTPS connector with one limit on TCP and TLS together, as reqwest's connect timeout.
 #[derive(Clone)]
 struct ConnectWithin {
-    inner: HttpsConnector<HttpConnector>,
+    inner: HttpsConnector<ProxyConnector>,
     limit: Duration,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-type Connection = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+type Connection = MaybeHttpsStream<ProxiedStream>;
 
 impl tower_service::Service<Uri> for ConnectWithin {
     type Response = Connection;

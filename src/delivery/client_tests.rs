@@ -21,11 +21,12 @@ use tokio_rustls::rustls::{self, pki_types};
 
 use super::attempt::{Outcome, Route, Target, attempt};
 use super::client::WebhookClient;
+use super::proxy::ProxySettings;
 use crate::config::settings::DeliverySettings;
 use crate::sim::receiver::{Behaviour, Receiver};
 use crate::store::{OutboxEntry, ResourceKey};
 
-fn settings(timeout: Duration) -> DeliverySettings {
+pub(super) fn settings(timeout: Duration) -> DeliverySettings {
     DeliverySettings {
         timeout,
         schedule: vec![Duration::from_secs(1)],
@@ -35,10 +36,15 @@ fn settings(timeout: Duration) -> DeliverySettings {
 }
 
 fn client() -> WebhookClient {
-    WebhookClient::new(&settings(Duration::from_secs(10)), None).unwrap()
+    WebhookClient::new(
+        &settings(Duration::from_secs(10)),
+        None,
+        &ProxySettings::direct(),
+    )
+    .unwrap()
 }
 
-fn entry(event_id: &str) -> OutboxEntry {
+pub(super) fn entry(event_id: &str) -> OutboxEntry {
     OutboxEntry {
         key: ResourceKey::new("client-test", "contacts"),
         seq: 1,
@@ -51,7 +57,7 @@ fn entry(event_id: &str) -> OutboxEntry {
     }
 }
 
-fn route(url: &str) -> Route {
+pub(super) fn route(url: &str) -> Route {
     Route::new(Target {
         callback_url: url.to_string(),
         signature_key: None,
@@ -59,9 +65,9 @@ fn route(url: &str) -> Route {
     })
 }
 
-const BODY: &[u8] = r#"{"id":"evt-1","text":"ünïcode"}"#.as_bytes();
+pub(super) const BODY: &[u8] = r#"{"id":"evt-1","text":"ünïcode"}"#.as_bytes();
 
-async fn send(http: &WebhookClient, url: &str, event_id: &str) -> Outcome {
+pub(super) async fn send(http: &WebhookClient, url: &str, event_id: &str) -> Outcome {
     attempt(
         http,
         &route(url),
@@ -72,7 +78,7 @@ async fn send(http: &WebhookClient, url: &str, event_id: &str) -> Outcome {
     .await
 }
 
-fn retry_error(outcome: Outcome) -> String {
+pub(super) fn retry_error(outcome: Outcome) -> String {
     match outcome {
         Outcome::Retry {
             status: None,
@@ -236,7 +242,12 @@ async fn a_refused_connection_is_a_connection_failure() {
 async fn a_receiver_that_never_answers_times_out_within_the_timeout() {
     let receiver = Receiver::start().await.unwrap();
     receiver.set_default(Behaviour::Hang);
-    let http = WebhookClient::new(&settings(Duration::from_millis(300)), None).unwrap();
+    let http = WebhookClient::new(
+        &settings(Duration::from_millis(300)),
+        None,
+        &ProxySettings::direct(),
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let error = retry_error(send(&http, &receiver.url(), "evt-6").await);
     assert!(error.starts_with("timed out: "), "{error}");
@@ -271,7 +282,7 @@ async fn an_unusable_url_or_event_id_is_a_clear_error_without_secrets() {
 
 /// A private CA (PEM) and a TLS server configuration for 127.0.0.1 signed by it, offering
 /// `alpn` (empty: no ALPN, as a plain HTTP/1.1 server).
-fn private_ca(alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
+pub(super) fn private_ca(alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -296,14 +307,16 @@ fn private_ca(alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
 
 /// What the TLS server saw of one request.
 #[derive(Debug, Clone)]
-struct Seen {
-    version: Version,
-    authority: Option<String>,
-    body: Bytes,
+pub(super) struct Seen {
+    pub(super) version: Version,
+    pub(super) authority: Option<String>,
+    pub(super) body: Bytes,
 }
 
 /// An HTTPS server on 127.0.0.1 answering 200, speaking h2 when ALPN chose it, else HTTP/1.1.
-async fn tls_server(config: rustls::ServerConfig) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+pub(super) async fn tls_server(
+    config: rustls::ServerConfig,
+) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
@@ -376,8 +389,12 @@ async fn https_round_trip(alpn: &[&[u8]], expected: Version) {
     );
     assert!(seen.lock().unwrap().is_empty());
 
-    let trusting =
-        WebhookClient::new(&settings(Duration::from_secs(10)), Some(ca_pem.as_bytes())).unwrap();
+    let trusting = WebhookClient::new(
+        &settings(Duration::from_secs(10)),
+        Some(ca_pem.as_bytes()),
+        &ProxySettings::direct(),
+    )
+    .unwrap();
     for _ in 0..2 {
         assert_eq!(
             send(&trusting, &url, "evt-9").await,
@@ -410,7 +427,12 @@ async fn https_with_a_private_ca_works_over_h2() {
 #[test]
 fn a_ca_bundle_that_is_not_pem_certificates_is_refused() {
     let garbage = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
-    let error = WebhookClient::new(&settings(Duration::from_secs(1)), Some(garbage)).unwrap_err();
+    let error = WebhookClient::new(
+        &settings(Duration::from_secs(1)),
+        Some(garbage),
+        &ProxySettings::direct(),
+    )
+    .unwrap_err();
     assert!(
         error.to_string().contains("CA bundle"),
         "{}",

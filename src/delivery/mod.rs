@@ -8,6 +8,9 @@ pub mod attempt;
 pub mod client;
 #[cfg(test)]
 mod client_tests;
+pub mod proxy;
+#[cfg(test)]
+mod proxy_tests;
 pub mod sign;
 #[cfg(test)]
 mod tests;
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempt::{Outcome, Route, Target};
 pub use client::{ClientError, WebhookClient};
+pub use proxy::ProxySettings;
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
@@ -43,6 +47,8 @@ struct Inner {
     store: Arc<dyn Store>,
     http: Arc<WebhookClient>,
     settings: DeliverySettings,
+    /// Read from the environment once, at start; every client uses them.
+    proxies: ProxySettings,
     /// Clients of instances with `tls.caFile`, built once per CA bundle.
     ca_clients: RwLock<HashMap<String, (TlsCa, Arc<WebhookClient>)>>,
     schedule: Vec<Duration>,
@@ -58,24 +64,32 @@ struct Inner {
 }
 
 impl Deliverer {
+    /// Deliveries through the proxies the environment names (HTTP_PROXY, HTTPS_PROXY,
+    /// ALL_PROXY, NO_PROXY, as reqwest read them), told in the log once.
     pub fn new(
         store: Arc<dyn Store>,
         settings: &DeliverySettings,
         observer: Option<Arc<dyn DeliveryObserver>>,
     ) -> Result<Deliverer, ClientError> {
-        let http = Arc::new(WebhookClient::new(settings, None)?);
-        let proxies = client::ignored_proxy_variables();
-        if !proxies.is_empty() {
-            tracing::warn!(
-                "webhook deliveries connect directly: {} is ignored for them",
-                proxies.join(", ")
-            );
-        }
+        let proxies = ProxySettings::from_env();
+        proxies.log();
+        Deliverer::with_proxies(store, settings, observer, proxies)
+    }
+
+    /// Deliveries through `proxies` (the environment is not read).
+    pub fn with_proxies(
+        store: Arc<dyn Store>,
+        settings: &DeliverySettings,
+        observer: Option<Arc<dyn DeliveryObserver>>,
+        proxies: ProxySettings,
+    ) -> Result<Deliverer, ClientError> {
+        let http = Arc::new(WebhookClient::new(settings, None, &proxies)?);
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
                 http,
                 settings: settings.clone(),
+                proxies,
                 ca_clients: RwLock::default(),
                 schedule: settings.schedule.clone(),
                 grace_period: settings.grace_period,
@@ -110,7 +124,7 @@ impl Deliverer {
         if clients.get(instance).is_some_and(|(known, _)| known == ca) {
             return Ok(());
         }
-        let client = WebhookClient::new(&self.inner.settings, Some(&ca.pem))?;
+        let client = WebhookClient::new(&self.inner.settings, Some(&ca.pem), &self.inner.proxies)?;
         clients.insert(instance.to_string(), (ca.clone(), Arc::new(client)));
         Ok(())
     }
