@@ -111,18 +111,18 @@ async fn cursor_paging_api_yields_every_new_item_once() {
     let resource = spec.resource("items").unwrap();
 
     assert!(
-        run_resource(&shared, &spec, &element, resource)
+        run_resource(&shared, &spec, &element, resource, &mut None)
             .await
             .unwrap()
             .baseline
     );
     let now = chrono::Utc::now().timestamp_millis() + 1000;
     api.lock().unwrap().items = (0..8).map(|i| (format!("u{i}"), now + i)).collect();
-    let report = run_resource(&shared, &spec, &element, resource)
+    let report = run_resource(&shared, &spec, &element, resource, &mut None)
         .await
         .unwrap();
     assert_eq!((report.pages, report.events), (3, 8), "{report:?}");
-    let again = run_resource(&shared, &spec, &element, resource)
+    let again = run_resource(&shared, &spec, &element, resource, &mut None)
         .await
         .unwrap();
     assert_eq!(again.events, 0, "{again:?}");

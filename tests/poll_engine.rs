@@ -1,15 +1,16 @@
 //! The poll engine against the ConnectWise simulator over real HTTP on loopback: events,
 //! envelopes, watermarks, dedup, failures, clock skew (SPEC §5, §7).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
+use chrono::DurationRound;
 use pollerd::config::{self, InstanceSpec, SecretSources};
 use pollerd::element::{Element, ProviderClient};
-use pollerd::poller::{PollShared, RunReport, run_resource};
+use pollerd::poller::{PollShared, Resume, RunReport, run_resource};
 use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
 use pollerd::store::{ResourceKey, SledStore, Store};
 use serde_json::Value;
@@ -19,6 +20,8 @@ struct Harness {
     store: Arc<dyn Store>,
     shared: PollShared,
     dir: tempfile::TempDir,
+    /// Where a failed run of each resource stopped.
+    resume: std::sync::Mutex<HashMap<String, Option<Resume>>>,
 }
 
 impl Harness {
@@ -37,6 +40,7 @@ impl Harness {
             store,
             shared,
             dir,
+            resume: Default::default(),
         }
     }
 
@@ -74,13 +78,21 @@ impl Harness {
         resource: &str,
     ) -> Result<RunReport, pollerd::poller::PollError> {
         let element = Element::new(&spec.element).unwrap();
-        run_resource(
+        // Carried from run to run of a resource, as the daemon's poll loop does.
+        let mut resume = self.resume.lock().unwrap().remove(resource).flatten();
+        let result = run_resource(
             &self.shared,
             spec,
             &element,
             spec.resource(resource).unwrap(),
+            &mut resume,
         )
-        .await
+        .await;
+        self.resume
+            .lock()
+            .unwrap()
+            .insert(resource.to_string(), resume);
+        result
     }
 
     async fn run_ok(&self, spec: &InstanceSpec, resource: &str) -> RunReport {
@@ -348,8 +360,16 @@ async fn a_provider_clock_ten_minutes_off_loses_nothing() {
     }
 }
 
+/// The contacts requests the simulator saw from index `from` of its log on.
+fn contacts_requests(h: &Harness, from: usize) -> Vec<pollerd::sim::connectwise::RequestLog> {
+    let mut log: Vec<_> = h.sim.requests().into_iter().skip(from).collect();
+    log.retain(|r| r.path.ends_with("/company/contacts"));
+    log.sort_by_key(|r| r.received_at);
+    log
+}
+
 #[tokio::test]
-async fn a_failing_page_leaves_the_watermark_and_the_retry_fills_the_gap() {
+async fn a_failing_page_leaves_the_watermark_and_the_retry_resumes_after_the_last_commit() {
     let h = Harness::new().await;
     let spec = h.seed_instance(|v| {
         v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
@@ -358,6 +378,7 @@ async fn a_failing_page_leaves_the_watermark_and_the_retry_fills_the_gap() {
     let key = ResourceKey::new("API_Polling", "contacts");
     let watermark = h.store.watermark(&key).unwrap().unwrap();
     h.sim.create_many(RecordKind::Contact, 4500, None);
+    let before = h.sim.request_count();
     h.sim.inject(
         Fault::ServerError,
         FaultScope {
@@ -374,16 +395,76 @@ async fn a_failing_page_leaves_the_watermark_and_the_retry_fills_the_gap() {
         Some(watermark),
         "a failed run must not move the watermark"
     );
+    let failed = contacts_requests(&h, before);
+    assert_eq!(failed.len(), 3);
+    let after_failure = h.sim.request_count();
+
     let retry = h.run_ok(&spec, "contacts").await;
-    assert_eq!(retry.pages, 5);
+    let resumed = contacts_requests(&h, after_failure);
+    assert_eq!(
+        retry.pages, 3,
+        "pages 3 to 5: the two committed pages are not read again"
+    );
+    assert_eq!(
+        resumed[0].page_id, failed[2].page_id,
+        "the retry starts at the page that failed"
+    );
+    assert!(resumed[0].page_id.is_some());
+    assert_eq!(
+        resumed[0].conditions, failed[0].conditions,
+        "with the failed run's lower bound"
+    );
     let got = events(&h.drain("API_Polling", "contacts"));
     let unique: BTreeSet<&str> = got.iter().map(|(o, _, _)| o.as_str()).collect();
     assert_eq!(unique.len(), 4500, "every record");
     assert_eq!(got.len(), 4500, "none twice");
-    // The completed retry moved the watermark to its own start (Date headers have whole seconds,
-    // so within the same second it may equal the old one).
-    assert_eq!(h.store.watermark(&key).unwrap(), retry.watermark);
-    assert!(retry.watermark.unwrap() >= watermark);
+    // The completed retry set the watermark to the provider's clock at the failed run's first
+    // page (Date headers have whole seconds).
+    let first_page_clock = failed[0]
+        .at
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    assert_eq!(h.store.watermark(&key).unwrap(), Some(first_page_clock));
+    assert_eq!(retry.watermark, Some(first_page_clock));
+}
+
+#[tokio::test]
+async fn a_record_changed_behind_a_resumed_run_is_found_by_the_next_run() {
+    let h = Harness::new().await;
+    let spec = h.seed_instance(|v| {
+        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
+    });
+    h.run_ok(&spec, "contacts").await;
+    let ids = h.sim.create_many(RecordKind::Contact, 3500, None);
+    h.sim.inject(
+        Fault::ServerError,
+        FaultScope {
+            path_contains: Some("/company/contacts".into()),
+            skip: 2,
+            count: 1,
+        },
+    );
+    h.run(&spec, "contacts").await.unwrap_err();
+    // Pages 1 and 2 were committed; the resumed run will not read them again. The change lands
+    // two seconds later on the provider's clock (ConnectWise dates have whole seconds).
+    h.sim.set_clock_skew(chrono::Duration::seconds(2));
+    let early = ids[10];
+    assert!(h.sim.update(RecordKind::Contact, early, None));
+    let resumed = h.run_ok(&spec, "contacts").await;
+    assert_eq!(resumed.pages, 2);
+    h.run_ok(&spec, "contacts").await;
+    let got = events(&h.drain("API_Polling", "contacts"));
+    // (The seed example's contacts have one date for created and updated: both are CREATED.)
+    let early_dates: Vec<&str> = got
+        .iter()
+        .filter(|(id, _, _)| *id == early.to_string())
+        .map(|(_, date, _)| date.as_str())
+        .collect();
+    assert_eq!(early_dates.len(), 2, "contact {early}: {early_dates:?}");
+    assert!(early_dates[0] < early_dates[1], "{early_dates:?}");
+    let unique: BTreeSet<&str> = got.iter().map(|(o, _, _)| o.as_str()).collect();
+    assert_eq!(unique.len(), 3500, "every record");
+    assert_eq!(got.len(), 3501, "each version once");
 }
 
 #[tokio::test]
@@ -476,18 +557,21 @@ async fn requests_to_one_provider_host_respect_max_per_host() {
         FaultScope::always(),
     );
     let element = Element::new(&spec.element).unwrap();
+    let (mut resume_a, mut resume_b) = (None, None);
     let (a, b) = tokio::join!(
         run_resource(
             &h.shared,
             &spec,
             &element,
-            spec.resource("contacts").unwrap()
+            spec.resource("contacts").unwrap(),
+            &mut resume_a,
         ),
         run_resource(
             &h.shared,
             &spec,
             &element,
-            spec.resource("companies").unwrap()
+            spec.resource("companies").unwrap(),
+            &mut resume_b,
         ),
     );
     a.unwrap();

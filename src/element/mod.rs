@@ -115,6 +115,15 @@ impl Element {
             Element::Http(e) => e.fetch_page(client, resource, rendered_url, cursor).await,
         }
     }
+
+    /// Whether a later attempt may start at `cursor` and read exactly what this one would have:
+    /// only ConnectWise's keyset paging (records after an id; its `Link` URLs carry that id).
+    /// An offset page shifts when records are deleted, and a token may expire.
+    pub fn can_resume_at(&self, resource: &ResourceSpec, cursor: &Cursor) -> bool {
+        matches!(self, Element::ConnectWise(_))
+            && resource.paging == crate::config::Paging::Keyset
+            && matches!(cursor, Cursor::PageId(_) | Cursor::Url(_))
+    }
 }
 
 /// Joins a base URL and a path-and-query the way operators write them

@@ -3,7 +3,9 @@
 //!
 //! Watermarks follow the provider's clock (the `Date` header of a run's first response), so a
 //! skewed provider loses nothing; a run that fails midway leaves the watermark where it was, and
-//! the seen set keeps its retry from emitting anything twice (SPEC §7).
+//! the seen set keeps its retry from emitting anything twice (SPEC §7). A run paged by id
+//! (ConnectWise's keyset paging) that fails midway is resumed by the next attempt from the last
+//! page it committed ([`Resume`]), instead of reading its backlog again from the start.
 
 mod extract;
 pub mod notification;
@@ -171,17 +173,45 @@ impl RunSink for MemorySink {
     }
 }
 
+/// Where a failed run stopped, so that the next attempt goes on from there.
+///
+/// Only keyset cursors (records after an id, [`Element::can_resume_at`]) are resumed: an offset
+/// page or a next-page token may mean something else, or nothing, by the time of the next
+/// attempt. The resumed attempt
+/// keeps the run's lower bound and its start (the provider's clock at its first page), so when
+/// it completes the watermark is set to that start: records with a smaller id that changed
+/// meanwhile were changed after it, and the next run finds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The stored watermark the run started from: the resume is void once it has changed.
+    watermark: Option<DateTime<Utc>>,
+    from: DateTime<Utc>,
+    started: DateTime<Utc>,
+    provider_start: DateTime<Utc>,
+    cursor: Cursor,
+}
+
+/// Where a scan starts: from its first page, or from where a failed attempt stopped.
+struct ScanStart {
+    from: DateTime<Utc>,
+    started: DateTime<Utc>,
+    provider_start: Option<DateTime<Utc>>,
+    cursor: Cursor,
+}
+
 /// The lower bound of a run from a watermark (SPEC §7).
 pub fn lower_bound(watermark: DateTime<Utc>, resource: &ResourceSpec) -> DateTime<Utc> {
     watermark - chrono::Duration::from_std(resource.poll_delay + OVERLAP).unwrap_or_default()
 }
 
-/// Runs one resource of one instance against the store.
+/// Runs one resource of one instance against the store. `resume` carries where a failed run
+/// stopped from one attempt to the next: pass the same one to every run of the resource.
 pub async fn run_resource(
     shared: &PollShared,
     instance: &InstanceSpec,
     element: &Element,
     resource: &ResourceSpec,
+    resume: &mut Option<Resume>,
 ) -> Result<RunReport, PollError> {
     let key = ResourceKey::new(&instance.name, &resource.name);
     let store_error = |source| PollError::Store {
@@ -195,12 +225,55 @@ pub async fn run_resource(
         store: shared.store.clone(),
         on_commit: shared.on_commit.clone(),
     };
-    let from = match (watermark, resource.backfill_since) {
-        (Some(w), _) => lower_bound(w, resource),
-        (None, Some(since)) => since,
-        (None, None) => return baseline(client, &mut sink, instance, element, resource).await,
+    let start = match (resume.take(), watermark, resource.backfill_since) {
+        (Some(stopped), _, _) if stopped.watermark == watermark => {
+            tracing::info!(
+                instance = %instance.name, resource = %resource.name,
+                "resuming the failed run after the last page it committed"
+            );
+            ScanStart {
+                from: stopped.from,
+                started: stopped.started,
+                provider_start: Some(stopped.provider_start),
+                cursor: stopped.cursor,
+            }
+        }
+        (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource)),
+        (_, None, Some(since)) => ScanStart::first_page(since),
+        (_, None, None) => return baseline(client, &mut sink, instance, element, resource).await,
     };
-    scan(client, &mut sink, instance, element, resource, from).await
+    let mut stopped = None;
+    let result = scan_from(
+        client,
+        &mut sink,
+        instance,
+        element,
+        resource,
+        start,
+        &mut stopped,
+    )
+    .await;
+    if result.is_err() {
+        *resume = stopped.map(|(from, started, provider_start, cursor)| Resume {
+            watermark,
+            from,
+            started,
+            provider_start,
+            cursor,
+        });
+    }
+    result
+}
+
+impl ScanStart {
+    fn first_page(from: DateTime<Utc>) -> ScanStart {
+        ScanStart {
+            from,
+            started: Utc::now(),
+            provider_start: None,
+            cursor: Cursor::First,
+        }
+    }
 }
 
 /// The first run of a resource: no backfill, so it only learns the provider's clock and sets
@@ -252,6 +325,25 @@ pub async fn scan(
     resource: &ResourceSpec,
     from: DateTime<Utc>,
 ) -> Result<RunReport, PollError> {
+    let start = ScanStart::first_page(from);
+    scan_from(client, sink, instance, element, resource, start, &mut None).await
+}
+
+/// Where a failed scan can go on: its lower bound, start, the provider's clock at its first
+/// page, and the keyset cursor after its last committed page.
+type Stopped = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, Cursor);
+
+/// [`scan`] from `start`; when it fails after committing a page read by id, `stopped` says
+/// where the next attempt can go on.
+async fn scan_from(
+    client: &ProviderClient,
+    sink: &mut impl RunSink,
+    instance: &InstanceSpec,
+    element: &Element,
+    resource: &ResourceSpec,
+    start: ScanStart,
+    stopped: &mut Option<Stopped>,
+) -> Result<RunReport, PollError> {
     let key = ResourceKey::new(&instance.name, &resource.name);
     let store_error = |source| PollError::Store {
         instance: instance.name.clone(),
@@ -259,13 +351,23 @@ pub async fn scan(
         source,
     };
     let batch_size = instance.notifications.as_ref().map_or(10, |n| n.batch_size);
-    let started = Utc::now();
+    let ScanStart {
+        from,
+        started,
+        mut provider_start,
+        mut cursor,
+    } = start;
     let url = resource.url.render(from);
     let mut report = RunReport::default();
-    let mut cursor = Cursor::First;
-    let mut provider_start: Option<DateTime<Utc>> = None;
     let extractor = extract::Extractor::new(resource);
     loop {
+        // Everything before `cursor` is committed: a failure from here on can resume at it.
+        *stopped = match provider_start {
+            Some(provider_start) if element.can_resume_at(resource, &cursor) => {
+                Some((from, started, provider_start, cursor.clone()))
+            }
+            _ => None,
+        };
         report.pages += 1;
         if report.pages > MAX_PAGES {
             return Err(PollError::TooManyPages {
@@ -368,6 +470,7 @@ pub async fn scan(
             _ => break,
         }
     }
+    *stopped = None;
     let watermark = provider_start.unwrap_or(started);
     let mut commit = PageCommit::new(key);
     commit.watermark = Some(watermark);

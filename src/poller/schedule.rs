@@ -51,6 +51,8 @@ pub async fn poll_loop(
     // The first run soon (a new file polls within a second), spread a little.
     let mut delay = jitter(interval).min(Duration::from_millis(250));
     let mut failing: Option<String> = None;
+    // Where a failed run stopped, for the next attempt (see `Resume`).
+    let mut resume = None;
     loop {
         set_next(&status, delay);
         tokio::select! {
@@ -66,7 +68,7 @@ pub async fn poll_loop(
         let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = run_resource(&shared, &instance, &element, &resource) => r,
+            r = run_resource(&shared, &instance, &element, &resource, &mut resume) => r,
         };
         drop(permit);
         if let Some(m) = &shared.metrics {

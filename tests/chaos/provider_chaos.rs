@@ -1,8 +1,8 @@
 //! Provider chaos: the ConnectWise API answers 10 % 500s, 5 % 429 with Retry-After, 5 % too
 //! late (past `[polling] http_timeout`), 2 % truncated JSON, then an HTML maintenance page, then
 //! 401 for a while, then the random faults again — while records keep changing. Nothing may be
-//! lost or sent twice, no watermark may move past a failed run, and the daemon logs one line
-//! per change of state (SPEC §7).
+//! lost or sent twice, no watermark may move past a failed run, a failed run is resumed at the
+//! page that failed (keyset paging), and the daemon logs one line per change of state (SPEC §7).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,29 +35,38 @@ fn inject_random_faults(sim: &ConnectWiseSim) {
     sim.inject_random(Fault::TruncatedJson, FaultScope::always(), 2);
 }
 
-/// One poll run as the simulator saw it: its requests, first page first.
-struct Run<'a> {
+/// How a request failed, in the daemon's wording; `None` when it was answered in time.
+fn request_failure(r: &RequestLog) -> Option<&'static str> {
+    if r.delayed >= HTTP_TIMEOUT {
+        return Some("timeout");
+    }
+    match r.fault.as_deref() {
+        Some("ServerError") => Some("http 500"),
+        Some(f) if f.starts_with("TooManyRequests") => Some("http 429"),
+        Some("HtmlMaintenance") => Some("http 503"),
+        Some("Unauthorized") => Some("http 401"),
+        Some("TruncatedJson") => Some("bad json"),
+        Some(other) => panic!("fault {other} not expected here"),
+        None if r.status != 200 => panic!("unexpected status {}: {r:?}", r.status),
+        None => None,
+    }
+}
+
+/// One attempt of a poll run as the simulator saw it: its requests, first page first. A failed
+/// request ends its attempt.
+struct Attempt<'a> {
     requests: Vec<&'a RequestLog>,
 }
 
-impl Run<'_> {
-    /// The class of the failure that ended the run (the daemon's wording), if it failed.
+impl Attempt<'_> {
+    /// The class of the failure that ended the attempt, if it failed.
     fn failure(&self) -> Option<&'static str> {
-        self.requests.iter().find_map(|r| {
-            if r.delayed >= HTTP_TIMEOUT {
-                return Some("timeout");
-            }
-            match r.fault.as_deref() {
-                Some("ServerError") => Some("http 500"),
-                Some(f) if f.starts_with("TooManyRequests") => Some("http 429"),
-                Some("HtmlMaintenance") => Some("http 503"),
-                Some("Unauthorized") => Some("http 401"),
-                Some("TruncatedJson") => Some("bad json"),
-                Some(other) => panic!("fault {other} not expected here"),
-                None if r.status != 200 => panic!("unexpected status {}: {r:?}", r.status),
-                None => None,
-            }
-        })
+        self.requests.last().and_then(|r| request_failure(r))
+    }
+
+    /// Whether it went on from where an earlier attempt stopped (its first request names a page).
+    fn resumes(&self) -> bool {
+        self.requests[0].page_id.is_some()
     }
 
     /// The run's lower bound: the date in `conditions` (`lastUpdated>[…]`).
@@ -80,18 +89,34 @@ impl Run<'_> {
     }
 }
 
-/// The simulator's log cut into runs: a run starts with a request without `pageId`.
-fn runs(log: &[RequestLog]) -> Vec<Run<'_>> {
+/// The simulator's log cut into attempts: one starts with a request without `pageId` (a new
+/// run) or with the first request after a failed one (a resumed run).
+fn attempts(log: &[RequestLog]) -> Vec<Attempt<'_>> {
     let mut sorted: Vec<&RequestLog> = log
         .iter()
         .filter(|r| r.path.ends_with("/company/contacts"))
         .collect();
     sorted.sort_by_key(|r| r.received_at);
-    let mut runs: Vec<Run<'_>> = Vec::new();
+    let mut attempts: Vec<Attempt<'_>> = Vec::new();
     for r in sorted {
-        match runs.last_mut() {
-            Some(run) if r.page_id.is_some() => run.requests.push(r),
-            _ => runs.push(Run { requests: vec![r] }),
+        match attempts.last_mut() {
+            Some(attempt) if r.page_id.is_some() && attempt.failure().is_none() => {
+                attempt.requests.push(r)
+            }
+            _ => attempts.push(Attempt { requests: vec![r] }),
+        }
+    }
+    attempts
+}
+
+/// Attempts grouped into runs: a run's later attempts each resume the one before.
+fn runs<'a, 'b>(attempts: &'b [Attempt<'a>]) -> Vec<&'b [Attempt<'a>]> {
+    let mut runs: Vec<&'b [Attempt<'a>]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=attempts.len() {
+        if i == attempts.len() || !attempts[i].resumes() {
+            runs.push(&attempts[start..i]);
+            start = i;
         }
     }
     runs
@@ -196,14 +221,39 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
         assert_eq!(event_ids.len(), 1, "{version:?} delivered {event_ids:?}");
     }
 
-    // Watermarks: a failed run leaves the lower bound where it was; a complete one moves it to
-    // the provider's clock at its start (minus the 1 s overlap).
+    // A failed attempt that had committed pages is resumed at the page that failed, with the
+    // same lower bound; the pages before it are not asked for again.
     let log = sim.requests();
-    let runs = runs(&log);
-    let first_ok = runs.iter().position(|r| r.failure().is_none()).unwrap();
+    let attempts = attempts(&log);
+    for pair in attempts.windows(2) {
+        let (failed, next) = (&pair[0], &pair[1]);
+        if next.resumes() {
+            let stopped_at = failed.requests.last().unwrap();
+            assert!(
+                failed.failure().is_some(),
+                "resumed after a complete attempt"
+            );
+            assert_eq!(
+                next.requests[0].page_id, stopped_at.page_id,
+                "resumed elsewhere"
+            );
+            assert_eq!(
+                next.lower_bound(),
+                failed.lower_bound(),
+                "a resumed lower bound"
+            );
+        }
+    }
+    let resumed = attempts.iter().filter(|a| a.resumes()).count();
+
+    // Watermarks: a failed run leaves the lower bound where it was; a complete one moves it to
+    // the provider's clock at the start of its first attempt (minus the 1 s overlap).
+    let runs = runs(&attempts);
+    let outcome = |run: &[Attempt<'_>]| run.last().unwrap().failure();
+    let first_ok = runs.iter().position(|r| outcome(r).is_none()).unwrap();
     for pair in runs[first_ok..].windows(2) {
-        let (before, after) = (&pair[0], &pair[1]);
-        let expected = match before.failure() {
+        let (before, after) = (&pair[0][0], &pair[1][0]);
+        let expected = match outcome(pair[0]) {
             Some(_) => before.lower_bound(),
             None => before.provider_start() - chrono::Duration::seconds(1),
         };
@@ -212,11 +262,11 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
             expected,
             "run at {} after a {} run at {}: {:#?}",
             after.requests[0].received_at,
-            before.failure().unwrap_or("complete"),
+            outcome(pair[0]).unwrap_or("complete"),
             before.requests[0].received_at,
-            before
-                .requests
+            pair[0]
                 .iter()
+                .flat_map(|a| &a.requests)
                 .chain(&after.requests)
                 .map(|r| (
                     r.received_at,
@@ -234,8 +284,8 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
     // One log line per change of state.
     let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
     let mut state: Option<&str> = None;
-    for run in &runs {
-        let now = run.failure();
+    for attempt in &attempts {
+        let now = attempt.failure();
         if now != state {
             *expected.entry(now.unwrap_or("recovered")).or_default() += 1;
         }
@@ -256,11 +306,13 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
         "log lines per state change vs the runs the simulator saw\n{}",
         tail(&logs, 30)
     );
-    let failed = runs.iter().filter(|r| r.failure().is_some()).count();
+    let failed = attempts.iter().filter(|a| a.failure().is_some()).count();
     println!(
-        "provider chaos (seed {seed}): {} runs, {failed} failed; state changes logged {logged:?}; \
-         {} versions delivered once each from {} contacts, 0 lost, 0 duplicates",
+        "provider chaos (seed {seed}): {} runs in {} attempts, {failed} failed, {resumed} \
+         resumed; state changes logged {logged:?}; {} versions delivered once each from {} \
+         contacts, 0 lost, 0 duplicates",
         runs.len(),
+        attempts.len(),
         ledger.versions().len(),
         ids.len()
     );
