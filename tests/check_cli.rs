@@ -343,3 +343,62 @@ fn an_explicit_settings_file_that_does_not_exist_is_an_error() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_proxy_variable_deliveries_cannot_follow_is_a_warning_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("pollerd.toml");
+    std::fs::write(&settings, "").unwrap();
+    let valid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid-base.json");
+    let check = |proxies: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pollerd"));
+        command
+            .args(["--config", settings.to_str().unwrap(), "check"])
+            .arg(&valid)
+            .env("CW_PUBLIC", PUBLIC)
+            .env("CW_PRIVATE", PRIVATE)
+            .env_remove("CREDENTIALS_DIRECTORY");
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "REQUEST_METHOD",
+        ] {
+            command.env_remove(name).env_remove(name.to_lowercase());
+        }
+        command.envs(proxies.iter().copied());
+        command.output().unwrap()
+    };
+
+    let out = check(&[
+        (
+            "HTTPS_PROXY",
+            "socks5://proxy-user:proxy-secret@127.0.0.1:1080",
+        ),
+        ("HTTP_PROXY", "http://127.0.0.1:3128"),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {text}"
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("environment: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].starts_with("environment: warning: HTTPS_PROXY names a socks5:// proxy"),
+        "{text}"
+    );
+    assert!(warnings[0].contains("connect directly"), "{text}");
+    assert!(
+        !text.contains("proxy-secret") && !text.contains("proxy-user"),
+        "{text}"
+    );
+
+    let out = check(&[("HTTPS_PROXY", "http://127.0.0.1:3128")]);
+    assert!(!stdout(&out).contains("environment:"), "{}", stdout(&out));
+}

@@ -44,6 +44,11 @@ pub fn run(config_path: Option<&Path>, files: &[PathBuf]) -> ExitCode {
             warnings += 1;
         }
     }
+    // The environment pollerd runs in (under systemd, the unit's `Environment=`): deliveries
+    // connect directly where a proxy variable cannot be followed, which a check should say.
+    for problem in crate::delivery::ProxySettings::from_env().problems() {
+        println!("environment: warning: {problem}");
+    }
     let valid = set.specs().count();
     println!(
         "checked {} instance file(s): {valid} valid, {errors} error(s), {warnings} warning(s)",
