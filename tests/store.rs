@@ -19,6 +19,10 @@ mod processes;
 #[path = "store/outbox.rs"]
 mod outbox;
 
+/// The outbox against plain queues in memory, under random operations.
+#[path = "store/model.rs"]
+mod model;
+
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn open(dir: &Path) -> SledStore {
