@@ -16,7 +16,7 @@ pub mod sign;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -51,6 +51,9 @@ struct Inner {
     proxies: ProxySettings,
     /// Clients of instances with `tls.caFile`, built once per CA bundle.
     ca_clients: RwLock<HashMap<String, (TlsCa, Arc<WebhookClient>)>>,
+    /// The client of each CA bundle in use, by its PEM text: instances that trust the same
+    /// bundle share one client (its roots, its connection pool).
+    clients_by_ca: Mutex<HashMap<Vec<u8>, Weak<WebhookClient>>>,
     schedule: Vec<Duration>,
     grace_period: Duration,
     targets: RwLock<HashMap<String, Arc<Route>>>,
@@ -91,6 +94,7 @@ impl Deliverer {
                 settings: settings.clone(),
                 proxies,
                 ca_clients: RwLock::default(),
+                clients_by_ca: Mutex::default(),
                 schedule: settings.schedule.clone(),
                 grace_period: settings.grace_period,
                 targets: RwLock::default(),
@@ -114,7 +118,8 @@ impl Deliverer {
     }
 
     /// Makes `instance`'s deliveries also trust `ca` (its `tls.caFile`), or only the system
-    /// roots when `None`. The client is built once per CA bundle, not on every reload.
+    /// roots when `None`. A client is built once per CA bundle, not on every reload, and shared
+    /// by every instance that trusts the same bundle.
     pub fn set_trusted_ca(&self, instance: &str, ca: Option<&TlsCa>) -> Result<(), ClientError> {
         let mut clients = self.inner.ca_clients.write().expect("ca clients");
         let Some(ca) = ca else {
@@ -124,9 +129,33 @@ impl Deliverer {
         if clients.get(instance).is_some_and(|(known, _)| known == ca) {
             return Ok(());
         }
-        let client = WebhookClient::new(&self.inner.settings, Some(&ca.pem), &self.inner.proxies)?;
-        clients.insert(instance.to_string(), (ca.clone(), Arc::new(client)));
+        let mut by_ca = self.inner.clients_by_ca.lock().expect("clients by CA");
+        let client = match by_ca.get(&ca.pem).and_then(Weak::upgrade) {
+            Some(shared) => shared,
+            None => {
+                let built = Arc::new(WebhookClient::new(
+                    &self.inner.settings,
+                    Some(&ca.pem),
+                    &self.inner.proxies,
+                )?);
+                by_ca.retain(|_, client| client.strong_count() > 0);
+                by_ca.insert(ca.pem.clone(), Arc::downgrade(&built));
+                built
+            }
+        };
+        clients.insert(instance.to_string(), (ca.clone(), client));
         Ok(())
+    }
+
+    /// How many distinct webhook clients instances with `tls.caFile` use (for tests).
+    #[cfg(test)]
+    fn ca_client_count(&self) -> usize {
+        let clients = self.inner.ca_clients.read().expect("ca clients");
+        let mut distinct: Vec<*const WebhookClient> =
+            clients.values().map(|(_, c)| Arc::as_ptr(c)).collect();
+        distinct.sort();
+        distinct.dedup();
+        distinct.len()
     }
 
     /// A commit added to `key`'s queue: make sure a worker is on it.

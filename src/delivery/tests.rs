@@ -1,5 +1,5 @@
 //! A worker reads its queue ahead of what it has sent: what it read must never outrun a failing
-//! head, and a dead letter must not be sent again.
+//! head, and a dead letter must not be sent again. Clients of `tls.caFile` bundles are shared.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,4 +84,36 @@ async fn a_backlog_read_ahead_still_waits_behind_a_retry_and_skips_a_dead_letter
         .map(|d| d.event_id)
         .collect();
     assert_eq!(dead, ["n-4"]);
+}
+
+#[test]
+fn instances_trusting_the_same_ca_bundle_share_one_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
+    let settings = super::client_tests::settings(Duration::from_secs(5));
+    let deliverer = Deliverer::new(store, &settings, None).unwrap();
+    let bundle = |name: &str| crate::config::TlsCa {
+        path: format!("/etc/pollerd/{name}.pem").into(),
+        pem: super::client_tests::private_ca(&[]).0.into_bytes(),
+    };
+    let (internal, partner) = (bundle("internal"), bundle("partner"));
+    // The same bundle read from another path is the same trust: one client.
+    let internal_copy = crate::config::TlsCa {
+        path: "/etc/pollerd/copy.pem".into(),
+        pem: internal.pem.clone(),
+    };
+    deliverer.set_trusted_ca("a", Some(&internal)).unwrap();
+    deliverer.set_trusted_ca("b", Some(&internal)).unwrap();
+    deliverer.set_trusted_ca("c", Some(&internal_copy)).unwrap();
+    assert_eq!(deliverer.ca_client_count(), 1);
+    deliverer.set_trusted_ca("d", Some(&partner)).unwrap();
+    assert_eq!(deliverer.ca_client_count(), 2);
+    // Once no instance uses a bundle, its client goes; trusting it again builds a new one.
+    for instance in ["a", "b", "c"] {
+        deliverer.set_trusted_ca(instance, None).unwrap();
+    }
+    assert_eq!(deliverer.ca_client_count(), 1);
+    deliverer.set_trusted_ca("a", Some(&internal)).unwrap();
+    assert_eq!(deliverer.ca_client_count(), 2);
 }
