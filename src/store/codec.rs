@@ -82,13 +82,11 @@ pub(crate) fn parse_seen_chunk_key(key_bytes: &[u8]) -> Result<u64, String> {
 }
 
 /// Seen-chunk value: the version, then (id, updated ms) pairs.
-pub(crate) fn encode_seen_chunk<'a>(
-    entries: impl ExactSizeIterator<Item = (&'a str, i64)>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + entries.len() * 24);
+pub(crate) fn encode_seen_chunk<S: AsRef<str>>(entries: impl Iterator<Item = (S, i64)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + entries.size_hint().0 * 24);
     out.push(VALUE_VERSION);
     for (object_id, ms) in entries {
-        put_str(&mut out, object_id);
+        put_str(&mut out, object_id.as_ref());
         out.extend_from_slice(&ms.to_be_bytes());
     }
     out
@@ -97,12 +95,12 @@ pub(crate) fn encode_seen_chunk<'a>(
 /// Calls `each` with every (id, updated ms) pair of a seen chunk, in stored order.
 pub(crate) fn decode_seen_chunk(
     value: &[u8],
-    mut each: impl FnMut(String, i64),
+    mut each: impl FnMut(&str, i64),
 ) -> Result<(), String> {
     let mut reader = Reader::new(value);
     reader.version()?;
     while !reader.rest().is_empty() {
-        let object_id = reader.string()?;
+        let object_id = reader.str()?;
         each(object_id, reader.i64()?);
     }
     Ok(())
@@ -354,9 +352,13 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String, String> {
+        self.str().map(str::to_string)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "text is not UTF-8".to_string())
+        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".to_string())
     }
 
     fn rest(&self) -> &'a [u8] {
@@ -386,7 +388,7 @@ mod tests {
         let entries = [("17", -5_000i64), ("é", 1_700_000_000_000)];
         let value = encode_seen_chunk(entries.iter().map(|(id, ms)| (*id, *ms)));
         let mut back = Vec::new();
-        decode_seen_chunk(&value, |id, ms| back.push((id, ms))).unwrap();
+        decode_seen_chunk(&value, |id, ms| back.push((id.to_string(), ms))).unwrap();
         assert_eq!(
             back,
             [

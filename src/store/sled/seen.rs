@@ -6,6 +6,8 @@
 //! Lookups are answered from the resource's set held in memory, loaded from its chunks on first
 //! use and dropped after the pruning commit, so only resources being polled hold memory.
 
+mod ids;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -14,6 +16,7 @@ use ::sled::{Batch, Db};
 use super::engine::{corrupt, engine};
 use crate::store::codec::{self, millis};
 use crate::store::{PageCommit, ResourceKey, StoreError};
+use ids::{IdDates, IdText};
 
 /// The loaded seen sets of the resources being polled.
 #[derive(Default)]
@@ -24,7 +27,7 @@ pub(super) struct SeenSets {
 /// One resource's seen set as stored: the latest date per id, and the chunks holding it.
 #[derive(Default)]
 pub(super) struct SeenSet {
-    dates: HashMap<String, i64>,
+    dates: IdDates,
     chunks: Vec<u64>,
 }
 
@@ -84,7 +87,7 @@ impl LockedSeen {
 
 impl SeenSet {
     pub(super) fn date_ms(&self, object_id: &str) -> Option<i64> {
-        self.dates.get(object_id).copied()
+        self.dates.get(object_id)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -112,19 +115,27 @@ impl SeenSet {
                 pairs,
             };
         };
-        let mut survivors: HashMap<&str, i64> = HashMap::new();
-        let all = self.dates.iter().map(|(id, ms)| (id.as_str(), *ms));
-        for (object_id, ms) in all.chain(pairs.iter().map(|(id, ms)| (id.as_str(), *ms))) {
-            if ms >= cutoff {
-                let kept = survivors.entry(object_id).or_insert(ms);
-                *kept = (*kept).max(ms);
-            }
+        // The survivors: the set's entries at or after the cutoff, with this commit's pairs (a
+        // page's worth) merged in; streamed into the chunk without copying the set.
+        let mut fresh: HashMap<&str, i64> = HashMap::new();
+        for (object_id, ms) in &pairs {
+            let known = self.dates.get(object_id).unwrap_or(*ms);
+            let kept = fresh.entry(object_id.as_str()).or_insert(known);
+            *kept = (*kept).max(*ms);
         }
+        fresh.retain(|_, ms| *ms >= cutoff);
+        let kept = self
+            .dates
+            .at_or_after(cutoff)
+            .filter(|(object_id, _)| !fresh.contains_key(object_id.as_ref()));
+        let mut survivors = kept
+            .chain(fresh.iter().map(|(id, ms)| (IdText::Text(id), *ms)))
+            .peekable();
         for chunk in &self.chunks {
             batch.remove(codec::seen_chunk_key(key, *chunk));
         }
-        if !survivors.is_empty() {
-            let value = codec::encode_seen_chunk(survivors.into_iter());
+        if survivors.peek().is_some() {
+            let value = codec::encode_seen_chunk(survivors);
             batch.insert(codec::seen_chunk_key(key, next_chunk), value);
         }
         SeenChange::Compacted
@@ -136,14 +147,9 @@ impl SeenSet {
         if let SeenChange::Added { chunk, pairs } = change {
             self.chunks.push(chunk);
             for (object_id, ms) in pairs {
-                self.merge(object_id, ms);
+                self.dates.merge(&object_id, ms);
             }
         }
-    }
-
-    fn merge(&mut self, object_id: String, ms: i64) {
-        let date = self.dates.entry(object_id).or_insert(ms);
-        *date = (*date).max(ms);
     }
 }
 
@@ -153,7 +159,7 @@ fn load(db: &Db, key: &ResourceKey, action: &str) -> Result<SeenSet, StoreError>
         let (chunk_key, value) = item.map_err(|e| engine(action, e))?;
         let chunk = codec::parse_seen_chunk_key(&chunk_key).map_err(|r| corrupt(action, r))?;
         set.chunks.push(chunk);
-        codec::decode_seen_chunk(&value, |object_id, ms| set.merge(object_id, ms))
+        codec::decode_seen_chunk(&value, |object_id, ms| set.dates.merge(object_id, ms))
             .map_err(|reason| corrupt(action, format!("seen chunk {chunk}: {reason}")))?;
     }
     Ok(set)
