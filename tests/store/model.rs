@@ -1,7 +1,7 @@
 //! The outbox against a model: random commits (pages of up to 600 notifications with event ids
 //! of random length, so runs split at different places), acks, failures, dead letters, replays,
 //! reads ahead and reopens, checked after every step against plain queues in memory. The seed is
-//! printed and named in a failure.
+//! printed and named in a failure. The seen set likewise, against a map of latest dates.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -201,5 +201,61 @@ fn the_outbox_behaves_as_plain_queues_under_random_operations() {
         let seed = fastrand::u64(..);
         println!("outbox model: seed {seed}");
         run_model(seed, 600);
+    }
+}
+
+/// An id as providers write them: mostly numbers (ConnectWise), some that only look like one.
+fn random_object_id(rng: &mut fastrand::Rng) -> String {
+    let n = rng.u64(..60);
+    match rng.u32(..6) {
+        0 => format!("0{n}"),
+        1 => format!("id-{n}"),
+        2 => format!("{}", u64::MAX - n),
+        _ => n.to_string(),
+    }
+}
+
+#[test]
+fn the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes() {
+    for _ in 0..3 {
+        let seed = fastrand::u64(..);
+        println!("seen model: seed {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("cw", "contacts");
+        let mut store = open(dir.path());
+        let mut model: BTreeMap<String, i64> = BTreeMap::new();
+        let mut clock = 0i64;
+        for step in 0..300 {
+            let context = format!("seed {seed}, step {step}");
+            clock += rng.i64(0..3);
+            let mut commit = PageCommit::new(k.clone());
+            for _ in 0..rng.usize(0..20) {
+                let id = random_object_id(&mut rng);
+                let seconds = clock - rng.i64(0..5);
+                commit.seen.push((id.clone(), at(seconds)));
+                let known = model.entry(id).or_insert(seconds);
+                *known = (*known).max(seconds);
+            }
+            if rng.u32(..8) == 0 {
+                let cutoff = clock - rng.i64(0..6);
+                commit.prune_seen_before = Some(at(cutoff));
+                model.retain(|_, seconds| *seconds >= cutoff);
+            }
+            store.commit(commit).unwrap();
+            if rng.u32(..20) == 0 {
+                drop(store);
+                store = open(dir.path());
+            }
+            let ids: Vec<String> = (0..30).map(|_| random_object_id(&mut rng)).collect();
+            let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let expected: Vec<_> = ids.iter().map(|id| model.get(id).map(|s| at(*s))).collect();
+            assert_eq!(store.seen_dates(&k, &asked).unwrap(), expected, "{context}");
+            assert_eq!(
+                store.seen_count(&k).unwrap(),
+                model.len() as u64,
+                "{context}"
+            );
+        }
     }
 }
