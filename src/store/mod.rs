@@ -3,7 +3,8 @@
 //! The poller hands each fetched page to [`Store::commit`] as one [`PageCommit`]; delivery
 //! walks the per-resource outbox queues ([`Store::queues`], [`Store::outbox_head`]) and
 //! acknowledges, reschedules or dead-letters their heads. [`SledStore`] is the engine;
-//! nothing outside `store/sled.rs` sees a sled type, so another engine can replace it. Queued
+//! nothing outside `store/sled.rs` and `store/sled/` sees a sled type, so another engine can
+//! replace it. Queues are stored as runs with a cursor each (`store/codec/runs.rs`). Queued
 //! bodies are kept beside sled in the body log (`store/bodylog.rs`), so delivered ones take no
 //! disk space.
 

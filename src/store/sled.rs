@@ -1,5 +1,5 @@
 //! The sled engine: one tree, keys laid out by [`super::codec`], every multi-key change applied
-//! as one `sled::Batch` so it is atomic. All sled types stay in this file and [`engine`].
+//! as one `sled::Batch` so it is atomic. All sled types stay in this file and its submodules.
 
 mod engine;
 mod outbox;
