@@ -95,6 +95,27 @@ impl Harness {
         result
     }
 
+    /// The seed instance reading contacts 1,000 per page, after its first (baseline) run.
+    async fn contacts_by_the_thousand(&self) -> InstanceSpec {
+        let spec = self.seed_instance(|v| {
+            v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
+        });
+        self.run_ok(&spec, "contacts").await;
+        spec
+    }
+
+    /// The next run's third contacts request (its page 3) is answered 500.
+    fn fail_the_third_contacts_request(&self) {
+        self.sim.inject(
+            Fault::ServerError,
+            FaultScope {
+                path_contains: Some("/company/contacts".into()),
+                skip: 2,
+                count: 1,
+            },
+        );
+    }
+
     async fn run_ok(&self, spec: &InstanceSpec, resource: &str) -> RunReport {
         self.run(spec, resource).await.unwrap()
     }
@@ -270,10 +291,7 @@ async fn same_second_changes_are_neither_lost_nor_doubled() {
 #[tokio::test]
 async fn changes_made_during_a_multi_page_scan_are_neither_lost_nor_doubled() {
     let h = Harness::new().await;
-    let spec = h.seed_instance(|v| {
-        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
-    });
-    h.run_ok(&spec, "contacts").await;
+    let spec = h.contacts_by_the_thousand().await;
     let ids = h.sim.create_many(RecordKind::Contact, 2500, None);
     // Slow down page 2 so the changes land while the scan is under way.
     h.sim.inject(
@@ -371,22 +389,12 @@ fn contacts_requests(h: &Harness, from: usize) -> Vec<pollerd::sim::connectwise:
 #[tokio::test]
 async fn a_failing_page_leaves_the_watermark_and_the_retry_resumes_after_the_last_commit() {
     let h = Harness::new().await;
-    let spec = h.seed_instance(|v| {
-        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
-    });
-    h.run_ok(&spec, "contacts").await;
+    let spec = h.contacts_by_the_thousand().await;
     let key = ResourceKey::new("API_Polling", "contacts");
     let watermark = h.store.watermark(&key).unwrap().unwrap();
     h.sim.create_many(RecordKind::Contact, 4500, None);
     let before = h.sim.request_count();
-    h.sim.inject(
-        Fault::ServerError,
-        FaultScope {
-            path_contains: Some("/company/contacts".into()),
-            skip: 2,
-            count: 1,
-        },
-    );
+    h.fail_the_third_contacts_request();
     let err = h.run(&spec, "contacts").await.unwrap_err();
     assert!(err.to_string().contains("page 3"), "{err}");
     assert!(err.to_string().contains("HTTP 500"), "{err}");
@@ -431,19 +439,9 @@ async fn a_failing_page_leaves_the_watermark_and_the_retry_resumes_after_the_las
 #[tokio::test]
 async fn a_record_changed_behind_a_resumed_run_is_found_by_the_next_run() {
     let h = Harness::new().await;
-    let spec = h.seed_instance(|v| {
-        v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
-    });
-    h.run_ok(&spec, "contacts").await;
+    let spec = h.contacts_by_the_thousand().await;
     let ids = h.sim.create_many(RecordKind::Contact, 3500, None);
-    h.sim.inject(
-        Fault::ServerError,
-        FaultScope {
-            path_contains: Some("/company/contacts".into()),
-            skip: 2,
-            count: 1,
-        },
-    );
+    h.fail_the_third_contacts_request();
     h.run(&spec, "contacts").await.unwrap_err();
     // Pages 1 and 2 were committed; the resumed run will not read them again. The change lands
     // two seconds later on the provider's clock (ConnectWise dates have whole seconds).

@@ -160,12 +160,7 @@ impl Engine {
         action: &dyn Fn() -> String,
     ) -> Result<(), StoreError> {
         let mut counters = self.lock();
-        let queue = counters
-            .queues
-            .get_mut(key)
-            .ok_or_else(|| not_in_outbox(key, seq))?;
-        let head = self.head(key, queue, action)?;
-        self.check_head(key, seq, &head, action)?;
+        let (queue, _) = self.queued_head(&mut counters, key, seq, action)?;
         queue.front.failure = Some(HeadFailure {
             seq,
             attempts,
@@ -186,12 +181,7 @@ impl Engine {
         action: &dyn Fn() -> String,
     ) -> Result<Vec<BodyRef>, StoreError> {
         let mut counters = self.lock();
-        let queue = counters
-            .queues
-            .get_mut(key)
-            .ok_or_else(|| not_in_outbox(key, seq))?;
-        let head = self.head(key, queue, action)?;
-        self.check_head(key, seq, &head, action)?;
+        let (queue, head) = self.queued_head(&mut counters, key, seq, action)?;
         let run_key = codec::outbox_key(key, head.run);
         let value = self
             .db
@@ -275,6 +265,23 @@ impl Engine {
                 .map_err(|e| engine(action(), e))?;
         }
         Ok(())
+    }
+
+    /// `key`'s queue and head, which must be `seq`.
+    fn queued_head<'c>(
+        &self,
+        counters: &'c mut Counters,
+        key: &ResourceKey,
+        seq: u64,
+        action: &dyn Fn() -> String,
+    ) -> Result<(&'c mut QueueState, Head), StoreError> {
+        let queue = counters
+            .queues
+            .get_mut(key)
+            .ok_or_else(|| not_in_outbox(key, seq))?;
+        let head = self.head(key, queue, action)?;
+        self.check_head(key, seq, &head, action)?;
+        Ok((queue, head))
     }
 
     /// Where `key`'s head is (the first run is looked up once per run).
