@@ -330,35 +330,33 @@ impl tower_service::Service<Uri> for ProxyConnector {
                 tunnel = tunnel.with_auth(auth.clone());
             }
             let connecting = tower_service::Service::call(&mut tunnel, destination);
-            Box::pin(async move {
-                match connecting.await {
-                    Ok(io) => Ok(ProxiedStream {
-                        io,
-                        absolute_form: false,
-                    }),
-                    Err(e) => Err(Box::new(ThroughProxy {
-                        action: "opening a CONNECT tunnel",
-                        proxy,
-                        source: e.into(),
-                    }) as BoxError),
-                }
-            })
+            Box::pin(through_proxy(
+                connecting,
+                proxy,
+                "opening a CONNECT tunnel",
+                false,
+            ))
         } else {
             let connecting = self.tcp.call(proxy_uri);
-            Box::pin(async move {
-                match connecting.await {
-                    Ok(io) => Ok(ProxiedStream {
-                        io,
-                        absolute_form: true,
-                    }),
-                    Err(e) => Err(Box::new(ThroughProxy {
-                        action: "connecting",
-                        proxy,
-                        source: e.into(),
-                    }) as BoxError),
-                }
-            })
+            Box::pin(through_proxy(connecting, proxy, "connecting", true))
         }
+    }
+}
+
+/// Awaits a connection made through `proxy` (`action` says how), naming the proxy on failure.
+async fn through_proxy<E: Into<BoxError>>(
+    connecting: impl Future<Output = Result<TokioIo<tokio::net::TcpStream>, E>>,
+    proxy: String,
+    action: &'static str,
+    absolute_form: bool,
+) -> Result<ProxiedStream, BoxError> {
+    match connecting.await {
+        Ok(io) => Ok(ProxiedStream { io, absolute_form }),
+        Err(e) => Err(Box::new(ThroughProxy {
+            action,
+            proxy,
+            source: e.into(),
+        })),
     }
 }
 

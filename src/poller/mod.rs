@@ -177,21 +177,18 @@ impl RunSink for MemorySink {
 ///
 /// Only keyset cursors (records after an id, [`Element::can_resume_at`]) are resumed: an offset
 /// page or a next-page token may mean something else, or nothing, by the time of the next
-/// attempt. The resumed attempt
-/// keeps the run's lower bound and its start (the provider's clock at its first page), so when
-/// it completes the watermark is set to that start: records with a smaller id that changed
-/// meanwhile were changed after it, and the next run finds them.
+/// attempt. The resumed attempt keeps the run's lower bound and its start (the provider's clock
+/// at its first page), so when it completes the watermark is set to that start: records with a
+/// smaller id that changed meanwhile were changed after it, and the next run finds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resume {
     /// The stored watermark the run started from: the resume is void once it has changed.
     watermark: Option<DateTime<Utc>>,
-    from: DateTime<Utc>,
-    started: DateTime<Utc>,
-    provider_start: DateTime<Utc>,
-    cursor: Cursor,
+    start: ScanStart,
 }
 
 /// Where a scan starts: from its first page, or from where a failed attempt stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ScanStart {
     from: DateTime<Utc>,
     started: DateTime<Utc>,
@@ -231,12 +228,7 @@ pub async fn run_resource(
                 instance = %instance.name, resource = %resource.name,
                 "resuming the failed run after the last page it committed"
             );
-            ScanStart {
-                from: stopped.from,
-                started: stopped.started,
-                provider_start: Some(stopped.provider_start),
-                cursor: stopped.cursor,
-            }
+            stopped.start
         }
         (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource)),
         (_, None, Some(since)) => ScanStart::first_page(since),
@@ -254,13 +246,7 @@ pub async fn run_resource(
     )
     .await;
     if result.is_err() {
-        *resume = stopped.map(|(from, started, provider_start, cursor)| Resume {
-            watermark,
-            from,
-            started,
-            provider_start,
-            cursor,
-        });
+        *resume = stopped.map(|start| Resume { watermark, start });
     }
     result
 }
@@ -329,10 +315,6 @@ pub async fn scan(
     scan_from(client, sink, instance, element, resource, start, &mut None).await
 }
 
-/// Where a failed scan can go on: its lower bound, start, the provider's clock at its first
-/// page, and the keyset cursor after its last committed page.
-type Stopped = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, Cursor);
-
 /// [`scan`] from `start`; when it fails after committing a page read by id, `stopped` says
 /// where the next attempt can go on.
 async fn scan_from(
@@ -342,7 +324,7 @@ async fn scan_from(
     element: &Element,
     resource: &ResourceSpec,
     start: ScanStart,
-    stopped: &mut Option<Stopped>,
+    stopped: &mut Option<ScanStart>,
 ) -> Result<RunReport, PollError> {
     let key = ResourceKey::new(&instance.name, &resource.name);
     let store_error = |source| PollError::Store {
@@ -362,12 +344,15 @@ async fn scan_from(
     let extractor = extract::Extractor::new(resource);
     loop {
         // Everything before `cursor` is committed: a failure from here on can resume at it.
-        *stopped = match provider_start {
-            Some(provider_start) if element.can_resume_at(resource, &cursor) => {
-                Some((from, started, provider_start, cursor.clone()))
-            }
-            _ => None,
-        };
+        *stopped =
+            (provider_start.is_some() && element.can_resume_at(resource, &cursor)).then(|| {
+                ScanStart {
+                    from,
+                    started,
+                    provider_start,
+                    cursor: cursor.clone(),
+                }
+            });
         report.pages += 1;
         if report.pages > MAX_PAGES {
             return Err(PollError::TooManyPages {

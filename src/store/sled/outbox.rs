@@ -373,6 +373,39 @@ impl Engine {
         }
     }
 
+    /// Ok when `seq` is the head; otherwise says whether it is queued behind it or not at all.
+    fn check_head(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        head: &Head,
+        action: &dyn Fn() -> String,
+    ) -> Result<(), StoreError> {
+        if seq == head.seq {
+            return Ok(());
+        }
+        let (run, index) = codec::split_position(seq);
+        let queued_behind = match run.cmp(&head.run) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => index > head.index && index < head.run_len,
+            std::cmp::Ordering::Greater => {
+                let value = self
+                    .db
+                    .get(codec::outbox_key(key, run))
+                    .map_err(|e| engine(action(), e))?;
+                value.is_some_and(|v| Run::parse(&v).is_ok_and(|run| index < run.len()))
+            }
+        };
+        match queued_behind {
+            true => Err(StoreError::NotHead {
+                key: key.clone(),
+                seq,
+                head: head.seq,
+            }),
+            false => Err(not_in_outbox(key, seq)),
+        }
+    }
+
     fn write_front(
         &self,
         key: &ResourceKey,
@@ -438,41 +471,6 @@ fn outbox_entry(
         attempts: failure.map_or(0, |f| f.attempts),
         next_attempt_at: failure.map(|f| f.next_attempt_at),
         last_error: failure.map(|f| f.last_error.clone()),
-    }
-}
-
-impl Engine {
-    /// Ok when `seq` is the head; otherwise says whether it is queued behind it or not at all.
-    fn check_head(
-        &self,
-        key: &ResourceKey,
-        seq: u64,
-        head: &Head,
-        action: &dyn Fn() -> String,
-    ) -> Result<(), StoreError> {
-        if seq == head.seq {
-            return Ok(());
-        }
-        let (run, index) = codec::split_position(seq);
-        let queued_behind = match run.cmp(&head.run) {
-            std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => index > head.index && index < head.run_len,
-            std::cmp::Ordering::Greater => {
-                let value = self
-                    .db
-                    .get(codec::outbox_key(key, run))
-                    .map_err(|e| engine(action(), e))?;
-                value.is_some_and(|v| Run::parse(&v).is_ok_and(|run| index < run.len()))
-            }
-        };
-        match queued_behind {
-            true => Err(StoreError::NotHead {
-                key: key.clone(),
-                seq,
-                head: head.seq,
-            }),
-            false => Err(not_in_outbox(key, seq)),
-        }
     }
 }
 
