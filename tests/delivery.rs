@@ -176,7 +176,7 @@ async fn retry_after_is_honoured_when_longer_than_the_schedule() {
     receiver.respond_next(Behaviour::StatusWithRetryAfter(429, "3".into()), 1);
     let key = ResourceKey::new("inst", "contacts");
     enqueue(&store, &key, "evt", 1);
-    let deliverer = Deliverer::new(store.clone(), &settings(&[100]), None).unwrap();
+    let deliverer = Deliverer::new(store.clone(), &settings(&[100, 5_000]), None).unwrap();
     deliverer.set_target("inst", target(receiver.url()));
     deliverer.wake_all().unwrap();
     receiver.wait_until(WAIT, |r| r.len() >= 2).await.unwrap();

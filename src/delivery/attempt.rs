@@ -236,8 +236,9 @@ async fn start_of(mut body: Incoming) -> Vec<u8> {
 }
 
 /// The delay before attempt `failures + 1`: the schedule's step with up to 20 % added jitter
-/// (never earlier than the schedule), or the receiver's Retry-After when longer. `None`: the
-/// schedule is exhausted.
+/// (never earlier than the schedule), or the receiver's Retry-After when longer, cut to the
+/// schedule's largest step (a receiver's `Retry-After: 18446744073709551615` must neither
+/// overflow a deadline nor block a queue for decades). `None`: the schedule is exhausted.
 pub fn next_delay(
     schedule: &[Duration],
     failures: u32,
@@ -245,7 +246,8 @@ pub fn next_delay(
 ) -> Option<Duration> {
     let step = *schedule.get(failures.checked_sub(1)? as usize)?;
     let jittered = step.mul_f64(1.0 + fastrand::f64() * 0.2);
-    Some(retry_after.map_or(jittered, |r| r.max(jittered)))
+    let largest = schedule.iter().copied().max().unwrap_or(step);
+    Some(retry_after.map_or(jittered, |r| r.min(largest).max(jittered)))
 }
 
 #[cfg(test)]
@@ -263,6 +265,13 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_retry_after_is_cut_to_the_largest_step() {
+        let schedule = [Duration::from_secs(1), Duration::from_secs(60)];
+        let delay = next_delay(&schedule, 1, Some(Duration::from_secs(u64::MAX))).unwrap();
+        assert_eq!(delay, Duration::from_secs(60));
+    }
+
+    #[test]
     fn delays_follow_the_schedule_with_jitter_and_retry_after() {
         let schedule = [Duration::from_secs(4), Duration::from_secs(16)];
         for _ in 0..100 {
@@ -275,8 +284,8 @@ mod tests {
         assert!(next_delay(&schedule, 2, None).unwrap() >= Duration::from_secs(16));
         assert_eq!(next_delay(&schedule, 3, None), None);
         assert_eq!(
-            next_delay(&schedule, 1, Some(Duration::from_secs(60))),
-            Some(Duration::from_secs(60))
+            next_delay(&schedule, 1, Some(Duration::from_secs(10))),
+            Some(Duration::from_secs(10))
         );
     }
 }
