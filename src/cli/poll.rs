@@ -83,7 +83,7 @@ fn poll(
         .build()?;
     runtime.block_on(async {
         let mut client =
-            ProviderClient::new(settings.polling.http_timeout, settings.polling.max_per_host)?;
+            ProviderClient::from_settings(&settings.polling)?;
         if let Some(ca) = &spec.tls_ca {
             client = client.trusting(ca)?;
         }

@@ -19,7 +19,7 @@ pub use diagnostics::{Diagnostic, Severity};
 pub use fields::kind as json_kind;
 pub use instance::{LoadedFile, load_instance_file, load_instance_text};
 pub use secret::{Secret, SecretSources};
-pub use settings::{Environment, LogFormat, Settings};
+pub use settings::{Environment, LogFormat, PollingSettings, Settings};
 pub use spec::*;
 
 /// Whether a file in the instances directory is an instance definition. Editors' and package

@@ -88,6 +88,10 @@ pub struct PollingSettings {
     pub http_timeout: Duration,
     pub max_concurrent: usize,
     pub max_per_host: usize,
+    /// A provider body larger than this fails the run (the body is streamed and cut here).
+    pub max_response_size: u64,
+    /// A provider `Date` further than this from the local clock is not trusted for a run.
+    pub max_clock_skew: Duration,
 }
 
 /// Cloud Elements' retry schedule: 4^n seconds, nine retries.
@@ -134,6 +138,8 @@ struct RawPolling {
     http_timeout: Option<HumanDuration>,
     max_concurrent: Option<Count>,
     max_per_host: Option<Count>,
+    max_response_size: Option<ByteSize>,
+    max_clock_skew: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +176,47 @@ impl<'de> Deserialize<'de> for Count {
             return Err(serde::de::Error::custom("must be at least 1"));
         }
         Ok(Count(n))
+    }
+}
+
+/// A size in bytes: a number, or a string such as `"64MiB"`, `"512KiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy)]
+struct ByteSize(u64);
+
+impl ByteSize {
+    fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        number.checked_mul(factor).filter(|n| *n > 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        let parsed = match Written::deserialize(d)? {
+            Written::Number(n) => Some(n).filter(|n| *n > 0),
+            Written::Text(s) => ByteSize::parse(&s),
+        };
+        parsed.map(ByteSize).ok_or_else(|| {
+            serde::de::Error::custom(
+                "invalid size; write a number of bytes or e.g. \"512KiB\", \"64MiB\", \"1GiB\"",
+            )
+        })
     }
 }
 
@@ -267,6 +314,11 @@ impl Settings {
                     .map_or(Duration::from_secs(60), |d| d.0),
                 max_concurrent: raw.polling.max_concurrent.map_or(32, |c| c.0 as usize),
                 max_per_host: raw.polling.max_per_host.map_or(4, |c| c.0 as usize),
+                max_response_size: raw.polling.max_response_size.map_or(64 << 20, |s| s.0),
+                max_clock_skew: raw
+                    .polling
+                    .max_clock_skew
+                    .map_or(Duration::from_secs(3600), |d| d.0),
             },
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
         })

@@ -62,7 +62,7 @@ impl Daemon {
         let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(observer))
             .context("building the webhook client")?;
         let client =
-            ProviderClient::new(settings.polling.http_timeout, settings.polling.max_per_host)
+            ProviderClient::from_settings(&settings.polling)
                 .context("building the provider client")?;
         let wake = deliverer.clone();
         let mut shared = PollShared::new(client, store.clone(), settings.polling.max_concurrent);

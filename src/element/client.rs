@@ -23,6 +23,25 @@ pub struct ProviderClient {
     hosts: Arc<Mutex<HashMap<String, Arc<HostGate>>>>,
     max_per_host: usize,
     timeout: Duration,
+    limits: ProviderLimits,
+}
+
+/// Bounds on what a provider can make pollerd do (`[polling]` settings).
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderLimits {
+    /// A body larger than this fails the request.
+    pub max_response_size: u64,
+    /// A `Date` further than this from the local clock is not trusted.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        ProviderLimits {
+            max_response_size: 64 << 20,
+            max_clock_skew: Duration::from_secs(3600),
+        }
+    }
 }
 
 struct HostGate {
@@ -141,7 +160,30 @@ impl ProviderClient {
             hosts: Arc::default(),
             max_per_host: max_per_host.max(1),
             timeout,
+            limits: ProviderLimits::default(),
         })
+    }
+
+    /// The client the daemon and `pollerd poll` use: timeouts and limits from `[polling]`.
+    pub fn from_settings(
+        settings: &crate::config::PollingSettings,
+    ) -> Result<ProviderClient, reqwest::Error> {
+        let mut client = ProviderClient::new(settings.http_timeout, settings.max_per_host)?;
+        client.limits = ProviderLimits {
+            max_response_size: settings.max_response_size,
+            max_clock_skew: settings.max_clock_skew,
+        };
+        Ok(client)
+    }
+
+    /// Replaces the limits (tests and benchmarks set small ones).
+    pub fn with_limits(mut self, limits: ProviderLimits) -> ProviderClient {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> ProviderLimits {
+        self.limits
     }
 
     /// The same client for an instance with `tls.caFile`: its own connections, which also trust
@@ -156,6 +198,7 @@ impl ProviderClient {
             hosts: self.hosts.clone(),
             max_per_host: self.max_per_host,
             timeout: self.timeout,
+            limits: self.limits,
         })
     }
 
