@@ -186,7 +186,9 @@ struct ByteSize(u64);
 impl ByteSize {
     fn parse(text: &str) -> Option<u64> {
         let text = text.trim();
-        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(digits);
         let number: u64 = number.parse().ok()?;
         let factor: u64 = match unit.trim() {

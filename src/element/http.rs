@@ -6,7 +6,7 @@ use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::raw::{self, raw_kind};
-use super::{Cursor, FetchError, Page, ProviderClient, id_text, join_url, same_origin};
+use super::{Cursor, FetchError, Page, ProviderClient, checked_next, id_text, join_url};
 use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec};
 
 #[derive(Clone)]
@@ -74,13 +74,8 @@ impl HttpElement {
         let mut url = first.clone();
         match (cursor, &resource.paging) {
             (Cursor::Url(next), _) => {
-                url = join_url(&self.base_url, next)?;
-                if !same_origin(&first, &url) {
-                    return Err(FetchError::Config(format!(
-                        "refusing to follow a Link to another host: {}",
-                        url.host_str().unwrap_or("")
-                    )));
-                }
+                checked_next(&first, next)?;
+                url = next.clone();
             }
             (Cursor::Token(token), Paging::Cursor { param, .. }) => {
                 url.query_pairs_mut().append_pair(param, token);
@@ -151,13 +146,13 @@ impl HttpElement {
         let next = match &resource.paging {
             Paging::Cursor { .. } => next_token.and_then(id_text).map(Cursor::Token),
             Paging::Page { .. } => {
-                let full = resource
-                    .page_size
-                    .map_or(!records.is_empty(), |s| records.len() as u32 >= s);
+                let full = resource.page_size.map_or(!records.is_empty(), |s| {
+                    u32::try_from(records.len()).unwrap_or(u32::MAX) >= s
+                });
                 let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
-                full.then_some(Cursor::Page(n + 1))
+                full.then_some(Cursor::Page(n.saturating_add(1)))
             }
-            _ => response.next_link().map(Cursor::Url),
+            _ => response.next_link()?.map(Cursor::Url),
         };
         Ok(Page {
             records,

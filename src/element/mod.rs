@@ -23,8 +23,8 @@ pub enum Cursor {
     PageId(String),
     /// Offset paging, 1-based.
     Page(u32),
-    /// A `Link: rel="next"` URL, followed as given (same host only).
-    Url(String),
+    /// A `Link: rel="next"` URL, resolved against the page that named it (same origin only).
+    Url(reqwest::Url),
     /// A next-page token read from the body.
     Token(String),
 }
@@ -67,6 +67,35 @@ pub enum FetchError {
     },
     #[error("GET {url}: {message}")]
     Shape { url: String, message: String },
+    #[error(
+        "GET {url}: HTTP {status}: refusing to follow a redirect to another origin ({origin}): {location}"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        /// `scheme://host:port` of the Location.
+        origin: String,
+        /// The Location without its query.
+        location: String,
+    },
+    #[error("GET {url}: refusing to follow a next-page link to another origin ({origin}): {link}")]
+    LinkElsewhere {
+        url: String,
+        origin: String,
+        link: String,
+    },
+    #[error("GET {url}: the body is larger than [polling] max_response_size ({limit} bytes)")]
+    TooLarge { url: String, limit: u64 },
+    #[error(
+        "GET {url}: not sent: the provider answered 429 to this account and asked it to wait {}s more",
+        remaining.as_secs()
+    )]
+    Paused {
+        url: String,
+        remaining: std::time::Duration,
+    },
+    #[error("GET {url}: {message}; the scan stops here rather than miss the pages after it")]
+    BadLink { url: String, message: String },
     #[error("{0}")]
     Config(String),
 }
@@ -81,6 +110,12 @@ impl FetchError {
             FetchError::NotJson { .. } => "not json".into(),
             FetchError::BadJson { .. } => "bad json".into(),
             FetchError::Shape { .. } => "unexpected shape".into(),
+            FetchError::Redirect { .. } | FetchError::LinkElsewhere { .. } => {
+                "another origin".into()
+            }
+            FetchError::TooLarge { .. } => "too large".into(),
+            FetchError::Paused { .. } => "http 429".into(),
+            FetchError::BadLink { .. } => "bad link".into(),
             FetchError::Config(_) => "configuration".into(),
         }
     }
@@ -142,9 +177,31 @@ pub fn join_url(base: &str, path: &str) -> Result<reqwest::Url, FetchError> {
         .map_err(|e| FetchError::Config(format!("invalid URL {joined:?}: {e}")))
 }
 
-/// A `Link` URL must stay on the host the credentials are for.
+/// Requests with credentials stay within one origin: scheme, host and port.
 pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// `scheme://host:port`, as refusals name it.
+pub fn origin_text(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+/// A next-page URL to follow with the first page's credentials: only within its origin.
+pub fn checked_next(first: &reqwest::Url, next: &reqwest::Url) -> Result<(), FetchError> {
+    if same_origin(first, next) {
+        return Ok(());
+    }
+    Err(FetchError::LinkElsewhere {
+        url: client::shown_url(first),
+        origin: origin_text(next),
+        link: client::shown_url(next),
+    })
 }

@@ -79,6 +79,58 @@ pub struct RunReport {
     pub watermark: Option<DateTime<Utc>>,
     /// The resource's first run: it only set the watermark.
     pub baseline: bool,
+    /// The provider's `Date` was too far from the local clock to be trusted for this run.
+    pub untrusted_date: Option<UntrustedDate>,
+}
+
+/// A provider `Date` more than `[polling] max_clock_skew` from the local clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UntrustedDate {
+    pub provider: DateTime<Utc>,
+    pub local: DateTime<Utc>,
+}
+
+impl std::fmt::Display for UntrustedDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let skew = self.provider.signed_duration_since(self.local);
+        let (sign, skew) = if skew < chrono::TimeDelta::zero() {
+            ("-", -skew)
+        } else {
+            ("+", skew)
+        };
+        let skew = humantime::format_duration(skew.to_std().unwrap_or_default());
+        write!(
+            f,
+            "the provider's Date header says {} but the local clock says {} (skew {sign}{skew}); \
+             this run follows the earlier of the two",
+            self.provider.to_rfc2822(),
+            self.local.to_rfc2822(),
+        )
+    }
+}
+
+/// The clock a run starts at, which becomes the watermark when it completes: the provider's
+/// `Date` (its records are stamped by its clock) when it is within `max_skew` of the local clock.
+/// Otherwise the earlier of the two, never below the watermark the run started from: a `Date` far
+/// ahead would move the watermark past records not yet changed, and one far behind would move it
+/// back for nothing.
+fn run_clock(
+    provider: Option<DateTime<Utc>>,
+    local: DateTime<Utc>,
+    floor: Option<DateTime<Utc>>,
+    max_skew: Duration,
+) -> (DateTime<Utc>, Option<UntrustedDate>) {
+    let Some(provider) = provider else {
+        return (local, None);
+    };
+    let skew = provider.signed_duration_since(local).abs();
+    let max_skew = chrono::TimeDelta::from_std(max_skew).unwrap_or(chrono::TimeDelta::MAX);
+    if skew <= max_skew {
+        return (provider, None);
+    }
+    let start = provider.min(local);
+    let start = floor.map_or(start, |floor| start.max(floor));
+    (start, Some(UntrustedDate { provider, local }))
 }
 
 /// Where a run's results go: the store (daemon) or memory (`pollerd poll`).
@@ -191,6 +243,8 @@ pub struct Resume {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ScanStart {
     from: DateTime<Utc>,
+    /// The watermark the scan started from: an untrusted `Date` never moves it back.
+    floor: Option<DateTime<Utc>>,
     started: DateTime<Utc>,
     provider_start: Option<DateTime<Utc>>,
     cursor: Cursor,
@@ -230,8 +284,8 @@ pub async fn run_resource(
             );
             stopped.start
         }
-        (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource)),
-        (_, None, Some(since)) => ScanStart::first_page(since),
+        (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource), Some(w)),
+        (_, None, Some(since)) => ScanStart::first_page(since, None),
         (_, None, None) => return baseline(client, &mut sink, instance, element, resource).await,
     };
     let mut stopped = None;
@@ -252,9 +306,10 @@ pub async fn run_resource(
 }
 
 impl ScanStart {
-    fn first_page(from: DateTime<Utc>) -> ScanStart {
+    fn first_page(from: DateTime<Utc>, floor: Option<DateTime<Utc>>) -> ScanStart {
         ScanStart {
             from,
+            floor,
             started: Utc::now(),
             provider_start: None,
             cursor: Cursor::First,
@@ -282,7 +337,8 @@ async fn baseline(
             page: 1,
             source,
         })?;
-    let watermark = page.provider_date.unwrap_or(started);
+    let max_skew = client.limits().max_clock_skew;
+    let (watermark, untrusted_date) = run_clock(page.provider_date, started, None, max_skew);
     let mut commit = PageCommit::new(ResourceKey::new(&instance.name, &resource.name));
     commit.watermark = Some(watermark);
     sink.commit(commit)
@@ -297,6 +353,7 @@ async fn baseline(
         records: page.records.len(),
         watermark: Some(watermark),
         baseline: true,
+        untrusted_date,
         ..RunReport::default()
     })
 }
@@ -311,7 +368,7 @@ pub async fn scan(
     resource: &ResourceSpec,
     from: DateTime<Utc>,
 ) -> Result<RunReport, PollError> {
-    let start = ScanStart::first_page(from);
+    let start = ScanStart::first_page(from, None);
     scan_from(client, sink, instance, element, resource, start, &mut None).await
 }
 
@@ -335,6 +392,7 @@ async fn scan_from(
     let batch_size = instance.notifications.as_ref().map_or(10, |n| n.batch_size);
     let ScanStart {
         from,
+        floor,
         started,
         mut provider_start,
         mut cursor,
@@ -348,6 +406,7 @@ async fn scan_from(
             (provider_start.is_some() && element.can_resume_at(resource, &cursor)).then(|| {
                 ScanStart {
                     from,
+                    floor,
                     started,
                     provider_start,
                     cursor: cursor.clone(),
@@ -369,7 +428,15 @@ async fn scan_from(
                 page: report.pages,
                 source,
             })?;
-        let run_start = *provider_start.get_or_insert(page.provider_date.unwrap_or(started));
+        let run_start = match provider_start {
+            Some(start) => start,
+            None => {
+                let max_skew = client.limits().max_clock_skew;
+                let (start, untrusted) = run_clock(page.provider_date, started, floor, max_skew);
+                report.untrusted_date = untrusted;
+                *provider_start.insert(start)
+            }
+        };
         report.records += page.records.len();
 
         let mut fresh: Vec<Candidate> = Vec::new();

@@ -64,6 +64,7 @@ pub async fn poll_loop(
     let interval = instance.refresh_interval;
     let mut delay = first_run_delay(interval);
     let mut failing: Option<String> = None;
+    let mut clock_untrusted = false;
     // Where a failed run stopped, for the next attempt (see `Resume`).
     let mut resume = None;
     loop {
@@ -87,6 +88,7 @@ pub async fn poll_loop(
         if let Some(m) = &shared.metrics {
             observe(m, &result, started.elapsed());
         }
+        warn_of_clock_changes(&instance, &resource, &mut clock_untrusted, &result);
         record(&instance, &resource, &status, &mut failing, result);
         delay = interval + jitter(interval);
     }
@@ -135,6 +137,27 @@ fn observe(m: &crate::metrics::Metrics, result: &Result<RunReport, PollError>, t
             m.events("UPDATED", (r.events - r.created) as u64);
         }
         Err(_) => m.poll("error", took),
+    }
+}
+
+/// One warning when a provider's `Date` stops being trusted, one line when it is again.
+fn warn_of_clock_changes(
+    instance: &InstanceSpec,
+    resource: &ResourceSpec,
+    untrusted: &mut bool,
+    result: &Result<RunReport, PollError>,
+) {
+    let Ok(report) = result else { return };
+    match (&report.untrusted_date, *untrusted) {
+        (Some(date), false) => {
+            tracing::warn!(instance = %instance.name, resource = %resource.name, "{date}; check the provider's clock or raise [polling] max_clock_skew");
+            *untrusted = true;
+        }
+        (None, true) => {
+            tracing::info!(instance = %instance.name, resource = %resource.name, "the provider's Date header agrees with the local clock again");
+            *untrusted = false;
+        }
+        _ => {}
     }
 }
 

@@ -12,7 +12,10 @@ use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
 use super::raw::{self, raw_kind};
-use super::{Cursor, FetchError, Page, ProviderClient, id_text, join_url, same_origin};
+use super::{
+    Cursor, FetchError, Page, ProviderClient, ProviderResponse, RawRecord, checked_next, id_text,
+    join_url,
+};
 use crate::config::{ConnectWiseSpec, Paging, ResourceSpec};
 
 /// ConnectWise's largest page.
@@ -77,14 +80,8 @@ impl ConnectWise {
         let first = self.first_page_url(rendered_url)?;
         let url = match cursor {
             Cursor::Url(next) => {
-                let next = join_url(&self.base_url, next)?;
-                if !same_origin(&first, &next) {
-                    return Err(FetchError::Config(format!(
-                        "refusing to follow a Link to another host: {}",
-                        next.host_str().unwrap_or("")
-                    )));
-                }
-                next
+                checked_next(&first, next)?;
+                next.clone()
             }
             _ => {
                 let mut url = first;
@@ -131,20 +128,7 @@ impl ConnectWise {
                 ),
             });
         };
-        let full = records.len() as u32 >= page_size;
-        let next = match response.next_link() {
-            Some(link) if !records.is_empty() => Some(Cursor::Url(link)),
-            _ if !full => None,
-            _ => match (&resource.paging, cursor) {
-                (Paging::Keyset, _) => records
-                    .last()
-                    .and_then(|r| raw::select_path(r.get(), &resource.id_field))
-                    .and_then(id_text)
-                    .map(Cursor::PageId),
-                (_, Cursor::Page(n)) => Some(Cursor::Page(n + 1)),
-                _ => Some(Cursor::Page(2)),
-            },
-        };
+        let next = next_page(&response, resource, cursor, &records, page_size)?;
         Ok(Page {
             records,
             next,
@@ -162,6 +146,46 @@ impl ConnectWise {
         }
         Ok(url)
     }
+}
+
+/// Where the page after this one starts, or `None` when this was the last.
+///
+/// Keyset paging builds the next page from the request (`pageId` = the last record's id) and reads
+/// the `Link` header only to learn that there is one: behind a gateway or on an alias of the host,
+/// the `Link` may name another origin. Offset paging follows the `Link`, within the origin.
+fn next_page(
+    response: &ProviderResponse,
+    resource: &ResourceSpec,
+    cursor: &Cursor,
+    records: &[RawRecord],
+    page_size: u32,
+) -> Result<Option<Cursor>, FetchError> {
+    let link = response.next_link()?;
+    let full = u32::try_from(records.len()).unwrap_or(u32::MAX) >= page_size;
+    if records.is_empty() || (link.is_none() && !full) {
+        return Ok(None);
+    }
+    if resource.paging == Paging::Keyset {
+        let last_id = records
+            .last()
+            .and_then(|r| raw::select_path(r.get(), &resource.id_field))
+            .and_then(id_text);
+        return match last_id {
+            Some(id) => Ok(Some(Cursor::PageId(id))),
+            None => Err(FetchError::Shape {
+                url: response.shown_url.clone(),
+                message: format!(
+                    "there is a next page, but the last record has no usable {} to ask for it by",
+                    resource.id_field
+                ),
+            }),
+        };
+    }
+    Ok(Some(match (link, cursor) {
+        (Some(link), _) => Cursor::Url(link),
+        (None, Cursor::Page(n)) => Cursor::Page(n.saturating_add(1)),
+        (None, _) => Cursor::Page(2),
+    }))
 }
 
 /// ConnectWise error bodies: `{"code": …, "message": …, "errors": [{"code", "message", "resource", "field"}]}`.

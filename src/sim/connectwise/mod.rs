@@ -129,6 +129,27 @@ pub enum Fault {
     TruncatedJson,
     /// 401 whatever the credentials.
     Unauthorized,
+    /// `302 Found` with this `Location` (another host, or http for an https API).
+    Redirect(String),
+    /// The normal answer, its `Link` naming this origin (`http://host:port`) instead of the
+    /// simulator's, as an API gateway that does not rewrite links answers.
+    LinkOrigin(String),
+    /// The normal answer, its `Link` written the awkward ways RFC 8288 allows: a relative
+    /// reference, in a second header line after a `rel="first"` line, with several relation types
+    /// and a quoted parameter holding a comma.
+    AwkwardLink,
+    /// The normal answer with a `Link` header nobody can read (an unclosed `<`).
+    UnreadableLink,
+    /// The normal answer without the last record's `id`.
+    LastRecordWithoutId,
+    /// 200, labelled JSON, with a body that never ends (`[{"id":1},{"id":1},…`).
+    EndlessBody,
+    /// 429 with this exact `Retry-After` text.
+    RetryAfterText(String),
+    /// The normal answer with its `Date` header this many seconds off the simulator's clock.
+    DateOffset(i64),
+    /// 500 whose error message is very long and holds terminal control sequences.
+    HostileErrorText,
 }
 
 /// Which requests a fault affects: those whose path contains `path_contains` (all when `None`);

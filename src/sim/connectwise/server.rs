@@ -10,6 +10,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine;
+use futures_util::StreamExt;
 use serde_json::json;
 
 use super::conditions::Conditions;
@@ -34,7 +35,10 @@ struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     link: Option<String>,
-    retry_after: Option<u64>,
+    /// `Retry-After`, `Location`, a second `Link` line.
+    extra_headers: Vec<(header::HeaderName, String)>,
+    date_offset_secs: i64,
+    endless: bool,
 }
 
 impl Answer {
@@ -44,7 +48,9 @@ impl Answer {
             content_type: JSON_CONTENT_TYPE,
             body,
             link: None,
-            retry_after: None,
+            extra_headers: Vec::new(),
+            date_offset_secs: 0,
+            endless: false,
         }
     }
 
@@ -54,7 +60,9 @@ impl Answer {
             content_type: HTML_CONTENT_TYPE,
             body: page.as_bytes().to_vec(),
             link: None,
-            retry_after: None,
+            extra_headers: Vec::new(),
+            date_offset_secs: 0,
+            endless: false,
         }
     }
 
@@ -156,18 +164,55 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
                 "TooManyRequests",
                 &format!("Too many requests; retry after {retry_after_secs} seconds"),
             );
-            answer.retry_after = Some(*retry_after_secs);
             answer
+                .extra_headers
+                .push((header::RETRY_AFTER, retry_after_secs.to_string()));
+            answer
+        }
+        Some(Fault::RetryAfterText(text)) => {
+            let mut answer = Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Slow down",
+            );
+            answer
+                .extra_headers
+                .push((header::RETRY_AFTER, text.clone()));
+            answer
+        }
+        Some(Fault::Redirect(location)) => {
+            let mut answer = Answer::error(StatusCode::FOUND, "Moved", "Moved");
+            answer
+                .extra_headers
+                .push((header::LOCATION, location.clone()));
+            answer
+        }
+        Some(Fault::EndlessBody) => {
+            let mut answer = Answer::json(StatusCode::OK, Vec::new());
+            answer.endless = true;
+            answer
+        }
+        Some(Fault::HostileErrorText) => {
+            let message = format!("\x1b[2J\x1b[31mdisk on fire\r\n{}", "x".repeat(100_000));
+            Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "Boom", &message)
         }
         Some(Fault::HtmlMaintenance) => {
             Answer::html(StatusCode::SERVICE_UNAVAILABLE, MAINTENANCE_PAGE)
         }
         Some(Fault::HtmlOk) => Answer::html(StatusCode::OK, LOGIN_PAGE),
         Some(Fault::Unauthorized) => Answer::unauthorized("Authentication failed"),
-        Some(Fault::TruncatedJson) | Some(Fault::Latency(_)) | None => {
-            answer(&state, &asked).unwrap_or_else(|error| error)
-        }
+        Some(
+            Fault::TruncatedJson
+            | Fault::Latency(_)
+            | Fault::LinkOrigin(_)
+            | Fault::AwkwardLink
+            | Fault::UnreadableLink
+            | Fault::LastRecordWithoutId
+            | Fault::DateOffset(_),
+        )
+        | None => answer(&state, &asked).unwrap_or_else(|error| error),
     };
+    reshape(&mut answer, plan.answer.as_ref(), &state.base_url);
     if plan.answer == Some(Fault::TruncatedJson) {
         let half = (answer.body.len() / 2).max(1);
         answer.body.truncate(half);
@@ -194,24 +239,76 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
     into_response(answer, now)
 }
 
+/// What the faults that keep the normal answer change in it.
+fn reshape(answer: &mut Answer, fault: Option<&Fault>, base_url: &str) {
+    let origin = base_url.strip_suffix(API_PREFIX).unwrap_or(base_url);
+    match fault {
+        Some(Fault::LinkOrigin(elsewhere)) => {
+            answer.link = answer.link.take().map(|l| l.replace(origin, elsewhere));
+        }
+        Some(Fault::AwkwardLink) => {
+            if let Some(link) = answer.link.take() {
+                // `<http://host:port/v4_6_release/apis/3.0/…>` → `</v4_6_release/apis/3.0/…>`.
+                let relative = link.replace(origin, "");
+                let next = relative.replace(r#"rel="next""#, r#"title="a, b"; rel="last next""#);
+                answer.link = Some(format!("<{base_url}/system/info>; rel=first"));
+                answer.extra_headers.push((header::LINK, next));
+            }
+        }
+        Some(Fault::UnreadableLink) => {
+            answer.link = answer.link.take().map(|l| l.replacen('>', "", 1));
+        }
+        Some(Fault::LastRecordWithoutId) => drop_last_id(answer),
+        Some(Fault::DateOffset(secs)) => answer.date_offset_secs = *secs,
+        _ => {}
+    }
+}
+
+/// Renames the last record's `"id"` key, so the record has no id.
+fn drop_last_id(answer: &mut Answer) {
+    let Ok(mut records) = serde_json::from_slice::<Vec<serde_json::Value>>(&answer.body) else {
+        return;
+    };
+    if let Some(last) = records.last_mut().and_then(|r| r.as_object_mut())
+        && let Some(id) = last.remove("id")
+    {
+        last.insert("identifier_was".into(), id);
+    }
+    answer.body = serde_json::to_vec(&records).unwrap_or_default();
+}
+
 fn into_response(answer: Answer, now: chrono::DateTime<chrono::Utc>) -> Response {
+    let date = now
+        .checked_add_signed(chrono::TimeDelta::seconds(answer.date_offset_secs))
+        .unwrap_or(now);
     let mut builder = Response::builder()
         .status(answer.status)
         .header(header::CONTENT_TYPE, answer.content_type)
         // RFC 7231 IMF-fixdate, from the simulator's clock so that skew is visible.
         .header(
             header::DATE,
-            now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            date.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
         );
     if let Some(link) = answer.link {
         builder = builder.header(header::LINK, link);
     }
-    if let Some(seconds) = answer.retry_after {
-        builder = builder.header(header::RETRY_AFTER, seconds.to_string());
+    for (name, value) in answer.extra_headers {
+        builder = builder.header(name, value);
     }
-    builder
-        .body(Body::from(answer.body))
-        .expect("response headers are valid")
+    let body = if answer.endless {
+        Body::from_stream(endless_array())
+    } else {
+        Body::from(answer.body)
+    };
+    builder.body(body).expect("response headers are valid")
+}
+
+/// `[` and then records for ever, 64 KiB at a time.
+fn endless_array()
+-> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
+    let chunk = bytes::Bytes::from(r#"{"id":1,"name":"again"},"#.repeat(2730));
+    let open = futures_util::stream::once(async { Ok(bytes::Bytes::from_static(b"[")) });
+    open.chain(futures_util::stream::repeat_with(move || Ok(chunk.clone())))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
