@@ -326,7 +326,8 @@ fn dead_letter_moves_the_head_and_replay_goes_to_the_tail() {
         store.stats().unwrap(),
         StoreStats {
             outbox_depth: 2,
-            dead_letters: 1
+            dead_letters: 1,
+            corrupt_set_aside: 0
         }
     );
 
@@ -368,7 +369,8 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
             store.stats().unwrap(),
             StoreStats {
                 outbox_depth: 2,
-                dead_letters: 2
+                dead_letters: 2,
+                corrupt_set_aside: 0
             }
         );
     }
@@ -377,7 +379,8 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
         store.stats().unwrap(),
         StoreStats {
             outbox_depth: 2,
-            dead_letters: 2
+            dead_letters: 2,
+            corrupt_set_aside: 0
         }
     );
     assert_eq!(store.queues().unwrap(), vec![contacts.clone()]);
@@ -409,7 +412,8 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
         store.stats().unwrap(),
         StoreStats {
             outbox_depth: 2,
-            dead_letters: 1
+            dead_letters: 1,
+            corrupt_set_aside: 0
         }
     );
     assert_eq!(store.dead_letters().unwrap()[0].event_id, "t1");

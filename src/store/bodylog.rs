@@ -47,7 +47,9 @@ struct LogState {
 
 impl BodyLog {
     /// Opens the log in `dir`, deleting every segment that `live` (references counted from the
-    /// outbox) does not mention, and starts a fresh segment for appends.
+    /// outbox) does not mention, and starts a fresh segment for appends. A referenced segment
+    /// that is missing is logged; reading its bodies then fails as corrupt data, and the store
+    /// sets those entries aside, rather than one lost file keeping every queue from starting.
     pub(crate) fn open(dir: &Path, live: HashMap<u64, u64>) -> io::Result<BodyLog> {
         fs::create_dir_all(dir)?;
         let mut files = HashMap::new();
@@ -69,17 +71,16 @@ impl BodyLog {
             .filter(|s| !files.contains_key(s))
             .copied()
             .collect();
-        if let Some(segment) = missing.first() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{} is missing: {} queued notification(s) refer to it",
-                    segment_path(dir, *segment).display(),
-                    live[segment]
-                ),
-            ));
+        for segment in &missing {
+            tracing::error!(
+                "store: {} is missing: {} queued notification(s) refer to it; each is moved aside to the dead letters as corrupt when it reaches the head of its queue",
+                segment_path(dir, *segment).display(),
+                live[segment]
+            );
         }
-        let active = newest + 1;
+        // Past every referenced segment too: a missing one's number must never be reused, or
+        // its references would read the new bodies.
+        let active = live.keys().fold(newest, |newest, s| newest.max(*s)) + 1;
         let writer = Arc::new(create_segment(dir, active)?);
         files.insert(active, writer.clone());
         Ok(BodyLog {
@@ -146,6 +147,12 @@ impl BodyLog {
             .expect("one result per body")
     }
 
+    /// The stored (compressed) bytes of one body as they are, unchecked: kept when a damaged
+    /// body is set aside.
+    pub(crate) fn read_stored(&self, body: &BodyRef) -> io::Result<Vec<u8>> {
+        self.read_run(std::slice::from_ref(body))
+    }
+
     /// Reads back several bodies, one result each: bodies that lie end to end in one segment
     /// (a queue's entries usually do, they were appended together) take a single read.
     pub(crate) fn read_many(&self, bodies: &[BodyRef]) -> Vec<io::Result<Vec<u8>>> {
@@ -198,7 +205,14 @@ impl BodyLog {
         })?;
         let total: usize = run.iter().map(|b| b.len as usize).sum();
         let mut bytes = vec![0; total];
-        file.read_exact_at(&mut bytes, first.offset)?;
+        file.read_exact_at(&mut bytes, first.offset)
+            .map_err(|error| {
+                let path = segment_path(&self.dir, first.segment);
+                io::Error::new(
+                    error.kind(),
+                    format!("{}: {error} at offset {}", path.display(), first.offset),
+                )
+            })?;
         Ok(bytes)
     }
 
@@ -377,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn reopening_keeps_referenced_segments_only_and_reports_a_missing_one() {
+    fn reopening_keeps_referenced_segments_only_and_a_missing_one_fails_its_reads() {
         let dir = tempfile::tempdir().unwrap();
         let kept = {
             let log = BodyLog::open(dir.path(), HashMap::new()).unwrap();
@@ -388,13 +402,15 @@ mod tests {
         assert_eq!(log.read(&kept).unwrap(), b"kept");
         drop(log);
         fs::remove_file(segment_path(dir.path(), kept.segment)).unwrap();
-        let error = BodyLog::open(dir.path(), HashMap::from([(kept.segment, 2)]))
-            .err()
-            .unwrap();
-        assert!(
-            error.to_string().contains("2 queued notification(s)"),
-            "{error}"
-        );
+        // Opens all the same (other queues go on); the lost body reads as missing, also once
+        // new bodies are written (never under the missing segment's number).
+        let log = BodyLog::open(dir.path(), HashMap::from([(kept.segment, 2)])).unwrap();
+        let new = log.append(&[b"new"]).unwrap()[0];
+        assert_ne!(new.segment, kept.segment);
+        assert_eq!(log.read(&new).unwrap(), b"new");
+        let error = log.read(&kept).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains("is missing"), "{error}");
     }
 
     #[test]

@@ -301,6 +301,101 @@ pub(crate) fn decode_dead(id: String, value: &[u8]) -> Result<DeadLetter, String
     })
 }
 
+/// First byte of a corrupt value kept aside among the dead letters: never a value version, so
+/// no dead letter reads as one.
+const SET_ASIDE_MARKER: u8 = 0xC0;
+
+/// A stored value that could not be read, kept under a dead-letter key with what is known of
+/// it and its raw bytes, so nothing is lost and it can be inspected or dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SetAside<'a> {
+    pub found_at: DateTime<Utc>,
+    /// The queue it came from, when known.
+    pub key: Option<ResourceKey>,
+    pub event_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// What was unreadable and why.
+    pub reason: String,
+    /// The bytes as they were found.
+    pub raw: &'a [u8],
+}
+
+pub(crate) fn encode_set_aside(record: &SetAside<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + record.reason.len() + record.raw.len());
+    out.push(SET_ASIDE_MARKER);
+    out.extend_from_slice(&millis(record.found_at).to_be_bytes());
+    match &record.key {
+        Some(key) => {
+            out.push(1);
+            put_str(&mut out, &key.instance);
+            put_str(&mut out, &key.resource);
+        }
+        None => out.push(0),
+    }
+    match &record.event_id {
+        Some(event_id) => {
+            out.push(1);
+            put_str(&mut out, event_id);
+        }
+        None => out.push(0),
+    }
+    match record.created_at {
+        Some(at) => {
+            out.push(1);
+            out.extend_from_slice(&millis(at).to_be_bytes());
+        }
+        None => out.push(0),
+    }
+    put_str(&mut out, &record.reason);
+    out.extend_from_slice(record.raw);
+    out
+}
+
+/// A set-aside record, or `None` when `value` is not one (a dead letter, or unreadable).
+pub(crate) fn decode_set_aside(value: &[u8]) -> Option<Result<SetAside<'_>, String>> {
+    let rest = value.strip_prefix(&[SET_ASIDE_MARKER])?;
+    let mut reader = Reader::new(rest);
+    let mut read = || -> Result<SetAside<'_>, String> {
+        let found_at = from_millis(reader.i64()?)?;
+        let key = match reader.flag()? {
+            true => Some(ResourceKey {
+                instance: reader.string()?,
+                resource: reader.string()?,
+            }),
+            false => None,
+        };
+        let event_id = match reader.flag()? {
+            true => Some(reader.string()?),
+            false => None,
+        };
+        let created_at = match reader.flag()? {
+            true => Some(from_millis(reader.i64()?)?),
+            false => None,
+        };
+        let reason = reader.string()?;
+        Ok(SetAside {
+            found_at,
+            key,
+            event_id,
+            created_at,
+            reason,
+            raw: reader.rest(),
+        })
+    };
+    Some(read())
+}
+
+/// The instance and resource at the start of a dead-letter value that does not decode as a
+/// whole, when those at least are readable.
+pub(crate) fn peek_dead_letter_key(value: &[u8]) -> Option<ResourceKey> {
+    let mut reader = Reader::new(value);
+    reader.version().ok()?;
+    Some(ResourceKey {
+        instance: reader.string().ok()?,
+        resource: reader.string().ok()?,
+    })
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -486,6 +581,49 @@ mod tests {
             decode_dead("e9".into(), &encode_dead(&letter)).unwrap(),
             letter
         );
+    }
+
+    #[test]
+    fn set_aside_records_round_trip_and_are_never_dead_letters() {
+        let full = SetAside {
+            found_at: at(5_000),
+            key: Some(ResourceKey::new("i", "r")),
+            event_id: Some("e7".into()),
+            created_at: Some(at(1_000)),
+            reason: "outbox run 3: truncated".into(),
+            raw: b"\x04\x00\x00",
+        };
+        let bare = SetAside {
+            key: None,
+            event_id: None,
+            created_at: None,
+            raw: b"",
+            ..full.clone()
+        };
+        for record in [full, bare] {
+            let value = encode_set_aside(&record);
+            assert_eq!(decode_set_aside(&value), Some(Ok(record)));
+            assert!(decode_dead("x".into(), &value).is_err());
+        }
+        let letter = DeadLetter {
+            id: "e9".into(),
+            key: ResourceKey::new("i", "r"),
+            event_id: "e9".into(),
+            body: b"{}".to_vec(),
+            created_at: at(1_000),
+            attempts: 10,
+            last_status: None,
+            last_error: "gone".into(),
+            dead_at: at(2_000),
+        };
+        let value = encode_dead(&letter);
+        assert_eq!(decode_set_aside(&value), None);
+        // A letter cut after its names still tells whose it was.
+        assert_eq!(
+            peek_dead_letter_key(&value[..20]),
+            Some(ResourceKey::new("i", "r"))
+        );
+        assert_eq!(peek_dead_letter_key(&[9, 9]), None);
     }
 
     #[test]

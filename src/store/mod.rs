@@ -111,10 +111,31 @@ pub struct DeadLetter {
     pub dead_at: DateTime<Utc>,
 }
 
+/// A stored entry that could not be read (an outbox entry or a dead letter), kept aside with
+/// the dead letters: listed, droppable, never replayed, its raw bytes kept for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptEntry {
+    /// Handle for drop: the dead letter's id, or `corrupt-N` for an outbox entry set aside.
+    pub id: String,
+    /// The queue it came from, when that much is readable.
+    pub key: Option<ResourceKey>,
+    pub event_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it was found unreadable and set aside.
+    pub found_at: DateTime<Utc>,
+    /// What was unreadable and why, at most [`ERROR_SNIPPET_MAX_BYTES`] bytes.
+    pub reason: String,
+    /// Raw bytes kept.
+    pub size: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub outbox_depth: u64,
+    /// Dead letters kept, corrupt entries set aside among them included.
     pub dead_letters: u64,
+    /// Corrupt entries set aside since the store was opened (a counter).
+    pub corrupt_set_aside: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +161,10 @@ pub enum StoreError {
         seq: u64,
         head: u64,
     },
+    #[error(
+        "store: dead letter {id} is corrupt and cannot be replayed ({reason}); `pollerd dead-letters drop {id}` removes it"
+    )]
+    CorruptDeadLetter { id: String, reason: String },
     #[error("store: refusing a commit for {key}: {reason}")]
     InvalidCommit { key: ResourceKey, reason: String },
 }
@@ -159,10 +184,14 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError>;
     /// Keys with a non-empty outbox, ordered.
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError>;
+    /// The head of `key`'s queue. A head that cannot be read (see [`Store::outbox_front`]) is
+    /// set aside first.
     fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError>;
     /// Up to `limit` entries from the front of `key`'s queue, in order (the first is the head):
-    /// one read for several deliveries. An entry that cannot be read ends the list early, unless
-    /// it is the head, which is then the error.
+    /// one read for several deliveries. An entry that cannot be read ends the list early. A head
+    /// that cannot be read (its stored run or entry does not decode, its body is damaged or
+    /// gone) is moved aside to the dead letters as a [`CorruptEntry`], with an error logged
+    /// naming the queue, and the next entry is the head: one bad entry never blocks a queue.
     fn outbox_front(&self, key: &ResourceKey, limit: usize)
     -> Result<Vec<OutboxEntry>, StoreError>;
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError>;
@@ -191,12 +220,20 @@ pub trait Store: Send + Sync + 'static {
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError>;
-    /// All dead letters, oldest first.
+    /// All readable dead letters, oldest first (unreadable ones are in
+    /// [`Store::corrupt_entries`]).
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Back to the TAIL of its queue, same event_id, attempts reset. False when no such id.
+    /// Corrupt entries kept among the dead letters, oldest first: outbox entries set aside, and
+    /// dead letters found unreadable (set aside now, with an error logged, keeping their id).
+    fn corrupt_entries(&self) -> Result<Vec<CorruptEntry>, StoreError>;
+    /// Back to the TAIL of its queue, same event_id, attempts reset. False when no such id;
+    /// [`StoreError::CorruptDeadLetter`] when it is a corrupt entry.
     fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
-    /// False when no such id.
+    /// Removes a dead letter or a corrupt entry. False when no such id.
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
+    /// The raw bytes kept of a corrupt entry (for inspection and tests).
+    #[doc(hidden)]
+    fn corrupt_entry_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// O(1): served from counters.
     fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Drops watermark + seen (not the outbox) — for tests/ops.

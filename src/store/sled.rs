@@ -1,6 +1,7 @@
 //! The sled engine: one tree, keys laid out by [`super::codec`], every multi-key change applied
 //! as one `sled::Batch` so it is atomic. All sled types stay in this file and its submodules.
 
+mod corrupt;
 mod engine;
 mod outbox;
 mod seen;
@@ -13,9 +14,14 @@ use std::time::{Duration, Instant};
 use ::sled::Batch;
 use chrono::{DateTime, Utc};
 
+use super::bodylog::BodyRef;
 use super::codec;
-use super::{DeadLetter, OutboxEntry, PageCommit, ResourceKey, Store, StoreError, StoreStats};
+use super::{
+    CorruptEntry, DeadLetter, OutboxEntry, PageCommit, ResourceKey, Store, StoreError, StoreStats,
+};
+use corrupt::Damage;
 use engine::{Engine, body_error, corrupt, engine};
+use outbox::Front;
 
 /// First pause before reopening a store that failed; it doubles with each failure in a row.
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -73,6 +79,48 @@ impl SledStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Overwrites the stored value of `key`'s first outbox run with `bytes`, as a damaged disk
+    /// or a bug could: for the tests of corrupt entries. False when the queue has no run.
+    #[doc(hidden)]
+    pub fn overwrite_first_run_for_tests(
+        &self,
+        key: &ResourceKey,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.with_engine(|e| {
+            let action = "overwrite an outbox run (test)";
+            let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
+            let first = e.db.scan_prefix(prefix).keys().next().transpose();
+            let Some(run_key) = first.map_err(|err| engine(action, err))? else {
+                return Ok(false);
+            };
+            e.db.insert(run_key, bytes)
+                .map_err(|err| engine(action, err))?;
+            e.durable(action).map(|()| true)
+        })
+    }
+
+    /// Overwrites the stored value of dead letter `id` with `bytes` (see
+    /// [`SledStore::overwrite_first_run_for_tests`]). False when there is no such letter.
+    #[doc(hidden)]
+    pub fn overwrite_dead_letter_for_tests(
+        &self,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.with_engine(|e| {
+            let action = "overwrite a dead letter (test)";
+            let old =
+                e.db.insert(codec::dead_key(id), bytes)
+                    .map_err(|err| engine(action, err))?;
+            if old.is_none() {
+                e.db.remove(codec::dead_key(id))
+                    .map_err(|err| engine(action, err))?;
+            }
+            e.durable(action).map(|()| old.is_some())
+        })
     }
 
     /// Runs one operation on the open engine (reopening it first after a failure); an engine
@@ -360,9 +408,13 @@ impl Store for SledStore {
             let mut letters = Vec::new();
             for item in e.db.scan_prefix([codec::TAG_DEAD]) {
                 let (key_bytes, value) = item.map_err(|e| engine(action, e))?;
-                let id = String::from_utf8(key_bytes[1..].to_vec())
-                    .map_err(|_| corrupt(action, "dead letter id is not UTF-8".into()))?;
-                letters.push(codec::decode_dead(id, &value).map_err(|r| corrupt(action, r))?);
+                // What does not read is listed by `corrupt_entries` instead.
+                let Ok(id) = String::from_utf8(key_bytes[1..].to_vec()) else {
+                    continue;
+                };
+                if let Ok(letter) = codec::decode_dead(id, &value) {
+                    letters.push(letter);
+                }
             }
             letters.sort_by(|a, b| (a.dead_at, &a.id).cmp(&(b.dead_at, &b.id)));
             Ok(letters)
@@ -380,8 +432,14 @@ impl Store for SledStore {
                 else {
                     return Ok(false);
                 };
-                let letter =
-                    codec::decode_dead(id.to_string(), &value).map_err(|r| corrupt(&action, r))?;
+                let letter = match codec::decode_set_aside(&value) {
+                    Some(record) => Err(record.map_or_else(|reason| reason, |r| r.reason)),
+                    None => codec::decode_dead(id.to_string(), &value),
+                }
+                .map_err(|reason| StoreError::CorruptDeadLetter {
+                    id: id.to_string(),
+                    reason,
+                })?;
                 let body = e
                     .bodies
                     .append(&[&letter.body])
@@ -428,6 +486,7 @@ impl Store for SledStore {
             Ok(StoreStats {
                 outbox_depth: counters.outbox_total,
                 dead_letters: counters.dead_total,
+                corrupt_set_aside: counters.corrupt_set_aside,
             })
         })
     }
@@ -471,25 +530,67 @@ impl Store for SledStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         self.with_engine(|e| {
             let action = || format!("read the front of the outbox of {key}");
-            let (mut entries, bodies): (Vec<OutboxEntry>, Vec<_>) =
-                e.front(key, limit, &action)?.into_iter().unzip();
-            let action = action();
-            let mut failure = None;
-            for (at, body) in e.read_bodies(&bodies, &action).into_iter().enumerate() {
-                match body {
-                    Ok(body) => entries[at].body = body,
-                    Err(error) => {
-                        entries.truncate(at);
-                        failure = Some(error);
-                        break;
-                    }
-                }
+            for _ in 0..SET_ASIDE_MAX_PER_READ {
+                let damage = match e.front(key, limit, &action)? {
+                    Front::DamagedHead(damage) => damage,
+                    Front::Entries(front) => match with_bodies(e, front, &action)? {
+                        Ok(entries) => return Ok(entries),
+                        Err(damage) => damage,
+                    },
+                };
+                let released = e.set_aside_head(key, damage, &action)?;
+                e.release_bodies(&released, &action)?;
             }
-            match failure {
-                // Deliver what was read; the failure is met again when it is the head.
-                Some(error) if entries.is_empty() => Err(error),
-                _ => Ok(entries),
-            }
+            Err(corrupt(
+                action(),
+                format!(
+                    "{SET_ASIDE_MAX_PER_READ} corrupt entries in a row were set aside; the next read goes on"
+                ),
+            ))
         })
     }
+
+    fn corrupt_entries(&self) -> Result<Vec<CorruptEntry>, StoreError> {
+        self.with_engine(|e| e.corrupt_entries("list the corrupt entries among the dead letters"))
+    }
+
+    fn corrupt_entry_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_engine(|e| e.corrupt_entry_bytes(id, &format!("read corrupt entry {id}")))
+    }
+}
+
+/// Corrupt heads set aside by one read of a queue's front, at most: a queue of nothing but
+/// corrupt entries is worked through over several reads, not in one long hold of the store.
+const SET_ASIDE_MAX_PER_READ: usize = 64;
+
+/// The entries of `front` with their bodies read, up to the first whose body does not read
+/// (met again when it is the head); `Err(damage)` when that is the head's body.
+fn with_bodies(
+    e: &Engine,
+    front: Vec<(OutboxEntry, BodyRef)>,
+    action: &dyn Fn() -> String,
+) -> Result<Result<Vec<OutboxEntry>, Damage>, StoreError> {
+    let (mut entries, bodies): (Vec<OutboxEntry>, Vec<BodyRef>) = front.into_iter().unzip();
+    let reads = e.read_bodies(&bodies, &action());
+    for (at, read) in reads.into_iter().enumerate() {
+        match read {
+            Ok(body) => entries[at].body = body,
+            Err(StoreError::Corrupt { reason, .. }) if at == 0 => {
+                let head = &entries[0];
+                return Ok(Err(Damage::Entry {
+                    seq: head.seq,
+                    event_id: Some(head.event_id.clone()),
+                    created_at: Some(head.created_at),
+                    raw: e.bodies.read_stored(&bodies[0]).unwrap_or_default(),
+                    reason: format!("body of {} (entry {}): {reason}", head.event_id, head.seq),
+                }));
+            }
+            Err(error) if at == 0 => return Err(error),
+            Err(_) => {
+                entries.truncate(at);
+                break;
+            }
+        }
+    }
+    Ok(Ok(entries))
 }

@@ -134,9 +134,12 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Every entry's body reference (for releasing them when the run is removed).
-    pub(crate) fn bodies(&self) -> Result<Vec<BodyRef>, String> {
-        (0..self.len).map(|i| Ok(self.entry(i)?.body)).collect()
+    /// The body reference of every entry that reads (for counting and releasing them): an
+    /// unreadable entry is set aside when it is the head, and its body is not known.
+    pub(crate) fn readable_bodies(&self) -> Vec<BodyRef> {
+        (0..self.len)
+            .filter_map(|i| self.entry(i).ok().map(|entry| entry.body))
+            .collect()
     }
 }
 
@@ -240,13 +243,14 @@ mod tests {
             assert_eq!(entry.created_at, entries[i].created_at);
         }
         assert!(run.entry(3).is_err());
-        assert_eq!(run.bodies().unwrap(), [body(0), body(1), body(2)]);
+        assert_eq!(run.readable_bodies(), [body(0), body(1), body(2)]);
         // Cut inside the slots: refused whole. Cut inside the event ids: the entry whose id
         // is cut reports it, the others still read.
         assert!(Run::parse(&value[..value.len() - 20]).is_err());
         let cut = Run::parse(&value[..value.len() - 2]).unwrap();
         assert!(cut.entry(2).unwrap_err().contains("out of bounds"));
         assert_eq!(cut.entry(0).unwrap().event_id, "e1");
+        assert_eq!(cut.readable_bodies(), [body(0), body(1)]);
     }
 
     #[test]

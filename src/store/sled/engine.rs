@@ -39,7 +39,10 @@ pub(super) struct Counters {
     /// Only non-empty queues.
     pub(super) queues: BTreeMap<ResourceKey, QueueState>,
     pub(super) outbox_total: u64,
+    /// Every dead-letter key: corrupt entries set aside count too.
     pub(super) dead_total: u64,
+    /// Corrupt entries set aside since the store was opened.
+    pub(super) corrupt_set_aside: u64,
 }
 
 pub(super) fn engine(action: impl Into<String>, error: ::sled::Error) -> StoreError {
@@ -93,10 +96,12 @@ impl Engine {
             live_bodies,
             older,
             leftovers,
+            damaged,
         } = outbox::scan_on_open(&db).map_err(open_error)?;
         let bodies = BodyLog::open(&dir.join(BODY_LOG_DIR), live_bodies)
             .map_err(|e| open_error(format!("body log: {e}")))?;
-        outbox::finish_open(&db, &bodies, &mut counters, older, leftovers).map_err(open_error)?;
+        outbox::finish_open(&db, &bodies, &mut counters, older, leftovers, damaged)
+            .map_err(open_error)?;
         Ok(Engine {
             db,
             bodies,
@@ -170,13 +175,13 @@ impl Engine {
     }
 }
 
-/// A body-log failure: damaged or missing data is corruption; anything else (a full disk, an
-/// I/O error) is an engine failure, after which the store is reopened.
+/// A body-log failure: damaged, cut short or missing data is corruption; anything else (a full
+/// disk, an I/O error) is an engine failure, after which the store is reopened.
 pub(super) fn body_error(action: impl Into<String>, error: std::io::Error) -> StoreError {
     match error.kind() {
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound => {
-            corrupt(action, format!("body log: {error}"))
-        }
+        std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::NotFound
+        | std::io::ErrorKind::UnexpectedEof => corrupt(action, format!("body log: {error}")),
         _ => StoreError::Engine {
             action: action.into(),
             reason: format!("body log: {error}"),
@@ -235,7 +240,10 @@ mod tests {
             // The second open reads what the first one rewrote.
             let engine = Engine::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(engine.lock().outbox_total, 2);
-            let front = engine.front(&key, 10, &|| "test".into()).unwrap();
+            let outbox::Front::Entries(front) = engine.front(&key, 10, &|| "test".into()).unwrap()
+            else {
+                panic!("the head reads");
+            };
             let ids: Vec<&str> = front.iter().map(|(e, _)| e.event_id.as_str()).collect();
             assert_eq!(ids, ["e1", "e2"]);
             assert!(front[0].0.seq < front[1].0.seq);

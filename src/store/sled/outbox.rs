@@ -12,6 +12,7 @@ mod open;
 
 pub(super) use open::{OpenScan, finish_open, scan_on_open};
 
+use super::corrupt::Damage;
 use super::engine::{Counters, Engine, corrupt, engine};
 use crate::store::bodylog::BodyRef;
 use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, position};
@@ -23,25 +24,33 @@ use crate::store::{
 /// a crash loses at most this much progress, which means re-sending those notifications.
 const FRONT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The front of a queue as read.
+pub(super) enum Front {
+    /// Its first entries, with where their bodies are (none when the queue is empty).
+    Entries(Vec<(OutboxEntry, BodyRef)>),
+    /// Its head cannot be read: set it aside ([`Engine::set_aside_head`]) and read again.
+    DamagedHead(Damage),
+}
+
 /// A non-empty queue as the engine tracks it.
 #[derive(Debug, Default)]
 pub(super) struct QueueState {
     pub(super) depth: u64,
     /// The cursor and the head's failure as they are now.
-    front: QueueFront,
+    pub(super) front: QueueFront,
     /// A queue-front value for this queue is in sled.
-    front_on_disk: bool,
+    pub(super) front_on_disk: bool,
     /// `front` has changed since it was last written.
-    front_dirty: bool,
+    pub(super) front_dirty: bool,
     front_written_at: Option<Instant>,
     /// The first run: its id and number of entries, once looked up.
-    first_run: Option<(u64, usize)>,
+    pub(super) first_run: Option<(u64, usize)>,
 }
 
 /// Where a queue's head is.
-struct Head {
-    seq: u64,
-    run: u64,
+pub(super) struct Head {
+    pub(super) seq: u64,
+    pub(super) run: u64,
     index: usize,
     run_len: usize,
 }
@@ -82,17 +91,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Up to `limit` entries from the front of `key`'s queue with where their bodies are. An
-    /// entry that cannot be read ends the list, and is the error when it is the head.
+    /// Up to `limit` entries from the front of `key`'s queue with where their bodies are, or
+    /// what is wrong with the head when it cannot be read. An entry behind the head that cannot
+    /// be read ends the list: it is met again when it is the head.
     pub(super) fn front(
         &self,
         key: &ResourceKey,
         limit: usize,
         action: &dyn Fn() -> String,
-    ) -> Result<Vec<(OutboxEntry, BodyRef)>, StoreError> {
+    ) -> Result<Front, StoreError> {
         let front = match self.lock().queues.get(key) {
             Some(queue) => queue.front.clone(),
-            None => return Ok(Vec::new()),
+            None => return Ok(Front::Entries(Vec::new())),
         };
         let mut entries = Vec::new();
         let prefix = codec::resource_prefix(codec::TAG_OUTBOX, key);
@@ -100,32 +110,44 @@ impl Engine {
             if entries.len() >= limit {
                 break;
             }
-            let read = item
-                .map_err(|e| engine(action(), e))
-                .and_then(|(run_key, value)| {
-                    let (_, run) =
-                        codec::parse_outbox_key(&run_key).map_err(|r| corrupt(action(), r))?;
-                    let parsed = Run::parse(&value).map_err(|r| corrupt(action(), r))?;
-                    let start = consumed(front.through, run, parsed.len());
-                    let wanted = (parsed.len() - start).min(limit - entries.len());
-                    let mut read = Vec::with_capacity(wanted);
-                    for index in start..start + wanted {
-                        let seq = position(run, index);
-                        let entry = parsed
-                            .entry(index)
-                            .map_err(|r| corrupt(action(), format!("entry {seq}: {r}")))?;
-                        read.push((outbox_entry(key, seq, &entry, &front), entry.body));
-                    }
-                    Ok(read)
-                });
-            match read {
-                Ok(read) => entries.extend(read),
-                Err(error) if entries.is_empty() => return Err(error),
-                // Deliver what was read; the failure is met again when it is the head.
+            let (run_key, value) = match item {
+                Ok(item) => item,
+                Err(error) if entries.is_empty() => return Err(engine(action(), error)),
                 Err(_) => break,
+            };
+            let parsed = codec::parse_outbox_key(&run_key)
+                .and_then(|(_, run)| Ok((run, Run::parse(&value)?)));
+            let (run, parsed) = match parsed {
+                Ok(parsed) => parsed,
+                Err(reason) if entries.is_empty() => {
+                    return Ok(Front::DamagedHead(Damage::Run {
+                        run_key: run_key.to_vec(),
+                        value: value.to_vec(),
+                        reason: format!("outbox run {}: {reason}", run_label(&run_key)),
+                    }));
+                }
+                Err(_) => break,
+            };
+            let start = consumed(front.through, run, parsed.len());
+            let wanted = (parsed.len() - start).min(limit - entries.len());
+            for index in start..start + wanted {
+                let seq = position(run, index);
+                match parsed.entry(index) {
+                    Ok(entry) => entries.push((outbox_entry(key, seq, &entry, &front), entry.body)),
+                    Err(reason) if entries.is_empty() => {
+                        return Ok(Front::DamagedHead(Damage::Entry {
+                            seq,
+                            event_id: None,
+                            created_at: None,
+                            raw: value.to_vec(),
+                            reason: format!("entry {index} of outbox run {run}: {reason}"),
+                        }));
+                    }
+                    Err(_) => return Ok(Front::Entries(entries)),
+                }
             }
         }
-        Ok(entries)
+        Ok(Front::Entries(entries))
     }
 
     /// Acknowledges the head `seq`. Returns the bodies to release (those of a finished run).
@@ -182,12 +204,7 @@ impl Engine {
     ) -> Result<Vec<BodyRef>, StoreError> {
         let mut counters = self.lock();
         let (queue, head) = self.queued_head(&mut counters, key, seq, action)?;
-        let run_key = codec::outbox_key(key, head.run);
-        let value = self
-            .db
-            .get(&run_key)
-            .map_err(|e| engine(action(), e))?
-            .ok_or_else(|| corrupt(action(), format!("the run of entry {seq} is gone")))?;
+        let value = self.head_run(key, &head, action)?;
         let run = Run::parse(&value).map_err(|r| corrupt(action(), r))?;
         let entry = run.entry(head.index).map_err(|r| corrupt(action(), r))?;
         // The letter keeps its own copy: the body log drops what the outbox no longer holds.
@@ -212,15 +229,46 @@ impl Engine {
         };
         let mut batch = Batch::default();
         batch.insert(codec::dead_key(&letter.id), codec::encode_dead(&letter));
+        let released = self.remove_head(key, queue, &head, &run, batch, action)?;
+        counters.dequeued(key);
+        counters.dead_total += 1;
+        Ok(released)
+    }
+
+    /// The stored run holding `head`.
+    pub(super) fn head_run(
+        &self,
+        key: &ResourceKey,
+        head: &Head,
+        action: &dyn Fn() -> String,
+    ) -> Result<::sled::IVec, StoreError> {
+        self.db
+            .get(codec::outbox_key(key, head.run))
+            .map_err(|e| engine(action(), e))?
+            .ok_or_else(|| corrupt(action(), format!("the run of entry {} is gone", head.seq)))
+    }
+
+    /// Takes `head` (of run `run`) off the queue in `batch` with whatever else the batch holds:
+    /// the cursor moves past it, or its run goes when it was the last. Returns the bodies to
+    /// release.
+    pub(super) fn remove_head(
+        &self,
+        key: &ResourceKey,
+        queue: &mut QueueState,
+        head: &Head,
+        run: &Run<'_>,
+        mut batch: Batch,
+        action: &dyn Fn() -> String,
+    ) -> Result<Vec<BodyRef>, StoreError> {
         let front = QueueFront {
-            through: Some(seq),
+            through: Some(head.seq),
             failure: None,
         };
         let released = match head.is_last_of_run() {
             true => {
-                batch.remove(run_key);
+                batch.remove(codec::outbox_key(key, head.run));
                 batch.remove(codec::queue_front_key(key));
-                run.bodies().map_err(|r| corrupt(action(), r))?
+                run.readable_bodies()
             }
             false => {
                 batch.insert(
@@ -240,8 +288,6 @@ impl Engine {
         if head.is_last_of_run() {
             queue.first_run = None;
         }
-        counters.dequeued(key);
-        counters.dead_total += 1;
         Ok(released)
     }
 
@@ -268,7 +314,7 @@ impl Engine {
     }
 
     /// `key`'s queue and head, which must be `seq`.
-    fn queued_head<'c>(
+    pub(super) fn queued_head<'c>(
         &self,
         counters: &'c mut Counters,
         key: &ResourceKey,
@@ -367,7 +413,7 @@ impl Engine {
         queue.front_dirty = false;
         match removed {
             Some(value) => Run::parse(&value)
-                .and_then(|run| run.bodies())
+                .map(|run| run.readable_bodies())
                 .map_err(|r| corrupt(action(), r)),
             None => Ok(Vec::new()),
         }
@@ -446,7 +492,7 @@ impl Counters {
 }
 
 /// How many entries of run `run` (of `len` entries) have left the queue, given its cursor.
-fn consumed(through: Option<u64>, run: u64, len: usize) -> usize {
+pub(super) fn consumed(through: Option<u64>, run: u64, len: usize) -> usize {
     match through {
         Some(through) if through >= position(run, 0) => {
             usize::try_from(through - position(run, 0) + 1).map_or(len, |n| n.min(len))
@@ -478,5 +524,13 @@ fn not_in_outbox(key: &ResourceKey, seq: u64) -> StoreError {
     StoreError::NotInOutbox {
         key: key.clone(),
         seq,
+    }
+}
+
+/// A run's id for messages, from its stored key (which may itself be what is damaged).
+fn run_label(run_key: &[u8]) -> String {
+    match codec::parse_outbox_key(run_key) {
+        Ok((_, run)) => run.to_string(),
+        Err(_) => format!("with an unreadable key ({} bytes)", run_key.len()),
     }
 }
