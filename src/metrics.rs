@@ -23,6 +23,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::Limits;
+
 /// Content type of the OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -91,6 +93,7 @@ struct Instruments {
     outbox_depth: Gauge,
     dead_letters: Gauge,
     reloads: LabelledCounter,
+    task_panics: LabelledCounter,
 }
 
 /// The daemon's metrics. Cloning is cheap and every clone updates the same values.
@@ -168,6 +171,12 @@ impl Metrics {
             "Configuration reloads by result",
             reloads.family.clone(),
         );
+        let task_panics = LabelledCounter::new("task", &["poll", "delivery"]);
+        registry.register(
+            "task_panics",
+            "Poll tasks and delivery workers that panicked (a bug) and were started again",
+            task_panics.family.clone(),
+        );
         Metrics {
             instruments: Arc::new(Instruments {
                 registry,
@@ -181,6 +190,7 @@ impl Metrics {
                 outbox_depth,
                 dead_letters,
                 reloads,
+                task_panics,
             }),
         }
     }
@@ -230,6 +240,11 @@ impl Metrics {
         self.instruments.reloads.inc_by(result, 1);
     }
 
+    /// A task panicked and was started again: `task` is "poll" or "delivery".
+    pub fn task_panic(&self, task: &str) {
+        self.instruments.task_panics.inc_by(task, 1);
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -254,11 +269,23 @@ struct ServerState {
 }
 
 /// Serves `/metrics`, `/healthz` (200 "ok") and `/ready` (200 when `ready()` is true, else 503)
-/// on `listen` until `cancel` fires. Returns the bound address (useful with port 0).
+/// on `listen` until `cancel` fires, within the daemon's [`Limits`]. Returns the bound address
+/// (useful with port 0).
 pub async fn serve(
     listen: SocketAddr,
     metrics: Metrics,
     ready: ReadyCheck,
+    cancel: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    serve_within(listen, metrics, ready, Limits::DAEMON, cancel).await
+}
+
+/// [`serve`] within other limits.
+pub async fn serve_within(
+    listen: SocketAddr,
+    metrics: Metrics,
+    ready: ReadyCheck,
+    limits: Limits,
     cancel: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(listen)
@@ -272,14 +299,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/ready", get(ready_page))
         .with_state(ServerState { metrics, ready });
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, %bound, "metrics server failed");
-        }
-    });
+    tokio::spawn(crate::listener::serve(
+        listener, router, limits, "metrics", cancel,
+    ));
     tracing::debug!(%bound, "metrics server listening");
     Ok(bound)
 }

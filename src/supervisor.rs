@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,13 @@ use crate::element::Element;
 use crate::http_util::error_chain;
 use crate::poller::PollShared;
 use crate::poller::schedule::{ResourceStatus, SharedStatus, poll_loop};
+use crate::store::ResourceKey;
+use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
+
+/// A poll task that panicked starts again after 5 s, then 10 s, … up to the resource's
+/// refresh interval (at least this first step): a panic that repeats on every run costs the
+/// provider no more requests than normal polling does.
+const POLL_RESTART_FIRST: Duration = Duration::from_secs(5);
 
 /// A running instance: one poll task per resource.
 struct Running {
@@ -232,12 +240,13 @@ impl Supervisor {
             for resource in &spec.resources {
                 let status: SharedStatus = Arc::new(Mutex::new(ResourceStatus::default()));
                 statuses.push((resource.name.clone(), status.clone()));
-                tasks.push(tokio::spawn(poll_loop(
+                tasks.push(tokio::spawn(guarded_poll_loop(
                     shared.clone(),
                     spec.clone(),
                     element.clone(),
                     resource.clone(),
                     status,
+                    self.deliverer.task_panics(),
                     cancel.child_token(),
                 )));
             }
@@ -278,6 +287,51 @@ impl Supervisor {
         views.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         views
     }
+}
+
+/// [`poll_loop`], started again after a panic (see [`run_restarting`]): the panic is logged
+/// and shown by `status` for this resource, counted in `pollerd_task_panics_total`, and the
+/// resource is polled again.
+async fn guarded_poll_loop(
+    shared: PollShared,
+    instance: Arc<InstanceSpec>,
+    element: Element,
+    resource: config::ResourceSpec,
+    status: SharedStatus,
+    panics: TaskPanics,
+    cancel: CancellationToken,
+) {
+    let metrics = shared.metrics.clone();
+    let poisoned = status.clone();
+    let task = GuardedTask {
+        kind: TaskKind::Poll,
+        key: ResourceKey::new(&instance.name, &resource.name),
+        panics,
+        backoff: Backoff {
+            first: POLL_RESTART_FIRST,
+            max: instance.refresh_interval.max(POLL_RESTART_FIRST),
+        },
+        on_panic: Box::new(move |kind| {
+            // The panic may have struck while the status lock was held; what it guards is
+            // plain data, still whole, so status goes on being shown.
+            poisoned.clear_poison();
+            if let Some(metrics) = &metrics {
+                metrics.task_panic(kind.name());
+            }
+        }),
+    };
+    let guard_cancel = cancel.clone();
+    run_restarting(task, guard_cancel, move || {
+        poll_loop(
+            shared.clone(),
+            instance.clone(),
+            element.clone(),
+            resource.clone(),
+            status.clone(),
+            cancel.clone(),
+        )
+    })
+    .await;
 }
 
 async fn stop(running: Running) {

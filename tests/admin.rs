@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, TimeZone, Utc};
 use pollerd::admin::{
     self, AdminBackend, AdminServer, DeadLetterView, InstanceStatus, ReloadStatus,
-    ResourceStatusView, StatusReport,
+    ResourceStatusView, StatusReport, TaskPanicView,
 };
 use pollerd::cli::admin::{DeadLetterAction, render_dead_letters, render_status};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ fn resource(name: &str, events: u64, last_error: Option<&str>) -> ResourceStatus
         outbox_depth: 2,
         dead_letters: 1,
         pollers: 1,
+        task_panics: Vec::new(),
     }
 }
 
@@ -85,6 +86,7 @@ fn dead_letter(id: &str, resource: &str) -> DeadLetterView {
         last_error: "410 Gone".to_string(),
         created_at: at(2026, 1, 1, 12, 0, 0),
         dead_at: at(2026, 1, 1, 12, 30, 0),
+        corrupt: None,
     }
 }
 
@@ -434,6 +436,45 @@ fn render_status_flags_a_resource_with_two_pollers() {
         "{text}"
     );
     assert!(!render_status(&sample_report()).contains("poll tasks"));
+}
+
+#[test]
+fn render_status_notes_a_task_that_panicked_and_json_keeps_it() {
+    let mut report = sample_report();
+    report.instances[0].resources[1].task_panics = vec![TaskPanicView {
+        task: "delivery".to_string(),
+        panics: 3,
+        last_at: at(2026, 1, 2, 3, 5, 0),
+        last_message: "index 7 out of range".to_string(),
+    }];
+    let text = render_status(&report);
+    // Notes wrap onto indented lines: read each as one line.
+    let notes = text.replace("\n      ", " ");
+    let note = notes
+        .lines()
+        .find(|line| line.starts_with("note: ") && line.contains("panicked"))
+        .unwrap_or_else(|| panic!("no note of the panic in:\n{text}"));
+    assert_eq!(
+        note,
+        "note: instance API_Polling, resource companies: its delivery task panicked 3 times \
+         (last at 2026-01-02 03:05:00 UTC: index 7 out of range) and was started again; a bug, \
+         please report it"
+    );
+    for line in text.lines() {
+        assert!(line.chars().count() <= 120, "too wide: {line}");
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["instances"][0]["resources"][1]["task_panics"][0]["panics"],
+        3
+    );
+    // A resource without panics keeps the JSON shape it had.
+    assert!(
+        json["instances"][0]["resources"][0]
+            .get("task_panics")
+            .is_none()
+    );
+    assert!(!render_status(&sample_report()).contains("panicked"));
 }
 
 #[test]

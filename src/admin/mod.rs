@@ -82,6 +82,20 @@ pub struct ResourceStatusView {
     /// Running poll tasks for this resource: 1 for an enabled instance; anything else is a bug
     /// (two pollers would emit every event twice).
     pub pollers: u32,
+    /// This resource's tasks that panicked (a bug) and were started again, since the daemon
+    /// started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_panics: Vec<TaskPanicView>,
+}
+
+/// Panics of one task of a resource: `task` is "poll" (its poll task) or "delivery" (its
+/// queue's delivery worker).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TaskPanicView {
+    pub task: String,
+    pub panics: u64,
+    pub last_at: DateTime<Utc>,
+    pub last_message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

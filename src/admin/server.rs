@@ -16,6 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::Limits;
+
 use super::{API_PREFIX, AdminBackend, CountAnswer, DeadLetterSelection, ErrorAnswer};
 
 /// Mode of the socket file: the daemon's user and group may talk to it, nobody else (SPEC §2).
@@ -52,10 +54,20 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds the socket (creating its parent directory if missing, removing a stale socket
     /// file, but refusing if another live daemon answers on it), sets mode 0660 and serves
-    /// until `cancel` fires; the socket file is removed on stop.
+    /// within the daemon's [`Limits`] until `cancel` fires; the socket file is removed on stop.
     pub async fn start(
         path: &Path,
         backend: Arc<dyn AdminBackend>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<AdminServer> {
+        AdminServer::start_within(path, backend, Limits::DAEMON, cancel).await
+    }
+
+    /// [`start`](Self::start) within other limits.
+    pub async fn start_within(
+        path: &Path,
+        backend: Arc<dyn AdminBackend>,
+        limits: Limits,
         cancel: CancellationToken,
     ) -> anyhow::Result<AdminServer> {
         let listener = bind(path).await?;
@@ -64,12 +76,7 @@ impl AdminServer {
         let router = router(backend);
         let socket_path = path.to_path_buf();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, path = %socket_path.display(), "admin socket failed");
-            }
+            crate::listener::serve(listener, router, limits, "admin socket", cancel).await;
             if identity.is_some() && file_identity(&socket_path) == identity {
                 if let Err(error) = std::fs::remove_file(&socket_path) {
                     tracing::warn!(%error, path = %socket_path.display(), "cannot remove the admin socket");

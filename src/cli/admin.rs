@@ -148,6 +148,17 @@ pub fn render_status(report: &StatusReport) -> String {
                     instance.name, resource.name, resource.pollers
                 ));
             }
+            for panic in &resource.task_panics {
+                notes.push(format!(
+                    "instance {}, resource {}: its {} task panicked {} (last at {} UTC: {}) and was started again; a bug, please report it",
+                    instance.name,
+                    resource.name,
+                    panic.task,
+                    plural(panic.panics, "time"),
+                    panic.last_at.format("%Y-%m-%d %H:%M:%S"),
+                    one_line(&panic.last_message)
+                ));
+            }
             rows.push(vec![
                 truncate(&instance.name, MAX_INSTANCE_WIDTH),
                 truncate(&resource.name, MAX_RESOURCE_WIDTH),

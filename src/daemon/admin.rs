@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::admin::{
     AdminBackend, DeadLetterView, InstanceStatus, ReloadStatus, ResourceStatusView, StatusReport,
+    TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
@@ -25,6 +26,20 @@ pub struct DaemonAdmin {
 }
 
 impl DaemonAdmin {
+    fn task_panics(&self, key: &ResourceKey) -> Vec<TaskPanicView> {
+        self.deliverer
+            .task_panics()
+            .of(key)
+            .into_iter()
+            .map(|p| TaskPanicView {
+                task: p.kind.name().to_string(),
+                panics: p.count,
+                last_at: p.last_at,
+                last_message: p.last_message,
+            })
+            .collect()
+    }
+
     fn dead_by_key(&self) -> HashMap<ResourceKey, u64> {
         let mut counts = HashMap::new();
         for d in self.store.dead_letters().unwrap_or_default() {
@@ -81,6 +96,7 @@ impl AdminBackend for DaemonAdmin {
                             outbox_depth: self.store.outbox_depth(&key).unwrap_or(0),
                             dead_letters: dead.get(&key).copied().unwrap_or(0),
                             pollers: active.get(&key).copied().unwrap_or(0),
+                            task_panics: self.task_panics(&key),
                         }
                     })
                     .collect();

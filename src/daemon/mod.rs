@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::poller::PollShared;
 use crate::store::{SledStore, Store};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
-use crate::systemd::Notifier;
+use crate::systemd::{Notifier, Part, Progress};
 use crate::watch::watch_instances;
 
 /// Everything the running daemon holds.
@@ -42,6 +42,10 @@ impl DeliveryObserver for MetricsObserver {
     fn delivered(&self, outcome: &str, latency: Option<Duration>) {
         self.0.delivery(outcome, latency);
     }
+
+    fn worker_panicked(&self) {
+        self.0.task_panic("delivery");
+    }
 }
 
 impl Daemon {
@@ -61,9 +65,8 @@ impl Daemon {
         let observer: Arc<dyn DeliveryObserver> = Arc::new(MetricsObserver(metrics.clone()));
         let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(observer))
             .context("building the webhook client")?;
-        let client =
-            ProviderClient::from_settings(&settings.polling)
-                .context("building the provider client")?;
+        let client = ProviderClient::from_settings(&settings.polling)
+            .context("building the provider client")?;
         let wake = deliverer.clone();
         let mut shared = PollShared::new(client, store.clone(), settings.polling.max_concurrent);
         shared.on_commit = Some(Arc::new(move |key| wake.wake(key)));
@@ -224,6 +227,23 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
     }
 }
 
+/// How long the main loop may be silent when no watchdog watches (only the heartbeat's pace
+/// depends on it then).
+const UNWATCHED_MAX_SILENCE: Duration = Duration::from_secs(60);
+
+/// Runs `work` while beating for the main loop: a graceful stop may rightly take the delivery
+/// grace period, and `TimeoutStopSec=`, not the watchdog, bounds it.
+async fn beating_while<F: std::future::Future>(progress: &Progress, work: F) -> F::Output {
+    tokio::pin!(work);
+    let mut heartbeat = tokio::time::interval(progress.beat_period());
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = heartbeat.tick() => progress.beat(Part::MainLoop),
+        }
+    }
+}
+
 pub async fn serve(
     settings: Settings,
     config_path: Option<&Path>,
@@ -261,10 +281,22 @@ pub async fn serve(
     ready.store(true, Ordering::Relaxed);
     notifier.ready();
     notifier.status(&daemon.summary_line());
-    let _watchdog = notifier.spawn_watchdog(cancel.child_token(), || true);
+    let progress = Progress::new(
+        notifier
+            .watchdog_interval()
+            .unwrap_or(UNWATCHED_MAX_SILENCE),
+    );
+    let _scheduler_beat = progress.spawn_scheduler_beat(cancel.child_token());
+    let healthy = progress.clone();
+    let _watchdog = notifier.spawn_watchdog(cancel.child_token(), move || healthy.healthy());
     let mut gauges = tokio::time::interval(Duration::from_secs(5));
+    let mut heartbeat = tokio::time::interval(progress.beat_period());
     loop {
+        // Every pass of this loop is progress; the heartbeat makes sure there is a pass often
+        // enough even when nothing else happens.
+        progress.beat(Part::MainLoop);
         tokio::select! {
+            _ = heartbeat.tick() => continue,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -291,7 +323,7 @@ pub async fn serve(
     tracing::info!("stopping");
     notifier.stopping();
     ready.store(false, Ordering::Relaxed);
-    daemon.stop().await;
+    beating_while(&progress, daemon.stop()).await;
     cancel.cancel();
     admin.stopped().await;
     tracing::info!("stopped");

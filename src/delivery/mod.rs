@@ -16,7 +16,7 @@ pub mod sign;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -31,11 +31,21 @@ pub use proxy::ProxySettings;
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
 use crate::store::{ResourceKey, Store, StoreError};
+use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
+
+/// A delivery worker that panicked starts again after 1 s, doubling up to a minute.
+const WORKER_RESTART: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
 
 /// Told about each delivery, for metrics.
 pub trait DeliveryObserver: Send + Sync {
     /// `outcome` is "ok", "retry" or "dead"; latency is from commit to 2xx.
     fn delivered(&self, outcome: &str, latency: Option<Duration>);
+
+    /// A delivery worker panicked (a bug) and is started again.
+    fn worker_panicked(&self) {}
 }
 
 #[derive(Clone)]
@@ -64,6 +74,9 @@ struct Inner {
     /// The grace period is over: abandon requests in flight (they stay in the outbox).
     abandon: CancellationToken,
     observer: Option<Arc<dyn DeliveryObserver>>,
+    /// Panics of delivery workers, and of the poll tasks the supervisor runs (`status` shows
+    /// both, per resource).
+    task_panics: TaskPanics,
 }
 
 impl Deliverer {
@@ -103,6 +116,7 @@ impl Deliverer {
                 stopping: CancellationToken::new(),
                 abandon: CancellationToken::new(),
                 observer,
+                task_panics: TaskPanics::default(),
             }),
         })
     }
@@ -171,6 +185,11 @@ impl Deliverer {
         Ok(())
     }
 
+    /// The daemon's record of task panics: delivery workers' and poll tasks'.
+    pub fn task_panics(&self) -> TaskPanics {
+        self.inner.task_panics.clone()
+    }
+
     /// Number of queues with a worker running.
     pub fn active_queues(&self) -> usize {
         let workers = self.inner.workers.lock().expect("workers");
@@ -225,12 +244,37 @@ fn ensure_worker(inner: &Arc<Inner>, key: &ResourceKey) {
     if inner.stopping.is_cancelled() {
         return;
     }
-    let mut workers = inner.workers.lock().expect("workers");
+    let mut workers = inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
     if workers.get(key).is_some_and(|h| !h.is_finished()) {
         return;
     }
-    let handle = tokio::spawn(work_queue(inner.clone(), key.clone()));
+    let handle = tokio::spawn(guarded_work_queue(inner.clone(), key.clone()));
     workers.insert(key.clone(), handle);
+}
+
+/// [`work_queue`], started again after a panic (see [`run_restarting`]): the panic is logged,
+/// shown by `status` for this resource and counted, and the queue is delivered again. The
+/// restarted worker keeps its place in `workers`, so no second worker starts meanwhile.
+async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
+    let poisoned = inner.clone();
+    let task = GuardedTask {
+        kind: TaskKind::Delivery,
+        key: key.clone(),
+        panics: inner.task_panics.clone(),
+        backoff: WORKER_RESTART,
+        on_panic: Box::new(move |_| {
+            // The panic may have struck while a lock was held; what they guard is plain data,
+            // still whole, so the other workers go on.
+            poisoned.workers.clear_poison();
+            poisoned.targets.clear_poison();
+            poisoned.ca_clients.clear_poison();
+            if let Some(observer) = &poisoned.observer {
+                observer.worker_panicked();
+            }
+        }),
+    };
+    let stopping = inner.stopping.clone();
+    run_restarting(task, stopping, move || work_queue(inner.clone(), key.clone())).await;
 }
 
 /// Delivers one queue's notifications in order until it is empty or delivery stops.
