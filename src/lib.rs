@@ -22,4 +22,5 @@ pub mod supervisor;
 pub mod systemd;
 pub mod task_guard;
 pub mod template;
+pub mod url_display;
 pub mod watch;

@@ -51,7 +51,7 @@ const CASES: &[(&[&str], &[&str])] = &[
     (&["unknown-element.json"], &["unknown-element.json:2:22: error: unsupported element \"salesforce\"; supported elements: connectwisecrmrest, http"]),
     (&["missing-callback.json"], &["missing-callback.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing"]),
     (&["unclosed-template.json"], &["unclosed-template.json:14:16: error: invalid url template: unclosed \"${\": no \"}\" outside single quotes after \"${gmtDate:yyyy-MM-dd\" (at byte 38 of the URL template)"]),
-    (&["missing-secret-file.json"], &["missing-secret-file.json:8:20: error: cannot read secret file /nonexistent/pollerd/cw-private: No such file or directory (os error 2)"]),
+    (&["missing-secret-file.json"], &["missing-secret-file.json:8:20: error: cannot read secret file /nonexistent/pollerd/cw-private (from ${file:/nonexistent/pollerd/cw-private}): No such file or directory (os error 2)"]),
     (&["env-secret-unset.json"], &["env-secret-unset.json:8:20: error: environment variable POLLERD_TEST_UNSET_VARIABLE (from ${env:POLLERD_TEST_UNSET_VARIABLE}) is not set"]),
     (&["credential-bad-name.json"], &["credential-bad-name.json:8:20: error: invalid credential name \"../../etc/shadow\""]),
     (&["unknown-top-key.json"], &[
@@ -91,6 +91,11 @@ const CASES: &[(&[&str], &[&str])] = &[
     (&["tls-ca-not-pem.json"], &["tls-ca-not-pem.json:10:19: error: tls.caFile: tests/data/broken/../tls/not-a-certificate.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]),
     (&["tls-ca-bad-certificate.json"], &["tls-ca-bad-certificate.json:10:19: error: tls.caFile: tests/data/broken/../tls/garbage-certificate.pem holds a certificate that cannot be trusted: builder error: invalid peer certificate: BadEncoding"]),
     (&["tls-ca-wrong-type.json"], &["tls-ca-wrong-type.json:10:19: error: tls.caFile must be a string, not a boolean"]),
+    (&["header-control-char.json"], &["header-control-char.json:7:20: error: header \"X-Api-Key\" is not valid HTTP header text (control characters such as a newline, a NUL or DEL are not allowed)"]),
+    (&["bearer-token-newline.json"], &["bearer-token-newline.json:6:41: error: auth token is not valid HTTP header text (control characters such as a newline, a NUL or DEL are not allowed)"]),
+    (&["clientid-control-char.json"], &["clientid-control-char.json:9:29: error: connectwise.clientID is not valid HTTP header text (control characters such as a newline, a NUL or DEL are not allowed)"]),
+    (&["callback-user-not-utf8.json"], &["callback-user-not-utf8.json:11:40: error: event.notification.callback.url: the callback URL's user name or password is not UTF-8 once percent-decoded"]),
+    (&["fields-leave-out-info.json"], &["fields-leave-out-info.json:14:16: error: fields=id,name leaves out \"_info\", needed by updatedDateField _info.lastUpdated: ConnectWise answers only the fields listed, so every record would be skipped; add _info to fields"]),
     (&["many-errors.json"], &[
         "many-errors.json:4:20: error: events are enabled but \"event.notification.callback.url\" is missing",
         "many-errors.json:11:38: error: event.notification.batch.size must be between 1 and 100, not 0",
@@ -186,7 +191,7 @@ fn the_seed_example_checks_clean_with_its_warnings() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("1 valid, 0 error(s)"), "{text}");
     for warning in [
-        "warning: callback URL http://mycoolapp.com uses plain http:// to a non-loopback host",
+        "warning: callback URL http://mycoolapp.com:80/ uses plain http:// to a non-loopback host",
         "warning: no \"connectwise.clientID\"",
         "warning: resource \"contacts\": createdDateField equals updatedDateField (_info.lastUpdated), so every event will be CREATED",
         "warning: providerData is accepted and ignored",
@@ -401,4 +406,79 @@ fn a_proxy_variable_deliveries_cannot_follow_is_a_warning_without_its_value() {
 
     let out = check(&[("HTTPS_PROXY", "http://127.0.0.1:3128")]);
     assert!(!stdout(&out).contains("environment:"), "{}", stdout(&out));
+}
+
+/// A header value the daemon could not send fails `check` at the value, naming the header but
+/// not the value; the same file with the value fixed passes (the header, not the file, was wrong).
+#[test]
+fn a_header_value_with_a_control_character_fails_check_without_showing_it() {
+    let (dir, settings) = empty_settings();
+    let broken =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broken/header-control-char.json");
+    let out = pollerd(&settings, &["check", broken.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(
+        errors[0].contains("header-control-char.json:7:20: error: header \"X-Api-Key\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hdrval-K9m2") && !text.contains("tail"),
+        "the value leaked: {text}"
+    );
+
+    let fixed = dir.path().join("header-fixed.json");
+    let original = std::fs::read_to_string(&broken).unwrap();
+    std::fs::write(&fixed, original.replace("\\u0007", "-")).unwrap();
+    let out = pollerd(&settings, &["check", fixed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+/// A `fields` list that names what pollerd reads, as a parent or a `/` path, passes; leaving out
+/// the id or the created date field is an error each.
+#[test]
+fn a_fields_list_must_hold_the_id_and_date_fields() {
+    let (dir, settings) = empty_settings();
+    let valid = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid-base.json"),
+    )
+    .unwrap();
+    let with_fields = |fields: &str, created: bool| {
+        let mut text = valid.replace(
+            "HH:mm:ss'Z'}'\"",
+            &format!("HH:mm:ss'Z'}}'&fields={fields}\""),
+        );
+        if created {
+            text = text.replace(
+                "\"updatedDateFormat\": \"yyyy-MM-dd'T'HH:mm:ss'Z'\"",
+                "\"updatedDateFormat\": \"yyyy-MM-dd'T'HH:mm:ss'Z'\", \"createdDateField\": \"_info.dateEntered\", \"createdDateFormat\": \"yyyy-MM-dd'T'HH:mm:ss'Z'\"",
+            );
+        }
+        let file = dir.path().join("fields.json");
+        std::fs::write(&file, text).unwrap();
+        let out = pollerd(&settings, &["check", file.to_str().unwrap()]);
+        (out.status.code(), error_lines(&out))
+    };
+    for covered in [
+        "id,_info",
+        "id,name,_info/lastUpdated",
+        "id%2C_info",
+        "id, _info.lastUpdated",
+    ] {
+        assert_eq!(
+            with_fields(covered, false),
+            (Some(0), vec![]),
+            "fields={covered}"
+        );
+    }
+    let (code, errors) = with_fields("name,_info/lastUpdated", true);
+    assert_eq!(code, Some(1));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].contains("fields.json:14:16: error: fields=name,_info/lastUpdated leaves out \"id\", needed by idField id"), "{errors:#?}");
+    assert!(
+        errors[1].contains("leaves out \"_info\", needed by createdDateField _info.dateEntered"),
+        "{errors:#?}"
+    );
 }

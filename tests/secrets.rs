@@ -377,3 +377,264 @@ async fn the_admin_socket_is_0660_and_refuses_another_user() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(WAIT).await.success());
 }
+
+// A callback URL's user name, password and query (item 8 of issue 13).
+const CALLBACK_USER: &str = "cbuser-N4d7";
+const CALLBACK_PASSWORD: &str = "cbpass-W7k2";
+const CALLBACK_CODE: &str = "cbcode-SECRET-J5r";
+
+/// The parts of a callback URL that may carry credentials never show: not in the daemon's log
+/// of failing deliveries, not in `status`, not in a dead letter, not in `check`'s plain-http
+/// warning; the receiver's host and port do, and the receiver gets the credentials it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_urls_credentials_and_query_never_show() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    receiver.set_default(Behaviour::Status(500));
+    let address = receiver.addr();
+    let callback =
+        format!("http://{CALLBACK_USER}:{CALLBACK_PASSWORD}@{address}/hook?code={CALLBACK_CODE}");
+    let dd = DaemonDir::new("[delivery]\nschedule = [\"100ms\", \"100ms\"]\n");
+    let instance = |callback: &str| {
+        let mut v = seed_instance(&sim, callback, "0.01");
+        v["name"] = "leaky-hook".into();
+        v
+    };
+    dd.write_instance("leaky-hook.json", &instance(&callback));
+    let mut outputs = Vec::new();
+
+    let daemon = dd.start(&[]);
+    wait_for("the baseline poll", WAIT, || {
+        sim.requests().iter().any(|r| r.status == 200)
+    })
+    .await;
+    sim.create_many(RecordKind::Contact, 2, None);
+    wait_for("a dead letter after the receiver's 500s", WAIT, || {
+        String::from_utf8_lossy(&pollerd(&dd, &["dead-letters", "list"]).stdout)
+            .contains("leaky-hook")
+    })
+    .await;
+    // The URL's credentials were used, and the query was sent: they reached the receiver only.
+    let sent = receiver.requests();
+    let expected_authorization = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CALLBACK_USER}:{CALLBACK_PASSWORD}"))
+    );
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(expected_authorization.as_str())
+    );
+    assert_eq!(sent[0].path, format!("/hook?code={CALLBACK_CODE}"));
+
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["dead-letters", "list"],
+    ] {
+        let out = pollerd_async(&dd, args).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        outputs.push((
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+    let log = dd.logs();
+    let shown = format!("http://{address}/hook?…");
+    assert!(
+        log.contains(&format!("delivery to {shown} failed")),
+        "the failing receiver is named by host and port:\n{log}"
+    );
+    outputs.push(("daemon log".to_string(), log));
+
+    // `check` warns about plain http to another host, naming it the same way.
+    let remote = callback.replace(&address.to_string(), "hooks.example.com:8080");
+    dd.write_instance("leaky-hook.json", &instance(&remote));
+    let check = pollerd(&dd, &["check"]);
+    let check_text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check_text.contains(
+            "warning: callback URL http://hooks.example.com:8080/hook?… uses plain http://"
+        ),
+        "{check_text}"
+    );
+    outputs.push(("check".to_string(), check_text));
+
+    for (what, text) in &outputs {
+        for secret in [CALLBACK_USER, CALLBACK_PASSWORD, CALLBACK_CODE] {
+            assert!(!text.contains(secret), "{what} holds {secret:?}:\n{text}");
+        }
+    }
+}
+
+// `${file:…}` references (item 15 of issue 13).
+
+/// An instance directory beside the settings file, whose instance reads its private key from
+/// `reference` (`${file:…}`).
+struct SecretFileCase {
+    dir: tempfile::TempDir,
+}
+
+impl SecretFileCase {
+    fn new(reference: &str) -> SecretFileCase {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pollerd.toml"), "").unwrap();
+        std::fs::create_dir(dir.path().join("instances.d")).unwrap();
+        let base = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid-base.json"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("instances.d/acme.json"),
+            base.replace("${env:CW_PRIVATE}", reference),
+        )
+        .unwrap();
+        SecretFileCase { dir }
+    }
+
+    fn instances(&self) -> std::path::PathBuf {
+        self.dir.path().join("instances.d")
+    }
+
+    /// A secret file in the instances directory, with `mode`.
+    fn write_secret(&self, name: &str, content: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.instances().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// `pollerd check` of the instance file, from another working directory, within a bounded
+    /// time (a check that hangs on a FIFO fails here instead of hanging the suite).
+    fn check(&self) -> (Option<i32>, String) {
+        use std::io::Read as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pollerd"))
+            .current_dir("/")
+            .arg("--config")
+            .arg(self.dir.path().join("pollerd.toml"))
+            .arg("check")
+            .arg(self.instances().join("acme.json"))
+            .env("CW_PUBLIC", CW_PUBLIC)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("check did not finish within {WAIT:?}: it must not wait on a secret file");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut text = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        (status.code(), text)
+    }
+}
+
+#[test]
+fn a_relative_secret_file_is_read_from_the_instance_files_directory() {
+    let case = SecretFileCase::new("${file:keys/cw-private}");
+    std::fs::create_dir(case.instances().join("keys")).unwrap();
+    case.write_secret(
+        "keys/cw-private",
+        format!("{CW_PRIVATE}\n").as_bytes(),
+        0o600,
+    );
+    let (code, text) = case.check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("1 valid, 0 error(s), 0 warning(s)"), "{text}");
+
+    // Read from there and nowhere else: without it, the error names that path.
+    std::fs::remove_file(case.instances().join("keys/cw-private")).unwrap();
+    let (code, text) = case.check();
+    assert_eq!(code, Some(1), "{text}");
+    let expected = format!(
+        "acme.json:8:20: error: cannot read secret file {} (from ${{file:keys/cw-private}}): No such file",
+        case.instances().join("keys/cw-private").display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+}
+
+#[test]
+fn a_fifo_a_device_or_a_directory_is_refused_at_once() {
+    let fifo_case = SecretFileCase::new("${file:cw-private.fifo}");
+    let made = Command::new("mkfifo")
+        .arg(fifo_case.instances().join("cw-private.fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let directory_case = SecretFileCase::new("${file:keys}");
+    std::fs::create_dir(directory_case.instances().join("keys")).unwrap();
+    let cases = [
+        (fifo_case, "${file:cw-private.fifo}", "a FIFO"),
+        (
+            SecretFileCase::new("${file:/dev/zero}"),
+            "${file:/dev/zero}",
+            "a device",
+        ),
+        (directory_case, "${file:keys}", "a directory"),
+    ];
+    for (case, reference, kind) in cases {
+        let (code, text) = case.check();
+        assert_eq!(code, Some(1), "{reference}: {text}");
+        let expected = format!("(from {reference}): it is {kind}, not a regular file");
+        assert!(
+            text.contains("acme.json:8:20: error: cannot read secret file ")
+                && text.contains(&expected),
+            "expected {expected:?} in:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_file_larger_than_64_kib_is_refused() {
+    let case = SecretFileCase::new("${file:cw-private}");
+    case.write_secret("cw-private", &vec![b'k'; 64 * 1024 + 1], 0o600);
+    let (code, text) = case.check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("(from ${file:cw-private}): it is larger than 64 KiB"),
+        "{text}"
+    );
+    // At the bound exactly it is read.
+    case.write_secret("cw-private", &vec![b'k'; 64 * 1024], 0o600);
+    let (code, text) = case.check();
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn a_secret_file_others_can_read_is_a_warning() {
+    let case = SecretFileCase::new("${file:cw-private}");
+    case.write_secret("cw-private", CW_PRIVATE.as_bytes(), 0o644);
+    let (code, text) = case.check();
+    assert_eq!(code, Some(0), "a warning, not an error: {text}");
+    let expected = format!(
+        "acme.json: warning: secret file {} (from ${{file:cw-private}}) is readable by other users",
+        case.instances().join("cw-private").display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+    assert!(!text.contains(CW_PRIVATE), "{text}");
+
+    case.write_secret("cw-private", CW_PRIVATE.as_bytes(), 0o640);
+    let (code, text) = case.check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("readable by other users"), "{text}");
+}

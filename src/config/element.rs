@@ -3,7 +3,10 @@
 
 use serde_json::{Map, Value};
 
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+
 use super::fields::Ctx;
+use super::headers;
 use super::secret::Secret;
 use super::source::child_pointer;
 use super::spec::*;
@@ -27,6 +30,8 @@ const CONNECTWISE_KEYS: &[&str] = &[
     "clientId",
 ];
 const HTTP_KEYS: &[&str] = &["baseUrl", "headers", "auth"];
+/// The header ConnectWise reads its application id from (names are sent lower case).
+const CLIENT_ID: HeaderName = HeaderName::from_static("clientid");
 /// Keys every element accepts.
 const COMMON_KEYS: &[&str] = &[super::tls::TLS_CA_FILE_KEY];
 /// Configuration keys of the hosted service that mean nothing here, accepted without a word.
@@ -108,11 +113,11 @@ pub(super) fn element(cx: &mut Ctx, key: &str, conf: &Map<String, Value>) -> Opt
     let company = required(cx, conf, "company");
     let public_key = required(cx, conf, "public.key");
     let private_key = required(cx, conf, "private.key");
-    let client_id = ["connectwise.clientID", "clientId"]
+    let client_id_at = ["connectwise.clientID", "clientId"]
         .iter()
         .find_map(|k| conf.get(*k).map(|v| (*k, v)))
-        .and_then(|(k, v)| cx.required_string(&conf_pointer(k), k, v));
-    if client_id.is_none()
+        .and_then(|(k, v)| Some((k, cx.required_string(&conf_pointer(k), k, v)?)));
+    if client_id_at.is_none()
         && !conf.contains_key("connectwise.clientID")
         && !conf.contains_key("clientId")
     {
@@ -121,13 +126,51 @@ pub(super) fn element(cx: &mut Ctx, key: &str, conf: &Map<String, Value>) -> Opt
              register one at developer.connectwise.com and add it to configuration",
         );
     }
+    let (company, public_key, private_key) = (company?, public_key?, private_key?);
+    let request_headers = connectwise_headers(
+        cx,
+        &company,
+        &public_key,
+        &private_key,
+        client_id_at.as_ref().map(|(k, c)| (*k, c.as_str())),
+    );
     Some(ElementSpec::ConnectWise(ConnectWiseSpec {
         base_url: base_url?,
-        company: company?,
-        public_key: Secret::new(public_key?),
-        private_key: Secret::new(private_key?),
-        client_id,
+        company,
+        public_key: Secret::new(public_key),
+        private_key: Secret::new(private_key),
+        client_id: client_id_at.map(|(_, c)| c),
+        request_headers: request_headers?,
     }))
+}
+
+/// ConnectWise's `Authorization` and, when configured, `clientId`; `client_id` is the key it was
+/// given under (for the error's position) and its value.
+fn connectwise_headers(
+    cx: &mut Ctx,
+    company: &str,
+    public_key: &str,
+    private_key: &str,
+    client_id: Option<(&str, &str)>,
+) -> Option<RequestHeaders> {
+    let authorization = headers::basic_authorization(
+        &format!("{company}+{public_key}"),
+        private_key,
+        "the ConnectWise credentials",
+    )
+    .map_err(|e| cx.error("/configuration", e.to_string()))
+    .ok();
+    let client_id = match client_id {
+        Some((key, value)) => Some(
+            headers::sensitive_value(value, key)
+                .map_err(|e| cx.error(&conf_pointer(key), e.to_string()))
+                .ok()?,
+        ),
+        None => None,
+    };
+    let mut out = vec![(AUTHORIZATION, authorization?)];
+    out.extend(client_id.map(|v| (CLIENT_ID, v)));
+    Some(out)
 }
 
 fn http_element(
@@ -136,19 +179,27 @@ fn http_element(
     base_url: Option<String>,
 ) -> Option<ElementSpec> {
     let mut headers = Vec::new();
+    let mut request_headers = Some(RequestHeaders::new());
     if let Some(v) = conf.get("headers") {
         let p = conf_pointer("headers");
         if let Some(map) = cx.object(&p, "headers", v) {
             for (name, value) in map {
-                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    cx.key_error(
-                        &child_pointer(&p, name),
-                        format!("invalid HTTP header name {name:?}"),
-                    );
+                let at = child_pointer(&p, name);
+                let parsed_name = headers::header_name(name)
+                    .map_err(|e| cx.key_error(&at, e.to_string()))
+                    .ok();
+                let Some(value) = cx.string(&at, "a header value", value) else {
+                    request_headers = None;
+                    continue;
+                };
+                let parsed_value = headers::sensitive_value(&value, &format!("header {name:?}"))
+                    .map_err(|e| cx.error(&at, e.to_string()))
+                    .ok();
+                match (parsed_name, parsed_value, request_headers.as_mut()) {
+                    (Some(n), Some(v), Some(all)) => all.push((n, v)),
+                    _ => request_headers = None,
                 }
-                if let Some(value) = cx.string(&child_pointer(&p, name), "a header value", value) {
-                    headers.push((name.clone(), Secret::new(value)));
-                }
+                headers.push((name.clone(), Secret::new(value)));
             }
         }
     }
@@ -156,11 +207,40 @@ fn http_element(
         None => None,
         Some(v) => Some(http_auth(cx, v)?),
     };
+    if let Some(auth) = &auth {
+        let authorization = auth_header(auth)
+            .map_err(|e| cx.error(&auth_value_pointer(auth), e.to_string()))
+            .ok();
+        match (authorization, request_headers.as_mut()) {
+            (Some(v), Some(all)) => all.push((AUTHORIZATION, v)),
+            _ => request_headers = None,
+        }
+    }
     Some(ElementSpec::Http(HttpSpec {
         base_url: base_url?,
         headers,
         auth,
+        request_headers: request_headers?,
     }))
+}
+
+/// The `Authorization` value `auth` sends.
+fn auth_header(auth: &HttpAuth) -> Result<HeaderValue, headers::HeaderError> {
+    match auth {
+        HttpAuth::Basic { user, password } => {
+            headers::basic_authorization(user, password.expose(), "auth user and password")
+        }
+        HttpAuth::Bearer { token } => headers::bearer_authorization(token.expose()),
+    }
+}
+
+/// Where the value an `Authorization` is made of stands (for its error).
+fn auth_value_pointer(auth: &HttpAuth) -> String {
+    let field = match auth {
+        HttpAuth::Basic { .. } => "password",
+        HttpAuth::Bearer { .. } => "token",
+    };
+    child_pointer(&conf_pointer("auth"), field)
 }
 
 fn http_auth(cx: &mut Ctx, v: &Value) -> Option<HttpAuth> {

@@ -18,6 +18,7 @@ use super::resource;
 use super::secret::{Secret, SecretRef, SecretSources, resolve_references};
 use super::source::{Document, Format};
 use super::spec::*;
+use crate::delivery::client::Endpoint;
 
 const TOP_KEYS: &[&str] = &[
     "element",
@@ -112,7 +113,7 @@ pub fn validate(
     embed_poller_configuration(&mut doc, &mut early);
     let literal_secrets = literal_secret_keys(&doc.value);
     let mut literal_values: Vec<String> = literal_secrets.iter().map(|(_, v)| v.clone()).collect();
-    let resolution = resolve_references(&mut doc.value, sources);
+    let resolution = resolve_references(&mut doc.value, sources, doc.path.parent());
     literal_values.extend(resolution.values);
 
     let mut cx = Ctx::new(&doc);
@@ -332,6 +333,18 @@ fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<Notif
         }
         None => None,
     };
+    // What deliveries would refuse (a user name that does not decode, a URL hyper cannot send
+    // to) is an error now, not a dead letter later.
+    let callback = callback.filter(|url| match Endpoint::parse(url) {
+        Ok(_) => true,
+        Err(e) => {
+            cx.error(
+                &p("event.notification.callback.url"),
+                format!("event.notification.callback.url: {e}"),
+            );
+            false
+        }
+    });
     if let Some(url) = &callback {
         if let Ok(u) = reqwest::Url::parse(url) {
             let loopback = match u.host() {
@@ -342,7 +355,8 @@ fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<Notif
             };
             if u.scheme() == "http" && !loopback {
                 cx.warning(format!(
-                    "callback URL {url} uses plain http:// to a non-loopback host: notifications and their signatures travel unencrypted"
+                    "callback URL {} uses plain http:// to a non-loopback host: notifications and their signatures travel unencrypted",
+                    crate::url_display::shown_url(&u)
                 ));
             }
         }

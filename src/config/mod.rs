@@ -4,6 +4,7 @@
 pub mod diagnostics;
 mod element;
 mod fields;
+pub mod headers;
 pub mod instance;
 mod resource;
 pub mod secret;

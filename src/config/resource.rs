@@ -9,6 +9,7 @@ use super::fields::Ctx;
 use super::source::child_pointer;
 use super::spec::{DateField, FieldPath, Paging, ResourceSpec};
 use crate::dates::{DatePattern, Zone};
+use crate::element::connectwise::hubs::NativeRequest;
 use crate::template::UrlTemplate;
 
 const RESOURCE_KEYS: &[&str] = &[
@@ -104,15 +105,24 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
     cx.reject_unknown(&p, &what, obj, RESOURCE_KEYS);
     let at = |k: &str| child_pointer(&p, k);
 
-    let url = match obj.get("url") {
+    let mut url = match obj.get("url") {
         Some(v) => cx
             .required_string(&at("url"), "url", v)
-            .and_then(|u| template(cx, &at("url"), &u))
-            .filter(|t| !connectwise || connectwise_url(cx, &at("url"), t)),
+            .and_then(|u| template(cx, &at("url"), &u)),
         None => {
             cx.error(&p, format!("{what} needs a \"url\""));
             None
         }
+    };
+    let native = match &url {
+        Some(t) if connectwise => {
+            let native = connectwise_request(cx, &at("url"), t);
+            if native.is_none() {
+                url = None;
+            }
+            native
+        }
+        _ => None,
     };
     let id_field = match obj.get("idField") {
         Some(v) => cx
@@ -133,6 +143,11 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
             return None;
         }
     };
+    if let (Some(native), Some(id_field)) = (&native, &id_field) {
+        let mut read = vec![("idField", id_field), ("updatedDateField", &updated.field)];
+        read.extend(created.as_ref().map(|c| ("createdDateField", &c.field)));
+        fields_cover(cx, &at("url"), native, &read);
+    }
     let max_page = if connectwise { 1000 } else { 100_000 };
     let page_size = match obj.get("pageSize") {
         Some(v) => Some(cx.integer(&at("pageSize"), "pageSize", v, 1, max_page)? as u32),
@@ -391,15 +406,50 @@ fn template(cx: &mut Ctx, pointer: &str, s: &str) -> Option<UrlTemplate> {
 
 /// A ConnectWise resource URL must map to an endpoint and its `where` must translate; both are
 /// checked now, with any instant, rather than on the first poll.
-fn connectwise_url(cx: &mut Ctx, pointer: &str, t: &UrlTemplate) -> bool {
+fn connectwise_request(cx: &mut Ctx, pointer: &str, t: &UrlTemplate) -> Option<NativeRequest> {
     let rendered = t.render(chrono::DateTime::UNIX_EPOCH);
     match crate::element::connectwise::hubs::native_request(&rendered) {
-        Ok(_) => true,
+        Ok(native) => Some(native),
         Err(e) => {
             // Name the URL as the operator wrote it, not as rendered for the check.
             cx.error(pointer, e.to_string().replace(&rendered, t.source()));
-            false
+            None
         }
+    }
+}
+
+/// ConnectWise answers a request with `fields=a,b` with those fields only: a field pollerd reads
+/// (`read`: the key naming it, its path) that the list leaves out would be missing from every
+/// record, and every record skipped. A list entry covers a path when it is the path or one of
+/// its parents, written with `.` or `/` (`_info` and `_info/lastUpdated` cover
+/// `_info.lastUpdated`). Reports each field left out.
+fn fields_cover(cx: &mut Ctx, pointer: &str, native: &NativeRequest, read: &[(&str, &FieldPath)]) {
+    let Some((_, list)) = native
+        .query
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("fields"))
+    else {
+        return;
+    };
+    let entries: Vec<Vec<&str>> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| e.split(['/', '.']).collect())
+        .collect();
+    for (key, path) in read {
+        let segments: Vec<&str> = path.as_str().split('.').collect();
+        if entries.iter().any(|e| segments.starts_with(e)) {
+            continue;
+        }
+        let top = segments.first().copied().unwrap_or_default();
+        cx.error(
+            pointer,
+            format!(
+                "fields={list} leaves out {top:?}, needed by {key} {path}: ConnectWise answers \
+                 only the fields listed, so every record would be skipped; add {top} to fields"
+            ),
+        );
     }
 }
 

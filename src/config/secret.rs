@@ -74,14 +74,40 @@ impl<'a> SecretRef<'a> {
         }
     }
 
-    /// Loads the value. Errors name the reference, never a value.
-    pub fn resolve(&self, sources: &SecretSources) -> Result<String, String> {
+    /// Loads the value; a relative `${file:…}` path is read from `base_dir` (the instance
+    /// file's directory), as `tls.caFile` is. Errors name the reference, never a value.
+    pub fn resolve(
+        &self,
+        sources: &SecretSources,
+        base_dir: Option<&Path>,
+    ) -> Result<Loaded, String> {
         match self {
-            SecretRef::Env(name) => std::env::var(name).map_err(|_| {
+            SecretRef::Env(name) => std::env::var(name).map(Loaded::value).map_err(|_| {
                 format!("environment variable {name} (from ${{env:{name}}}) is not set")
             }),
-            SecretRef::File(path) => read_secret_file(Path::new(path))
-                .map_err(|e| format!("cannot read secret file {path}: {e}")),
+            SecretRef::File(written) => {
+                let path = match base_dir {
+                    Some(dir) if Path::new(written).is_relative() => dir.join(written),
+                    _ => PathBuf::from(written),
+                };
+                let file = read_secret_file(&path).map_err(|e| {
+                    format!(
+                        "cannot read secret file {} (from {self}): {e}",
+                        path.display()
+                    )
+                })?;
+                let warning = file.readable_by_others.then(|| {
+                    format!(
+                        "secret file {} (from {self}) is readable by other users: chmod 0600 it \
+                         (or chmod o-r), or use ${{credential:NAME}}",
+                        path.display()
+                    )
+                });
+                Ok(Loaded {
+                    value: file.text,
+                    warning,
+                })
+            }
             SecretRef::Credential(name) => {
                 if !valid_credential_name(name) {
                     return Err(format!("invalid credential name {name:?}"));
@@ -92,10 +118,40 @@ impl<'a> SecretRef<'a> {
                     )
                 })?;
                 let path = dir.join(name);
-                read_secret_file(&path).map_err(|e| {
-                    format!("cannot read credential {name} at {}: {e}", path.display())
-                })
+                // systemd keeps the credentials directory private: no mode warning.
+                read_secret_file(&path)
+                    .map(|file| Loaded::value(file.text))
+                    .map_err(|e| {
+                        format!("cannot read credential {name} at {}: {e}", path.display())
+                    })
             }
+        }
+    }
+}
+
+impl fmt::Display for SecretRef<'_> {
+    /// The reference as written (it names where the secret is, not the secret).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "${{env:{name}}}"),
+            SecretRef::File(path) => write!(f, "${{file:{path}}}"),
+            SecretRef::Credential(name) => write!(f, "${{credential:{name}}}"),
+        }
+    }
+}
+
+/// A loaded secret, and what `check` should warn about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub value: String,
+    pub warning: Option<String>,
+}
+
+impl Loaded {
+    fn value(value: String) -> Loaded {
+        Loaded {
+            value,
+            warning: None,
         }
     }
 }
@@ -105,10 +161,99 @@ fn valid_credential_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && name != "." && name != ".."
 }
 
-fn read_secret_file(path: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    // Files written with `echo` end in a newline that is not part of the secret.
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+/// The most a secret file may hold: a key or a token, not a document. Reading stops there, so a
+/// reference to a huge file (or a log) cannot fill memory.
+pub const SECRET_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+/// A secret file's text, and whether its mode lets other users read it.
+struct SecretFile {
+    text: String,
+    readable_by_others: bool,
+}
+
+/// Why a secret file was not read. The texts name what the file is, never what it holds.
+#[derive(Debug, thiserror::Error)]
+enum SecretFileError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("it is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("it is larger than {} KiB, the most a secret file may hold", SECRET_FILE_MAX_BYTES / 1024)]
+    TooLarge,
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+}
+
+/// Reads a regular file of at most [`SECRET_FILE_MAX_BYTES`]. FIFOs, devices, sockets and
+/// directories are refused from their metadata before opening, so a FIFO nobody writes to (or
+/// `/dev/zero`) is an error, not a hang or an endless read.
+fn read_secret_file(path: &Path) -> Result<SecretFile, SecretFileError> {
+    use std::io::Read as _;
+    let before = std::fs::metadata(path)?;
+    check_regular(&before)?;
+    if before.len() > SECRET_FILE_MAX_BYTES {
+        return Err(SecretFileError::TooLarge);
+    }
+    let file = std::fs::File::open(path)?;
+    // The file that was opened, in case it was replaced since.
+    let opened = file.metadata()?;
+    check_regular(&opened)?;
+    let mut bytes = Vec::new();
+    file.take(SECRET_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > SECRET_FILE_MAX_BYTES {
+        return Err(SecretFileError::TooLarge);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| SecretFileError::NotUtf8)?;
+    Ok(SecretFile {
+        // Files written with `echo` end in a newline that is not part of the secret.
+        text: text.trim_end_matches(['\n', '\r']).to_string(),
+        readable_by_others: readable_by_others(&opened),
+    })
+}
+
+fn check_regular(metadata: &std::fs::Metadata) -> Result<(), SecretFileError> {
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    Err(SecretFileError::NotRegular(describe_file_type(&kind)))
+}
+
+#[cfg(unix)]
+fn describe_file_type(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn describe_file_type(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o004 != 0
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// What resolving the references of one document gave.
@@ -121,50 +266,74 @@ pub struct Resolution {
     pub warnings: Vec<String>,
 }
 
-/// Replaces every string value that is a secret reference by the value it names.
-pub fn resolve_references(value: &mut Value, sources: &SecretSources) -> Resolution {
+/// Replaces every string value that is a secret reference by the value it names; relative
+/// `${file:…}` paths are read from `base_dir` (the instance file's directory).
+pub fn resolve_references(
+    value: &mut Value,
+    sources: &SecretSources,
+    base_dir: Option<&Path>,
+) -> Resolution {
     let mut out = Resolution::default();
-    walk(value, "", sources, &mut out);
+    let mut at = Walk {
+        sources,
+        base_dir,
+        out: &mut out,
+    };
+    at.walk(value, "");
     out
 }
 
-fn walk(value: &mut Value, pointer: &str, sources: &SecretSources, out: &mut Resolution) {
-    match value {
-        Value::String(s) => {
-            let Some(r) = SecretRef::parse(s) else {
+/// What [`resolve_references`] carries down the tree.
+struct Walk<'a> {
+    sources: &'a SecretSources,
+    base_dir: Option<&'a Path>,
+    out: &'a mut Resolution,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, value: &mut Value, pointer: &str) {
+        match value {
+            Value::String(s) => self.resolve(s, pointer),
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    self.walk(v, &child_pointer(pointer, k));
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    self.walk(v, &child_pointer(pointer, &i.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces `s` by the value it refers to, when it is a reference.
+    fn resolve(&mut self, s: &mut String, pointer: &str) {
+        let Some(r) = SecretRef::parse(s) else {
+            return;
+        };
+        let (sources, out) = (self.sources, &mut *self.out);
+        if let SecretRef::Credential(name) = r {
+            if sources.credentials_dir.is_none()
+                && sources.unverified_credentials_ok
+                && valid_credential_name(name)
+            {
+                out.warnings.push(format!(
+                    "${{credential:{name}}} not verified: $CREDENTIALS_DIRECTORY is unset outside systemd"
+                ));
+                *s = format!("unverified-credential-{name}");
                 return;
-            };
-            if let SecretRef::Credential(name) = r {
-                if sources.credentials_dir.is_none()
-                    && sources.unverified_credentials_ok
-                    && valid_credential_name(name)
-                {
-                    out.warnings.push(format!(
-                        "${{credential:{name}}} not verified: $CREDENTIALS_DIRECTORY is unset outside systemd"
-                    ));
-                    *s = format!("unverified-credential-{name}");
-                    return;
-                }
-            }
-            match r.resolve(sources) {
-                Ok(v) => {
-                    out.values.push(v.clone());
-                    *s = v;
-                }
-                Err(e) => out.errors.push((pointer.to_string(), e)),
             }
         }
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                walk(v, &child_pointer(pointer, k), sources, out);
+        match r.resolve(sources, self.base_dir) {
+            Ok(loaded) => {
+                out.warnings.extend(loaded.warning);
+                out.values.push(loaded.value.clone());
+                *s = loaded.value;
             }
+            Err(e) => out.errors.push((pointer.to_string(), e)),
         }
-        Value::Array(items) => {
-            for (i, v) in items.iter_mut().enumerate() {
-                walk(v, &child_pointer(pointer, &i.to_string()), sources, out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -204,7 +373,7 @@ mod tests {
         };
         let file = format!("${{file:{}}}", dir.path().join("cw-private").display());
         let mut v = serde_json::json!({"a": "${credential:cw-private}", "b": [file]});
-        let r = resolve_references(&mut v, &sources);
+        let r = resolve_references(&mut v, &sources, None);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(v, serde_json::json!({"a": "s3cr3t", "b": ["s3cr3t"]}));
         assert_eq!(r.values.len(), 2);

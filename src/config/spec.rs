@@ -90,6 +90,8 @@ pub struct ConnectWiseSpec {
     pub private_key: Secret,
     /// ConnectWise rejects requests without it; optional only so the seed example loads.
     pub client_id: Option<String>,
+    /// `Authorization` (Basic `company+public:private`) and `clientId`, as sent.
+    pub request_headers: RequestHeaders,
 }
 
 #[derive(Clone, Debug)]
@@ -98,7 +100,13 @@ pub struct HttpSpec {
     /// Header values may carry API keys, so they are secrets.
     pub headers: Vec<(String, Secret)>,
     pub auth: Option<HttpAuth>,
+    /// `headers` then `auth`'s `Authorization`, as sent.
+    pub request_headers: RequestHeaders,
 }
+
+/// The headers every request to the provider carries, parsed when the file was loaded (so a
+/// value `check` passes is one the daemon can send) and marked sensitive.
+pub type RequestHeaders = Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>;
 
 #[derive(Clone, Debug)]
 pub enum HttpAuth {
@@ -106,7 +114,7 @@ pub enum HttpAuth {
     Bearer { token: Secret },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NotificationSpec {
     pub callback_url: String,
     pub signature_key: Option<Secret>,
@@ -114,6 +122,21 @@ pub struct NotificationSpec {
     pub webhook_secret: Option<Secret>,
     /// Events per notification, 1–100.
     pub batch_size: usize,
+}
+
+impl std::fmt::Debug for NotificationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The callback URL may hold a password or a token in its query.
+        f.debug_struct("NotificationSpec")
+            .field(
+                "callback_url",
+                &crate::url_display::shown_url_text(&self.callback_url),
+            )
+            .field("signature_key", &self.signature_key)
+            .field("webhook_secret", &self.webhook_secret)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]

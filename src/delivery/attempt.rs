@@ -13,11 +13,12 @@ use hyper::header::{
 use hyper::{Method, Request};
 use tokio::time::Instant;
 
-use super::client::{Endpoint, WebhookClient, redacted_url};
+use super::client::{Endpoint, WebhookClient};
 use super::sign::{SigningKey, WebhookSecret};
 use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
 use crate::store::OutboxEntry;
+use crate::url_display::shown_url_text;
 
 /// Where an instance's notifications go and how they are signed.
 #[derive(Clone)]
@@ -30,7 +31,7 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("callback_url", &redacted_url(&self.callback_url))
+            .field("callback_url", &shown_url_text(&self.callback_url))
             .field(
                 "signed",
                 &(self.signature_key.is_some() || self.webhook_secret.is_some()),
@@ -63,7 +64,7 @@ const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Route {
     pub target: Target,
-    /// The callback URL for logs, without its user name and password.
+    /// The callback URL for logs, errors and status, as [`shown_url_text`] shows URLs.
     pub shown_url: String,
     /// Why the URL cannot be sent to, when it cannot: every attempt then fails with that.
     endpoint: Result<Endpoint, String>,
@@ -75,7 +76,7 @@ impl Route {
     pub fn new(target: Target) -> Route {
         Route {
             endpoint: Endpoint::parse(&target.callback_url).map_err(|e| error_chain(&e)),
-            shown_url: redacted_url(&target.callback_url),
+            shown_url: shown_url_text(&target.callback_url),
             elements_key: target
                 .signature_key
                 .as_ref()

@@ -313,20 +313,6 @@ impl Endpoint {
     }
 }
 
-/// `url` fit for logs: a user name and password, if any, replaced by `***`.
-pub fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_password(None);
-            let _ = parsed.set_username("***");
-            parsed.to_string()
-        }
-        Ok(_) => url.to_string(),
-        // Whatever it holds could be a secret.
-        Err(_) => "(an unparsable URL)".to_string(),
-    }
-}
-
 /// `Basic base64(user:password)`, marked sensitive.
 fn basic_credentials(user: &str, password: Option<&str>) -> HeaderValue {
     let credentials = format!("{user}:{}", password.unwrap_or(""));

@@ -132,17 +132,13 @@ async fn the_post_carries_spec_headers_and_url_credentials_as_basic_auth() {
 #[test]
 fn debug_and_logs_show_no_url_credentials() {
     let route = route("https://hook-user:s3cret@example.invalid:8443/hook");
-    assert_eq!(route.shown_url, "https://***@example.invalid:8443/hook");
+    assert_eq!(route.shown_url, "https://example.invalid:8443/hook");
     let shown = format!("{route:?}");
     assert!(
         !shown.contains("s3cret") && !shown.contains("hook-user"),
         "{shown}"
     );
     assert!(shown.contains("example.invalid:8443/hook"), "{shown}");
-    assert_eq!(
-        super::client::redacted_url("http://127.0.0.1:9/hook"),
-        "http://127.0.0.1:9/hook"
-    );
 }
 
 #[tokio::test]
