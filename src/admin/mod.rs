@@ -117,6 +117,19 @@ pub struct DeadLetterView {
     pub last_error: String,
     pub created_at: DateTime<Utc>,
     pub dead_at: DateTime<Utc>,
+    /// Set for a corrupt entry (an outbox entry or dead letter that could not be read, moved
+    /// aside): it can be dropped, not replayed. What is unknown of it is empty, and its dates
+    /// are when it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptView>,
+}
+
+/// What is known of a corrupt entry besides its id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CorruptView {
+    /// Raw bytes kept in the store for inspection.
+    pub size: u64,
+    pub reason: String,
 }
 
 /// Body of the replay and drop routes: exactly one of `ids` (non-empty) or `all: true`.

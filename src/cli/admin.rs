@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::admin::{self, DeadLetterView, StatusReport};
+use crate::admin::{self, CorruptView, DeadLetterView, StatusReport};
 
 /// Tables are laid out to fit a terminal this wide.
 const SCREEN_WIDTH: usize = 120;
@@ -203,7 +203,8 @@ pub fn render_status(report: &StatusReport) -> String {
     out
 }
 
-/// The dead letters as a table (ids in full: they are what replay and drop take).
+/// The dead letters as a table (ids in full: they are what replay and drop take). A corrupt
+/// entry is a row marked CORRUPT in the status column, with the bytes kept and why.
 pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
     if list.is_empty() {
         return "no dead letters\n".to_string();
@@ -228,22 +229,34 @@ pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
         .map(|letter| {
             let mut row = vec![letter.id.clone()];
             if show_event_id {
-                row.push(letter.event_id.clone());
+                row.push(or_dash(&letter.event_id));
             }
             row.extend([
-                truncate(&letter.instance, MAX_INSTANCE_WIDTH),
-                truncate(&letter.resource, MAX_RESOURCE_WIDTH),
-                letter.attempts.to_string(),
-                letter
-                    .last_status
-                    .map_or_else(|| "-".to_string(), |status| status.to_string()),
-                letter.created_at.format("%m-%d %H:%M:%S").to_string(),
-                letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
-                one_line(&letter.last_error),
+                truncate(&or_dash(&letter.instance), MAX_INSTANCE_WIDTH),
+                truncate(&or_dash(&letter.resource), MAX_RESOURCE_WIDTH),
             ]);
+            match &letter.corrupt {
+                None => row.extend([
+                    letter.attempts.to_string(),
+                    letter
+                        .last_status
+                        .map_or_else(|| "-".to_string(), |status| status.to_string()),
+                    letter.created_at.format("%m-%d %H:%M:%S").to_string(),
+                    letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
+                    one_line(&letter.last_error),
+                ]),
+                Some(corrupt) => row.extend([
+                    "-".to_string(),
+                    "CORRUPT".to_string(),
+                    "-".to_string(),
+                    letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
+                    one_line(&corrupt.reason),
+                ]),
+            }
             row
         })
         .collect();
+
     let count_columns: Vec<usize> = if show_event_id {
         vec![4, 5]
     } else {
@@ -252,10 +265,36 @@ pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
     let mut out = String::new();
     let truncated = write_table(&mut out, &headers, &rows, &count_columns);
     let _ = writeln!(out, "total: {}", plural(list.len() as u64, "dead letter"));
+    let corrupt: Vec<(&str, &CorruptView)> = list
+        .iter()
+        .filter_map(|letter| Some((letter.id.as_str(), letter.corrupt.as_ref()?)))
+        .collect();
+    if !corrupt.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} (stored bytes that could not be read, moved aside and kept; they cannot be replayed, `pollerd dead-letters drop ID` removes one):",
+            plural(corrupt.len() as u64, "corrupt entry")
+        );
+        for (id, corrupt) in corrupt {
+            let line = format!(
+                "{id}: {} kept; {}",
+                plural(corrupt.size, "byte"),
+                one_line(&corrupt.reason)
+            );
+            out.push_str(&wrap(&line, "  ", "    "));
+        }
+    }
     if truncated {
         out.push_str("(errors cut to fit)\n");
     }
     out
+}
+
+fn or_dash(text: &str) -> String {
+    match text.is_empty() {
+        true => "-".to_string(),
+        false => text.to_string(),
+    }
 }
 
 /// Writes aligned columns; the last column takes what is left of the screen and is cut to it.
@@ -395,6 +434,65 @@ mod tests {
         assert_eq!(
             one_line("500 Internal\n  {\"code\": 1}\n"),
             "500 Internal {\"code\": 1}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_a_row_marked_corrupt_beside_the_dead_letters() {
+        let at = |minute| {
+            DateTime::parse_from_rfc3339(&format!("2026-01-01T12:{minute:02}:00Z"))
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let letter = DeadLetterView {
+            id: "e1".into(),
+            instance: "API_Polling".into(),
+            resource: "contacts".into(),
+            event_id: "e1".into(),
+            attempts: 10,
+            last_status: Some(410),
+            last_error: "410 Gone".into(),
+            created_at: at(0),
+            dead_at: at(30),
+            corrupt: None,
+        };
+        let corrupt = DeadLetterView {
+            id: "corrupt-77".into(),
+            event_id: String::new(),
+            attempts: 0,
+            last_status: None,
+            last_error: "outbox run 5: truncated".into(),
+            created_at: at(40),
+            dead_at: at(40),
+            corrupt: Some(CorruptView {
+                size: 3,
+                reason: "outbox run 5: truncated".into(),
+            }),
+            ..letter.clone()
+        };
+        let table = render_dead_letters(&[letter, corrupt]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("ID") && lines[0].contains("EVENT ID"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("e1") && lines[1].contains("410 Gone"),
+            "{table}"
+        );
+        let row = lines[2];
+        assert!(row.starts_with("corrupt-77"), "{table}");
+        assert!(
+            row.contains("CORRUPT") && row.contains("outbox run"),
+            "{table}"
+        );
+        assert!(
+            table.contains("total: 2 dead letters\n1 corrupt entry ("),
+            "{table}"
+        );
+        assert!(
+            table.contains("\n  corrupt-77: 3 bytes kept; outbox run 5: truncated\n"),
+            "{table}"
         );
     }
 

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    AdminBackend, DeadLetterView, InstanceStatus, ReloadStatus, ResourceStatusView, StatusReport,
-    TaskPanicView,
+    AdminBackend, CorruptView, DeadLetterView, InstanceStatus, ReloadStatus, ResourceStatusView,
+    StatusReport, TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
-use crate::store::{ResourceKey, Store};
+use crate::store::{ResourceKey, Store, StoreError};
 use crate::supervisor::InstanceView;
 
 /// What the admin socket reads; the daemon's main loop keeps it current.
@@ -40,36 +40,82 @@ impl DaemonAdmin {
             .collect()
     }
 
+    /// Dead letters per resource, corrupt entries whose queue is known included.
     fn dead_by_key(&self) -> HashMap<ResourceKey, u64> {
         let mut counts = HashMap::new();
-        for d in self.store.dead_letters().unwrap_or_default() {
-            *counts.entry(d.key).or_insert(0) += 1;
+        for row in self.rows().unwrap_or_default() {
+            if let Some(key) = row.key {
+                *counts.entry(key).or_insert(0) += 1;
+            }
         }
         counts
     }
 
-    /// Checks every id first so an unknown one changes nothing.
-    fn select(&self, ids: Option<Vec<String>>) -> Result<Vec<(String, ResourceKey)>, String> {
-        let all = self.store.dead_letters().map_err(|e| e.to_string())?;
-        match ids {
-            None => Ok(all.into_iter().map(|d| (d.id, d.key)).collect()),
-            Some(ids) => {
-                let unknown: Vec<&String> = ids
-                    .iter()
-                    .filter(|id| !all.iter().any(|d| &d.id == *id))
-                    .collect();
-                if !unknown.is_empty() {
-                    let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                    return Err(format!("no dead letter with id {}", list.join(", ")));
-                }
-                Ok(all
-                    .into_iter()
-                    .filter(|d| ids.contains(&d.id))
-                    .map(|d| (d.id, d.key))
-                    .collect())
-            }
-        }
+    /// Every dead letter and every corrupt entry kept among them.
+    fn rows(&self) -> Result<Vec<Row>, String> {
+        let letters = self.store.dead_letters().map_err(|e| e.to_string())?;
+        let corrupt = self.store.corrupt_entries().map_err(|e| e.to_string())?;
+        let letters = letters.into_iter().map(|d| Row {
+            id: d.id,
+            key: Some(d.key),
+            corrupt: None,
+        });
+        let corrupt = corrupt.into_iter().map(|c| Row {
+            id: c.id,
+            key: c.key,
+            corrupt: Some(c.reason),
+        });
+        Ok(letters.chain(corrupt).collect())
     }
+
+    /// Checks every id first so an unknown one changes nothing.
+    fn select(&self, ids: Option<Vec<String>>) -> Result<Vec<Row>, String> {
+        let all = self.rows()?;
+        let Some(ids) = ids else {
+            return Ok(all);
+        };
+        let unknown: Vec<&str> = ids
+            .iter()
+            .filter(|id| !all.iter().any(|row| &row.id == *id))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!("no dead letter with id {}", unknown.join(", ")));
+        }
+        Ok(all
+            .into_iter()
+            .filter(|row| ids.contains(&row.id))
+            .collect())
+    }
+}
+
+/// A row of the dead-letter list, as replay and drop select them.
+struct Row {
+    id: String,
+    /// The queue it came from; unknown for some corrupt entries.
+    key: Option<ResourceKey>,
+    /// Why it is corrupt, when it is.
+    corrupt: Option<String>,
+}
+
+/// Corrupt entries named in a replay's error, at most; the rest are counted.
+const CORRUPT_NAMED_MAX: usize = 10;
+
+/// The error of a replay that met corrupt entries: the others were replayed.
+fn corrupt_replay_error(replayed: usize, refused: &[(String, String)]) -> String {
+    let mut named: Vec<String> = refused
+        .iter()
+        .take(CORRUPT_NAMED_MAX)
+        .map(|(id, reason)| format!("{id} ({reason})"))
+        .collect();
+    if refused.len() > CORRUPT_NAMED_MAX {
+        named.push(format!("and {} more", refused.len() - CORRUPT_NAMED_MAX));
+    }
+    format!(
+        "replayed {replayed} dead letter(s); {} corrupt, cannot be replayed: {}; `pollerd dead-letters drop ID` removes a corrupt one",
+        refused.len(),
+        named.join("; ")
+    )
 }
 
 impl AdminBackend for DaemonAdmin {
@@ -123,8 +169,9 @@ impl AdminBackend for DaemonAdmin {
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetterView>, String> {
-        let all = self.store.dead_letters().map_err(|e| e.to_string())?;
-        Ok(all
+        let letters = self.store.dead_letters().map_err(|e| e.to_string())?;
+        let corrupt = self.store.corrupt_entries().map_err(|e| e.to_string())?;
+        let mut views: Vec<DeadLetterView> = letters
             .into_iter()
             .map(|d| DeadLetterView {
                 id: d.id,
@@ -136,27 +183,75 @@ impl AdminBackend for DaemonAdmin {
                 last_error: d.last_error,
                 created_at: d.created_at,
                 dead_at: d.dead_at,
+                corrupt: None,
             })
-            .collect())
+            .collect();
+        views.extend(corrupt.into_iter().map(|c| {
+            let (instance, resource) = c
+                .key
+                .map_or_else(Default::default, |key| (key.instance, key.resource));
+            DeadLetterView {
+                id: c.id,
+                instance,
+                resource,
+                event_id: c.event_id.unwrap_or_default(),
+                attempts: 0,
+                last_status: None,
+                last_error: c.reason.clone(),
+                created_at: c.created_at.unwrap_or(c.found_at),
+                dead_at: c.found_at,
+                corrupt: Some(CorruptView {
+                    size: c.size,
+                    reason: c.reason,
+                }),
+            }
+        }));
+        views.sort_by(|a, b| (a.dead_at, &a.id).cmp(&(b.dead_at, &b.id)));
+        Ok(views)
     }
 
+    /// Replays every selected dead letter it can: a corrupt one is not replayed, and makes the
+    /// answer an error naming it once the others are.
     fn replay(&self, ids: Option<Vec<String>>) -> Result<usize, String> {
         let selected = self.select(ids)?;
-        for (id, key) in &selected {
-            self.store
-                .replay_dead_letter(id)
-                .map_err(|e| e.to_string())?;
-            tracing::info!(instance = %key.instance, resource = %key.resource, "dead letter {id} replayed");
-            self.deliverer.wake(key);
+        let mut replayed = 0;
+        let mut refused = Vec::new();
+        for row in selected {
+            if let Some(reason) = row.corrupt {
+                refused.push((row.id, reason));
+                continue;
+            }
+            match self.store.replay_dead_letter(&row.id) {
+                Ok(_) => replayed += 1,
+                Err(StoreError::CorruptDeadLetter { id, reason }) => {
+                    refused.push((id, reason));
+                    continue;
+                }
+                Err(error) => return Err(format!("replayed {replayed} dead letter(s); {error}")),
+            }
+            if let Some(key) = &row.key {
+                tracing::info!(instance = %key.instance, resource = %key.resource, "dead letter {} replayed", row.id);
+                self.deliverer.wake(key);
+            }
         }
-        Ok(selected.len())
+        match refused.is_empty() {
+            true => Ok(replayed),
+            false => Err(corrupt_replay_error(replayed, &refused)),
+        }
     }
 
     fn drop_dead_letters(&self, ids: Option<Vec<String>>) -> Result<usize, String> {
         let selected = self.select(ids)?;
-        for (id, key) in &selected {
-            self.store.drop_dead_letter(id).map_err(|e| e.to_string())?;
-            tracing::info!(instance = %key.instance, resource = %key.resource, "dead letter {id} dropped");
+        for row in &selected {
+            self.store
+                .drop_dead_letter(&row.id)
+                .map_err(|e| e.to_string())?;
+            match &row.key {
+                Some(key) => {
+                    tracing::info!(instance = %key.instance, resource = %key.resource, "dead letter {} dropped", row.id)
+                }
+                None => tracing::info!("dead letter {} dropped", row.id),
+            }
         }
         Ok(selected.len())
     }
