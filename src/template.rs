@@ -2,8 +2,14 @@
 //! `${dateTimeZone:ZONE:PATTERN}`, `${epoch}`, `${epoch:ms|s|us}`, `${milliseconds}`, filled
 //! with the resource's lower bound. Everything is compiled by [`UrlTemplate::parse`], so
 //! [`UrlTemplate::render`] cannot fail.
+//!
+//! A substituted value is percent-encoded for where it stands: in the path as a path segment, in
+//! the query (or fragment) as one query component, so `+09:00` arrives as `+09:00` and not as
+//! " 09:00", and a `/`, `&` or `#` in a date text cannot change the URL's shape. Text the
+//! operator wrote is sent as written (it is already a URL), never encoded a second time.
 
 use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::dates::{DatePattern, Zone};
 
@@ -12,6 +18,34 @@ const VALID_PLACEHOLDERS: &str = "${gmtDate:PATTERN}, ${date:PATTERN}, \
 
 /// Placeholder text quoted in errors is cut to this many characters.
 const MAX_QUOTED_CHARS: usize = 60;
+
+/// Bytes a substituted query value must not carry raw: everything but RFC 3986's unreserved
+/// characters and the delimiters no query parser splits on (`:` `@` `/` `?` `!` `$` `(` `)` `*`
+/// `,`). `+` is among them (form decoders read it as a space), as are `&`, `=`, `;`, `#`, `%`,
+/// the space and `'`.
+const QUERY_VALUE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'\'')
+    .add(b'+')
+    .add(b';')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A substituted path value is one segment: `/` and `?` are encoded as well.
+const PATH_SEGMENT: &AsciiSet = &QUERY_VALUE.add(b'/').add(b'?');
 
 /// A compiled URL template.
 #[derive(Clone, Debug)]
@@ -23,10 +57,42 @@ pub struct UrlTemplate {
 #[derive(Clone, Debug)]
 enum Part {
     Text(String),
+    Value { value: Value, place: Place },
+}
+
+/// What a placeholder stands for.
+#[derive(Clone, Debug)]
+enum Value {
     Date { pattern: DatePattern, zone: Zone },
     EpochMillis,
     EpochSeconds,
     EpochMicros,
+}
+
+/// Where in the URL a placeholder stands, which decides how its value is encoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Place {
+    Path,
+    /// The query or the fragment: both end only at `#` or the URL's end.
+    Query,
+}
+
+impl Place {
+    /// The place after `text` (written by the operator) when it starts in `self`.
+    fn after(self, text: &str) -> Place {
+        if text.contains(['?', '#']) {
+            Place::Query
+        } else {
+            self
+        }
+    }
+
+    fn encode_set(self) -> &'static AsciiSet {
+        match self {
+            Place::Path => PATH_SEGMENT,
+            Place::Query => QUERY_VALUE,
+        }
+    }
 }
 
 /// A template that cannot be compiled; `offset` is the byte offset of the `${` at fault.
@@ -40,6 +106,7 @@ pub struct TemplateError {
 impl UrlTemplate {
     pub fn parse(template: &str) -> Result<UrlTemplate, TemplateError> {
         let mut parts = Vec::new();
+        let mut place = Place::Path;
         let mut text_start = 0;
         let mut search_from = 0;
         while let Some(found) = template[search_from..].find("${") {
@@ -52,16 +119,18 @@ impl UrlTemplate {
                     excerpt(&template[open..])
                 ),
             })?;
-            let part = compile_placeholder(&template[body_start..close]).map_err(|message| {
+            let value = compile_placeholder(&template[body_start..close]).map_err(|message| {
                 TemplateError {
                     offset: open,
                     message,
                 }
             })?;
             if text_start < open {
-                parts.push(Part::Text(template[text_start..open].to_string()));
+                let text = &template[text_start..open];
+                place = place.after(text);
+                parts.push(Part::Text(text.to_string()));
             }
-            parts.push(part);
+            parts.push(Part::Value { value, place });
             text_start = close + 1;
             search_from = close + 1;
         }
@@ -74,16 +143,18 @@ impl UrlTemplate {
         })
     }
 
-    /// The template with every placeholder filled from `lower_bound`; no URL encoding.
+    /// The template with every placeholder filled from `lower_bound`, each value
+    /// percent-encoded for its place (path segment or query component); the operator's own
+    /// text is kept as written.
     pub fn render(&self, lower_bound: DateTime<Utc>) -> String {
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Date { pattern, zone } => out.push_str(&pattern.format(lower_bound, zone)),
-                Part::EpochMillis => out.push_str(&lower_bound.timestamp_millis().to_string()),
-                Part::EpochSeconds => out.push_str(&lower_bound.timestamp().to_string()),
-                Part::EpochMicros => out.push_str(&lower_bound.timestamp_micros().to_string()),
+                Part::Value { value, place } => {
+                    let text = value.text(lower_bound);
+                    out.extend(utf8_percent_encode(&text, place.encode_set()));
+                }
             }
         }
         out
@@ -92,6 +163,18 @@ impl UrlTemplate {
     /// The template as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+}
+
+impl Value {
+    /// The value's text at `lower_bound`, before URL encoding.
+    fn text(&self, lower_bound: DateTime<Utc>) -> String {
+        match self {
+            Value::Date { pattern, zone } => pattern.format(lower_bound, zone),
+            Value::EpochMillis => lower_bound.timestamp_millis().to_string(),
+            Value::EpochSeconds => lower_bound.timestamp().to_string(),
+            Value::EpochMicros => lower_bound.timestamp_micros().to_string(),
+        }
     }
 }
 
@@ -110,20 +193,20 @@ fn closing_brace(template: &str, from: usize) -> Option<usize> {
 }
 
 /// `body` is what stands between `${` and `}`.
-fn compile_placeholder(body: &str) -> Result<Part, String> {
+fn compile_placeholder(body: &str) -> Result<Value, String> {
     let (descriptor, argument) = match body.split_once(':') {
         Some((descriptor, argument)) => (descriptor, Some(argument)),
         None => (body, None),
     };
     let lowercase = descriptor.to_ascii_lowercase();
     match (lowercase.as_str(), argument) {
-        ("gmtdate" | "date", Some(pattern)) => Ok(Part::Date {
+        ("gmtdate" | "date", Some(pattern)) => Ok(Value::Date {
             pattern: compile_pattern(pattern)?,
             zone: Zone::parse("GMT").map_err(|e| e.to_string())?,
         }),
         ("datetimezone", Some(zone_and_pattern)) => {
             let (zone, pattern) = split_zone(zone_and_pattern)?;
-            Ok(Part::Date {
+            Ok(Value::Date {
                 pattern: compile_pattern(pattern)?,
                 zone,
             })
@@ -132,11 +215,11 @@ fn compile_placeholder(body: &str) -> Result<Part, String> {
             "placeholder \"${{{}}}\" needs a date pattern, e.g. ${{{descriptor}:yyyy-MM-dd}}",
             excerpt(body)
         )),
-        ("epoch" | "milliseconds", None) => Ok(Part::EpochMillis),
+        ("epoch" | "milliseconds", None) => Ok(Value::EpochMillis),
         ("epoch", Some(unit)) => match unit.to_ascii_lowercase().as_str() {
-            "ms" => Ok(Part::EpochMillis),
-            "s" => Ok(Part::EpochSeconds),
-            "us" => Ok(Part::EpochMicros),
+            "ms" => Ok(Value::EpochMillis),
+            "s" => Ok(Value::EpochSeconds),
+            "us" => Ok(Value::EpochMicros),
             _ => Err(format!(
                 "unknown epoch unit \"{}\" in \"${{{}}}\": use ms, s or us",
                 excerpt(unit),

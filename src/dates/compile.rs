@@ -105,9 +105,6 @@ fn check_field(field: Field) -> Result<(), String> {
         return Err(format!("unsupported pattern letter '{}'", field.letter));
     }
     match field.letter {
-        'z' if field.count >= 4 => {
-            Err("long zone names (zzzz) are not supported; use z, Z or XXX".to_string())
-        }
         'X' if field.count > 3 => Err("too many X letters: use X, XX or XXX".to_string()),
         _ => Ok(()),
     }
@@ -168,7 +165,6 @@ mod tests {
             (error.position, error.message.as_str()),
             (6, "unterminated quote")
         );
-        assert_eq!(tokenize("HH:mm zzzz").unwrap_err().position, 7);
         assert_eq!(tokenize("HHXXXX").unwrap_err().position, 3);
     }
 }

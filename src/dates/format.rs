@@ -7,20 +7,19 @@ use chrono::{DateTime, Datelike, NaiveDateTime, TimeDelta, Timelike, Utc};
 use super::Zone;
 use super::compile::{Field, Token};
 use super::names;
+use super::zone::{NameStyle, ZoneOffset};
 
 pub(crate) fn format_tokens(tokens: &[Token], instant: DateTime<Utc>, zone: &Zone) -> String {
-    let (offset_seconds, zone_name) = zone.offset_at(instant);
+    let offset = zone.offset_at(instant);
     let local = instant
         .naive_utc()
-        .checked_add_signed(TimeDelta::seconds(i64::from(offset_seconds)))
+        .checked_add_signed(TimeDelta::seconds(i64::from(offset.seconds)))
         .unwrap_or_else(|| instant.naive_utc());
     let mut out = String::new();
     for token in tokens {
         match token {
             Token::Literal(text) => out.push_str(text),
-            Token::Field(field) => {
-                format_field(&mut out, *field, &local, offset_seconds, &zone_name);
-            }
+            Token::Field(field) => format_field(&mut out, *field, &local, zone, offset),
         }
     }
     out
@@ -30,10 +29,11 @@ fn format_field(
     out: &mut String,
     field: Field,
     local: &NaiveDateTime,
-    offset_seconds: i32,
-    zone_name: &str,
+    zone: &Zone,
+    offset: ZoneOffset,
 ) {
     let count = field.count;
+    let offset_seconds = offset.seconds;
     let hour = local.hour();
     match field.letter {
         // Java prints the last two digits for `yy`, the zero-padded year for any other count.
@@ -66,7 +66,8 @@ fn format_field(
         }
         'u' => pad(out, i64::from(local.weekday().number_from_monday()), count),
         'D' => pad(out, i64::from(local.ordinal()), count),
-        'z' => out.push_str(zone_name),
+        'z' if count >= 4 => out.push_str(&zone.display_name(offset, NameStyle::Long)),
+        'z' => out.push_str(&zone.display_name(offset, NameStyle::Short)),
         'Z' => push_offset(out, offset_seconds, true, ""),
         'X' if offset_seconds == 0 => out.push('Z'),
         'X' if count == 1 => push_offset(out, offset_seconds, false, ""),

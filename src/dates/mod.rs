@@ -22,6 +22,7 @@
 
 mod compile;
 mod format;
+mod java_zone_names;
 mod names;
 mod parse;
 mod resolve;

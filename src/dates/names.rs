@@ -67,6 +67,72 @@ pub(crate) const JAVA_SHORT_IDS: [(&str, &str); 25] = [
 pub(crate) const JAVA_FIXED_IDS: [(&str, i32); 3] =
     [("EST", -5 * 3600), ("MST", -7 * 3600), ("HST", -10 * 3600)];
 
+/// A zone whose tzdata, as chrono-tz compiles it, has negative daylight saving time (Ireland's
+/// winter, Morocco's Ramadan, Namibia 1994-2017, Czechoslovakia's 1946-47 winter). Java compiles
+/// tzdata's "rearguard" form instead, where these zones have a lower standard offset and only
+/// positive DST; so from `since` on, Java calls any offset above `standard` daylight time (Dublin
+/// at +01:00 is "IST", Irish Summer Time's daylight name; Casablanca at +01:00 is "WEST").
+/// Checked against what Java 17 prints for these zones from 1900 to 2035.
+pub(crate) struct NegativeDstZone {
+    pub id: &'static str,
+    /// Java's standard offset, seconds east of UTC.
+    standard: i32,
+    /// Epoch seconds from which the rearguard reading holds (before it: standard time).
+    since: i64,
+}
+
+impl NegativeDstZone {
+    /// Whether Java counts `offset_seconds` in force at `epoch_seconds` as daylight time.
+    pub(crate) fn daylight(&self, epoch_seconds: i64, offset_seconds: i32) -> bool {
+        epoch_seconds >= self.since && offset_seconds > self.standard
+    }
+}
+
+const NEGATIVE_DST_ZONES: [NegativeDstZone; 7] = [
+    NegativeDstZone {
+        id: "Africa/Casablanca",
+        standard: 0,
+        since: i64::MIN,
+    },
+    NegativeDstZone {
+        id: "Africa/El_Aaiun",
+        standard: 0,
+        since: i64::MIN,
+    },
+    // From independence (1990-03-21 00:00 local) Java reads Namibia's +02:00 as +01:00 plus
+    // daylight time; before it, +02:00 (SAST) was standard time.
+    NegativeDstZone {
+        id: "Africa/Windhoek",
+        standard: H,
+        since: 637_970_400,
+    },
+    NegativeDstZone {
+        id: "Eire",
+        standard: 0,
+        since: i64::MIN,
+    },
+    NegativeDstZone {
+        id: "Europe/Bratislava",
+        standard: H,
+        since: i64::MIN,
+    },
+    NegativeDstZone {
+        id: "Europe/Dublin",
+        standard: 0,
+        since: i64::MIN,
+    },
+    NegativeDstZone {
+        id: "Europe/Prague",
+        standard: H,
+        since: i64::MIN,
+    },
+];
+
+/// The rearguard reading of `id`, when its tzdata has negative DST.
+pub(crate) fn negative_dst_zone(id: &str) -> Option<&'static NegativeDstZone> {
+    NEGATIVE_DST_ZONES.iter().find(|zone| zone.id == id)
+}
+
 const H: i32 = 3600;
 const HALF: i32 = 1800;
 

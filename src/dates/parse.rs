@@ -27,7 +27,7 @@ pub(crate) fn parse_tokens(
                     matches!(tokens.get(index + 1), Some(Token::Field(next)) if next.is_numeric());
                 // Java skips spaces and tabs in the text before every field.
                 cursor.skip_blanks();
-                parse_field(&mut cursor, *field, abutting, &mut fields)?;
+                parse_field(&mut cursor, *field, abutting, zone, &mut fields)?;
             }
         }
     }
@@ -166,6 +166,7 @@ fn parse_field(
     cursor: &mut Cursor,
     field: Field,
     abutting: bool,
+    zone: &Zone,
     fields: &mut Fields,
 ) -> Result<(), String> {
     // A field wider than the greedy limit prints that many digits (`kkkkkkkkkkkk` pads to 12),
@@ -231,8 +232,21 @@ fn parse_field(
         }
         'D' => fields.day_of_year = Some(number(cursor, "day of year", 1..=366)?.0),
         'z' | 'Z' => {
-            let offset =
-                general_zone(cursor).ok_or_else(|| expected(cursor, field, "a time zone"))??;
+            // The pattern zone's own Java names first: long ones hold spaces ("Japan Standard
+            // Time") and short ones need not be common abbreviations ("CHADT").
+            // A name followed by a sign is the start of an offset ("GMT-07:00").
+            let own_names = zone.java_names();
+            let start = cursor.pos;
+            let own = cursor
+                .name(&own_names)
+                .filter(|_| !matches!(cursor.peek(), Some('+' | '-')));
+            let offset = match own {
+                Some(index) => ParsedOffset::Name(own_names[index].to_string()),
+                None => {
+                    cursor.pos = start;
+                    general_zone(cursor).ok_or_else(|| expected(cursor, field, "a time zone"))??
+                }
+            };
             fields.offset = Some(offset);
         }
         'X' => {

@@ -1,8 +1,9 @@
 //! Time zones as the operator writes them, with the offset rules Java applies.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
-use chrono_tz::{GapInfo, OffsetName, TZ_VARIANTS, Tz};
+use chrono_tz::{GapInfo, OffsetComponents, OffsetName, TZ_VARIANTS, Tz};
 
+use super::java_zone_names::{JavaZoneNames, java_zone_names};
 use super::names;
 
 /// A time zone from the configuration: an IANA region, or a fixed offset.
@@ -10,16 +11,29 @@ use super::names;
 pub struct Zone {
     name: String,
     rules: Rules,
+    /// What Java's `z`/`zzzz` print for this zone; without names Java prints `GMT±hh:mm`.
+    java_names: Option<&'static JavaZoneNames>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 enum Rules {
     Region(Tz),
-    /// `short_name` is what `z` prints; without one Java prints `GMT±hh:mm`.
-    Fixed {
-        offset_seconds: i32,
-        short_name: Option<&'static str>,
-    },
+    Fixed { offset_seconds: i32 },
+}
+
+/// A zone at one instant: its offset, and whether Java calls that daylight time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ZoneOffset {
+    /// Seconds east of UTC.
+    pub seconds: i32,
+    pub daylight: bool,
+}
+
+/// How `z` prints a zone: `z`..`zzz` short (`JST`), `zzzz` and more long (`Japan Standard Time`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum NameStyle {
+    Short,
+    Long,
 }
 
 /// A time zone text that names no zone pollerd knows.
@@ -38,26 +52,25 @@ impl Zone {
     /// and Java's short ids (`EST`, `PST`, `IST`, …).
     pub fn parse(s: &str) -> Result<Zone, ZoneError> {
         let text = s.trim();
-        let fixed = |offset_seconds, short_name| Rules::Fixed {
-            offset_seconds,
-            short_name,
-        };
-        let rules = if text.eq_ignore_ascii_case("GMT") {
-            fixed(0, Some("GMT"))
+        let fixed = |offset_seconds| Rules::Fixed { offset_seconds };
+        // Names are looked up by the id Java would be given: a short id (`AGT`) has names of its
+        // own, apart from the region it stands for.
+        let (rules, java_names) = if text.eq_ignore_ascii_case("GMT") {
+            (fixed(0), java_zone_names("GMT"))
         } else if text.eq_ignore_ascii_case("UTC") {
-            fixed(0, Some("UTC"))
+            (fixed(0), java_zone_names("UTC"))
         } else if let Some(&(id, offset)) = names::JAVA_FIXED_IDS.iter().find(|(id, _)| *id == text)
         {
-            fixed(offset, Some(id))
+            (fixed(offset), java_zone_names(id))
         } else if let Some(tz) = java_short_id(text) {
-            Rules::Region(tz)
+            (Rules::Region(tz), java_zone_names(text))
         } else if let Some(offset) = parse_offset_id(text) {
             let offset = offset.ok_or_else(|| ZoneError::OffsetOutOfRange {
                 input: s.to_string(),
             })?;
-            fixed(offset, None)
+            (fixed(offset), None)
         } else if let Some(tz) = iana_zone(text) {
-            Rules::Region(tz)
+            (Rules::Region(tz), java_zone_names(tz.name()))
         } else {
             return Err(ZoneError::Unknown {
                 input: s.to_string(),
@@ -66,16 +79,15 @@ impl Zone {
         Ok(Zone {
             name: s.to_string(),
             rules,
+            java_names,
         })
     }
 
     pub fn utc() -> Zone {
         Zone {
             name: "UTC".to_string(),
-            rules: Rules::Fixed {
-                offset_seconds: 0,
-                short_name: Some("UTC"),
-            },
+            rules: Rules::Fixed { offset_seconds: 0 },
+            java_names: java_zone_names("UTC"),
         }
     }
 
@@ -84,29 +96,47 @@ impl Zone {
         &self.name
     }
 
-    /// Offset (seconds east of UTC) in force at `instant`, and the short name `z` prints then.
-    pub(crate) fn offset_at(&self, instant: DateTime<Utc>) -> (i32, String) {
+    /// The offset in force at `instant`, and whether Java counts it as daylight time.
+    pub(crate) fn offset_at(&self, instant: DateTime<Utc>) -> ZoneOffset {
         match &self.rules {
-            Rules::Fixed {
-                offset_seconds,
-                short_name,
-            } => (
-                *offset_seconds,
-                short_name.map_or_else(|| names::gmt_offset_name(*offset_seconds), str::to_string),
-            ),
+            Rules::Fixed { offset_seconds } => ZoneOffset {
+                seconds: *offset_seconds,
+                daylight: false,
+            },
             Rules::Region(tz) => {
                 let offset = tz.offset_from_utc_datetime(&instant.naive_utc());
                 let seconds = offset.fix().local_minus_utc();
-                // tzdata spells zones without a common abbreviation as "+06"; Java says "GMT+06:00".
-                let name = match offset.abbreviation() {
-                    Some(abbr) if abbr.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-                        abbr.to_string()
-                    }
-                    _ => names::gmt_offset_name(seconds),
+                let daylight = match names::negative_dst_zone(tz.name()) {
+                    Some(rearguard) => rearguard.daylight(instant.timestamp(), seconds),
+                    None => offset.dst_offset() > TimeDelta::zero(),
                 };
-                (seconds, name)
+                ZoneOffset { seconds, daylight }
             }
         }
+    }
+
+    /// What Java's `z` (short) or `zzzz` (long) prints for this zone at `offset`: Java's name,
+    /// or `GMT±hh:mm` where Java has none.
+    pub(crate) fn display_name(&self, offset: ZoneOffset, style: NameStyle) -> String {
+        let Some(&(_, short_standard, short_daylight, long_standard, long_daylight)) =
+            self.java_names
+        else {
+            return names::gmt_offset_name(offset.seconds);
+        };
+        let name = match (style, offset.daylight) {
+            (NameStyle::Short, false) => short_standard,
+            (NameStyle::Short, true) => short_daylight,
+            (NameStyle::Long, false) => long_standard,
+            (NameStyle::Long, true) => long_daylight,
+        };
+        name.to_string()
+    }
+
+    /// Java's names for this zone (short and long, standard and daylight), for reading `z` text.
+    pub(crate) fn java_names(&self) -> Vec<&'static str> {
+        self.java_names
+            .map(|&(_, a, b, c, d)| vec![a, b, c, d])
+            .unwrap_or_default()
     }
 
     /// The offset Java's `Calendar` gives a local time: in a DST gap, the offset before the gap
@@ -140,27 +170,56 @@ impl Zone {
         }
     }
 
-    /// The offset this zone uses under the abbreviation `abbr` around the local time `local`
-    /// (so "MST" in America/Denver means -07:00 even in July, as Java reads it).
+    /// The offset this zone uses under the name `abbr` (Java's short or long name, or a tzdata
+    /// abbreviation) around the local time `local` (so "MST" in America/Denver means -07:00
+    /// even in July, as Java reads it).
     pub(crate) fn offset_for_abbreviation(&self, abbr: &str, local: NaiveDateTime) -> Option<i32> {
+        let java_daylight = self.java_daylight_named(abbr);
         let tz = match &self.rules {
-            Rules::Fixed {
-                offset_seconds,
-                short_name: Some(name),
-            } if name.eq_ignore_ascii_case(abbr) => return Some(*offset_seconds),
-            Rules::Fixed { .. } => return None,
+            Rules::Fixed { offset_seconds } => {
+                return java_daylight.is_some().then_some(*offset_seconds);
+            }
             Rules::Region(tz) => tz,
         };
-        let around = local.and_utc() - TimeDelta::seconds(i64::from(self.resolve_local(local)));
+        let around = local
+            .and_utc()
+            .checked_sub_signed(TimeDelta::seconds(i64::from(self.resolve_local(local))))?;
         [0, -91, 91, -182, 182].into_iter().find_map(|days| {
             let instant = around.checked_add_signed(TimeDelta::days(days))?;
-            let offset = tz.offset_from_utc_datetime(&instant.naive_utc());
-            let matches = offset
-                .abbreviation()
-                .is_some_and(|name| name.eq_ignore_ascii_case(abbr));
-            matches.then(|| offset.fix().local_minus_utc())
+            let offset = self.offset_at(instant);
+            let matches = match java_daylight {
+                Some(JavaNameKind::Either) => true,
+                Some(JavaNameKind::Daylight(daylight)) => offset.daylight == daylight,
+                None => tz
+                    .offset_from_utc_datetime(&instant.naive_utc())
+                    .abbreviation()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(abbr)),
+            };
+            matches.then_some(offset.seconds)
         })
     }
+
+    /// Whether `name` is one of Java's names for this zone, and for which time.
+    fn java_daylight_named(&self, name: &str) -> Option<JavaNameKind> {
+        let &(_, short_standard, short_daylight, long_standard, long_daylight) = self.java_names?;
+        let is = |candidate: &str| candidate.eq_ignore_ascii_case(name);
+        match (
+            is(short_standard) || is(long_standard),
+            is(short_daylight) || is(long_daylight),
+        ) {
+            (true, true) => Some(JavaNameKind::Either),
+            (true, false) => Some(JavaNameKind::Daylight(false)),
+            (false, true) => Some(JavaNameKind::Daylight(true)),
+            (false, false) => None,
+        }
+    }
+}
+
+/// A Java zone name names standard time, daylight time, or both (`GMT` for Africa/Abidjan).
+#[derive(Clone, Copy)]
+enum JavaNameKind {
+    Either,
+    Daylight(bool),
 }
 
 fn java_short_id(text: &str) -> Option<Tz> {
