@@ -348,9 +348,17 @@ impl ProviderClient {
         } else {
             MAX_ERROR_BODY
         };
-        let (body, cut) = read_body(&mut response, limit)
-            .await
-            .map_err(request_error)?;
+        let announced_too_large = status.is_success()
+            && response
+                .content_length()
+                .is_some_and(|n| n > self.limits.max_response_size);
+        let (body, cut) = if announced_too_large {
+            (Bytes::new(), true)
+        } else {
+            read_body(&mut response, limit)
+                .await
+                .map_err(request_error)?
+        };
         let headers = std::mem::take(response.headers_mut());
         if status.is_success() {
             if cut {

@@ -10,7 +10,7 @@ pub mod raw;
 
 use chrono::{DateTime, Utc};
 
-pub use client::{ProviderClient, ProviderLimits, ProviderResponse};
+pub use client::{MAX_PROVIDER_PAUSE, ProviderClient, ProviderLimits, ProviderResponse};
 pub use raw::{RawRecord, id_text};
 
 use crate::config::{ElementSpec, ResourceSpec};

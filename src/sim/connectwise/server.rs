@@ -193,7 +193,7 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
             answer
         }
         Some(Fault::HostileErrorText) => {
-            let message = format!("\x1b[2J\x1b[31mdisk on fire\r\n{}", "x".repeat(100_000));
+            let message = format!("\x1b[2J\x1b[31mdisk on fire\r\n{}", "x".repeat(50_000));
             Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "Boom", &message)
         }
         Some(Fault::HtmlMaintenance) => {
@@ -249,7 +249,8 @@ fn reshape(answer: &mut Answer, fault: Option<&Fault>, base_url: &str) {
         Some(Fault::AwkwardLink) => {
             if let Some(link) = answer.link.take() {
                 // `<http://host:port/v4_6_release/apis/3.0/…>` → `</v4_6_release/apis/3.0/…>`.
-                let relative = link.replace(origin, "");
+                // Targets get `via=link`, so a test can tell pages read from a Link.
+                let relative = link.replace(origin, "").replace(">;", "&via=link>;");
                 let next = relative.replace(r#"rel="next""#, r#"title="a, b"; rel="last next""#);
                 answer.link = Some(format!("<{base_url}/system/info>; rel=first"));
                 answer.extra_headers.push((header::LINK, next));
