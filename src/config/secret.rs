@@ -85,29 +85,7 @@ impl<'a> SecretRef<'a> {
             SecretRef::Env(name) => std::env::var(name).map(Loaded::value).map_err(|_| {
                 format!("environment variable {name} (from ${{env:{name}}}) is not set")
             }),
-            SecretRef::File(written) => {
-                let path = match base_dir {
-                    Some(dir) if Path::new(written).is_relative() => dir.join(written),
-                    _ => PathBuf::from(written),
-                };
-                let file = read_secret_file(&path).map_err(|e| {
-                    format!(
-                        "cannot read secret file {} (from {self}): {e}",
-                        path.display()
-                    )
-                })?;
-                let warning = file.readable_by_others.then(|| {
-                    format!(
-                        "secret file {} (from {self}) is readable by other users: chmod 0600 it \
-                         (or chmod o-r), or use ${{credential:NAME}}",
-                        path.display()
-                    )
-                });
-                Ok(Loaded {
-                    value: file.text,
-                    warning,
-                })
-            }
+            SecretRef::File(written) => self.resolve_file(written, base_dir),
             SecretRef::Credential(name) => {
                 if !valid_credential_name(name) {
                     return Err(format!("invalid credential name {name:?}"));
@@ -126,6 +104,29 @@ impl<'a> SecretRef<'a> {
                     })
             }
         }
+    }
+}
+
+impl SecretRef<'_> {
+    /// `${file:written}`, relative to `base_dir`; warns when others may read the file.
+    fn resolve_file(&self, written: &str, base_dir: Option<&Path>) -> Result<Loaded, String> {
+        let path = match base_dir {
+            Some(dir) if Path::new(written).is_relative() => dir.join(written),
+            _ => PathBuf::from(written),
+        };
+        let shown = path.display();
+        let file = read_secret_file(&path)
+            .map_err(|e| format!("cannot read secret file {shown} (from {self}): {e}"))?;
+        let warning = file.readable_by_others.then(|| {
+            format!(
+                "secret file {shown} (from {self}) is readable by other users: chmod 0600 it \
+                 (or chmod o-r), or use ${{credential:NAME}}"
+            )
+        });
+        Ok(Loaded {
+            value: file.text,
+            warning,
+        })
     }
 }
 
@@ -186,7 +187,8 @@ enum SecretFileError {
 
 /// Reads a regular file of at most [`SECRET_FILE_MAX_BYTES`]. FIFOs, devices, sockets and
 /// directories are refused from their metadata before opening, so a FIFO nobody writes to (or
-/// `/dev/zero`) is an error, not a hang or an endless read.
+/// `/dev/zero`) is an error, not a hang or an endless read. (Only a FIFO put in the file's place
+/// between that check and the open could still block the open; the read stays bounded.)
 fn read_secret_file(path: &Path) -> Result<SecretFile, SecretFileError> {
     use std::io::Read as _;
     let before = std::fs::metadata(path)?;
