@@ -73,7 +73,7 @@ enum Value {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Place {
     Path,
-    /// The query or the fragment: both end only at `#` or the URL's end.
+    /// After the first `?` or `#` the operator wrote: the query, or the fragment (encoded alike).
     Query,
 }
 
