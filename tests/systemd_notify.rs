@@ -5,6 +5,8 @@
 //! child process (the `notify_probe` helper below) with the environment under test, against a
 //! datagram socket the test bound, playing systemd.
 
+mod support;
+
 use std::io::Read as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -247,4 +249,138 @@ fn a_watchdog_meant_for_another_process_is_not_pinged() {
     assert!(states.iter().all(|s| s != "WATCHDOG=1\n"), "{states:?}");
     assert_eq!(states.len(), 5, "{states:?}");
     assert_nothing_more(&socket);
+}
+
+/// The main thread of a process stopped by ptrace while its other threads run on: a daemon
+/// whose main loop is stuck (a blocking call, a deadlock) while its runtime is fine.
+struct FrozenMainThread {
+    pid: i32,
+}
+
+mod ptrace {
+    use std::ffi::{c_int, c_long, c_void};
+
+    pub const SEIZE: c_int = 0x4206;
+    pub const INTERRUPT: c_int = 0x4207;
+    pub const DETACH: c_int = 17;
+    /// Wait for any child, threads included (`__WALL`).
+    pub const WALL: c_int = 0x4000_0000;
+
+    unsafe extern "C" {
+        pub fn ptrace(request: c_int, ...) -> c_long;
+        pub fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    }
+
+    /// `ptrace(request, tid, 0, 0)`, or the OS error.
+    pub fn request(request: c_int, tid: c_int) -> std::io::Result<()> {
+        let null = std::ptr::null_mut::<c_void>();
+        // SAFETY: these requests take no memory from us (addr and data are 0).
+        let done = unsafe { ptrace(request, tid, null, null) };
+        if done == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl FrozenMainThread {
+    /// Stops thread `pid` (a process's main thread has the process's id) and only it; this
+    /// thread must be the one that later releases it (ptrace's rule).
+    fn freeze(pid: u32) -> FrozenMainThread {
+        let pid = i32::try_from(pid).unwrap();
+        ptrace::request(ptrace::SEIZE, pid).unwrap_or_else(|error| {
+            panic!("cannot ptrace the daemon (is ptrace allowed?): {error}")
+        });
+        let frozen = FrozenMainThread { pid };
+        ptrace::request(ptrace::INTERRUPT, pid).expect("PTRACE_INTERRUPT");
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer for the call.
+        let waited = unsafe { ptrace::waitpid(pid, &mut status, ptrace::WALL) };
+        assert_eq!(waited, pid, "waitpid: {}", std::io::Error::last_os_error());
+        let state = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(state, "t", "the main thread is in a tracing stop");
+        frozen
+    }
+}
+
+impl Drop for FrozenMainThread {
+    fn drop(&mut self) {
+        let _ = ptrace::request(ptrace::DETACH, self.pid);
+    }
+}
+
+/// When the next `WATCHDOG=1` arrives before `until`; other notifications are skipped.
+fn next_ping(socket: &UnixDatagram, until: Instant) -> Option<Instant> {
+    let mut buffer = [0u8; 4096];
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            if buffer[..n]
+                .split(|b| *b == b'\n')
+                .any(|line| line == b"WATCHDOG=1")
+            {
+                return Some(Instant::now());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_daemon_pings_while_it_progresses_and_not_while_its_main_loop_is_stuck() {
+    // No instance at all: an idle scheduler must still count as alive.
+    let dd = support::DaemonDir::new("");
+    let socket_path = dd.path().join("notify.sock");
+    let socket = bind(&socket_path);
+    // Pings every second; the main loop and the scheduler may be silent for one second.
+    let ping_every = Duration::from_secs(1);
+    let daemon = dd.start(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "2000000"),
+    ]);
+    let deadline = Instant::now() + DEADLINE;
+    for _ in 0..3 {
+        assert!(
+            next_ping(&socket, deadline).is_some(),
+            "no WATCHDOG=1 from a healthy daemon; log:\n{}",
+            daemon.log_text()
+        );
+    }
+
+    let frozen = FrozenMainThread::freeze(daemon.pid());
+    let frozen_at = Instant::now();
+    // A ping may still come while the last beat is fresh: up to the silence allowed plus one
+    // ping period, with room for a busy machine.
+    let settled = frozen_at + ping_every * 3;
+    while next_ping(&socket, settled).is_some() {}
+    let quiet_until = Instant::now() + ping_every * 5;
+    assert_eq!(
+        next_ping(&socket, quiet_until).map(|at| at - frozen_at),
+        None,
+        "WATCHDOG=1 sent while the main loop is stuck"
+    );
+
+    drop(frozen);
+    let resumed = next_ping(&socket, Instant::now() + DEADLINE);
+    assert!(
+        resumed.is_some(),
+        "no WATCHDOG=1 once the main loop runs again"
+    );
+    daemon.signal("TERM");
+    let exited = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(daemon.wait_exit(support::WAIT));
+    assert!(exited.success());
 }
