@@ -273,7 +273,10 @@ pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
         let _ = writeln!(
             out,
             "{} (stored bytes that could not be read, moved aside and kept; they cannot be replayed, `pollerd dead-letters drop ID` removes one):",
-            plural(corrupt.len() as u64, "corrupt entry")
+            match corrupt.len() {
+                1 => "1 corrupt entry".to_string(),
+                count => format!("{count} corrupt entries"),
+            }
         );
         for (id, corrupt) in corrupt {
             let line = format!(

@@ -1,0 +1,197 @@
+//! Corrupt entries in a stopped daemon's store, then the real binary started on it: the queue
+//! behind a corrupt head is delivered, the log names the queue, `pollerd dead-letters list` shows
+//! the corrupt entries as CORRUPT rows beside the good letters, replay refuses only them, and
+//! drop removes them.
+
+mod support;
+
+use std::path::Path;
+
+use chrono::Utc;
+use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+use pollerd::sim::receiver::Receiver;
+use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
+use support::{DaemonDir, WAIT, pollerd, seed_instance, status, wait_for};
+
+/// The instance and resource of the seed example that `seed_instance` writes.
+fn contacts() -> ResourceKey {
+    ResourceKey::new("API_Polling", "contacts")
+}
+
+fn body(event_id: &str) -> Vec<u8> {
+    format!(r#"{{"id":"{event_id}","message":{{"events":[]}}}}"#).into_bytes()
+}
+
+/// One commit of notifications to the contacts queue: one stored run.
+fn queue(store: &SledStore, event_ids: &[&str]) {
+    let mut commit = PageCommit::new(contacts());
+    commit.notifications = event_ids
+        .iter()
+        .map(|id| NewNotification {
+            event_id: id.to_string(),
+            body: body(id),
+            created_at: Utc::now(),
+        })
+        .collect();
+    store.commit(commit).unwrap();
+}
+
+/// The state a daemon left: dead letters d1, d2 (then damaged), d3; a queue whose head run
+/// (c1) is damaged, with g1 and g2 behind it.
+fn damaged_state(state: &Path) {
+    let store = SledStore::open(state, 8 << 20).unwrap();
+    queue(&store, &["d1", "d2", "d3"]);
+    while let Some(head) = store.outbox_head(&contacts()).unwrap() {
+        store
+            .dead_letter(&contacts(), head.seq, 10, Some(410), "410 Gone")
+            .unwrap();
+    }
+    queue(&store, &["c1"]);
+    queue(&store, &["g1", "g2"]);
+    // A run that claims 9 entries in 5 bytes; a dead letter cut after its version byte.
+    assert!(
+        store
+            .overwrite_first_run_for_tests(&contacts(), b"\x04\x00\x00\x00\x09")
+            .unwrap()
+    );
+    assert!(
+        store
+            .overwrite_dead_letter_for_tests("d2", b"\x04\x00\x00")
+            .unwrap()
+    );
+}
+
+fn delivered(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .accepted()
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_string))
+        .collect()
+}
+
+fn listing(dd: &DaemonDir) -> String {
+    let out = pollerd(dd, &["dead-letters", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The table row whose first column is `id`.
+fn row<'a>(table: &'a str, id: &str) -> Option<&'a str> {
+    table
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_entries_are_set_aside_listed_and_dropped_while_the_rest_is_delivered() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let dd = DaemonDir::new("");
+    damaged_state(&dd.path().join("state"));
+    dd.write_instance(
+        "contacts.json",
+        &seed_instance(&sim, &receiver.url(), "0.01"),
+    );
+    let daemon = dd.start(&[]);
+
+    wait_for("g1 and g2 delivered", WAIT, || {
+        let ids = delivered(&receiver);
+        ids.contains(&"g1".to_string()) && ids.contains(&"g2".to_string())
+    })
+    .await;
+    assert_eq!(delivered(&receiver), ["g1", "g2"], "in order, nothing else");
+    let log = daemon.log_text();
+    let error = log
+        .lines()
+        .find(|line| line.contains("corrupt entry in the outbox of API_Polling/contacts"))
+        .unwrap_or_else(|| panic!("no error naming the queue:\n{log}"));
+    assert!(error.contains("ERROR"), "{error}");
+
+    // The good letters as always, both corrupt entries as CORRUPT rows with their size.
+    let table = listing(&dd);
+    for id in ["d1", "d3"] {
+        let line = row(&table, id).unwrap_or_else(|| panic!("no row {id}:\n{table}"));
+        assert!(line.contains("410") && !line.contains("CORRUPT"), "{table}");
+    }
+    let d2 = row(&table, "d2").unwrap_or_else(|| panic!("no row d2:\n{table}"));
+    assert!(d2.contains("CORRUPT"), "{table}");
+    let set_aside = table
+        .lines()
+        .find(|line| line.starts_with("corrupt-"))
+        .unwrap_or_else(|| panic!("no row for the head set aside:\n{table}"));
+    assert!(
+        set_aside.contains("CORRUPT") && set_aside.contains("API_Polling"),
+        "{table}"
+    );
+    let set_aside_id = set_aside.split_whitespace().next().unwrap().to_string();
+    assert!(
+        table.contains(&format!("  {set_aside_id}: 5 bytes kept; outbox run"))
+            && table.contains("  d2: 3 bytes kept; dead letter d2"),
+        "{table}"
+    );
+    assert!(
+        table.contains("total: 4 dead letters\n2 corrupt entries ("),
+        "{table}"
+    );
+
+    // Replaying the corrupt one fails naming it; a good one replays.
+    let refused = pollerd(&dd, &["dead-letters", "replay", "d2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("d2") && text.contains("corrupt") && text.contains("dead-letters drop"),
+        "{text}"
+    );
+    let replayed = pollerd(&dd, &["dead-letters", "replay", "d1"]);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    wait_for("d1 delivered", WAIT, || {
+        delivered(&receiver).contains(&"d1".to_string())
+    })
+    .await;
+
+    // --all replays the good one left and names both corrupt ones.
+    let all = pollerd(&dd, &["dead-letters", "replay", "--all"]);
+    assert_eq!(all.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&all.stderr);
+    assert!(
+        text.contains("replayed 1 dead letter(s); 2 corrupt")
+            && text.contains("d2 (")
+            && text.contains(&format!("{set_aside_id} (")),
+        "{text}"
+    );
+    wait_for("d3 delivered", WAIT, || {
+        delivered(&receiver).contains(&"d3".to_string())
+    })
+    .await;
+
+    let dropped = pollerd(&dd, &["dead-letters", "drop", "d2", &set_aside_id]);
+    assert!(
+        dropped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dropped.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&dropped.stdout),
+        "dropped 2 dead letters\n"
+    );
+    assert_eq!(listing(&dd), "no dead letters\n");
+    let s = status(&dd).expect("the daemon answers");
+    assert_eq!(
+        (s["dead_letters"].as_u64(), s["outbox_depth"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert!(!daemon.log_text().contains("panicked"));
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+    let ids = delivered(&receiver);
+    assert_eq!(ids, ["g1", "g2", "d1", "d3"], "each once, c1 never");
+}
