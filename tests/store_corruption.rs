@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 
 use chrono::Utc;
-use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::Receiver;
 use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
 use support::{DaemonDir, WAIT, pollerd, seed_instance, status, wait_for};
@@ -194,4 +194,76 @@ async fn corrupt_entries_are_set_aside_listed_and_dropped_while_the_rest_is_deli
     assert!(daemon.wait_exit(WAIT).await.success());
     let ids = delivered(&receiver);
     assert_eq!(ids, ["g1", "g2", "d1", "d3"], "each once, c1 never");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_body_files_are_set_aside_and_later_changes_are_delivered() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let dd = DaemonDir::new("");
+    let state = dd.path().join("state");
+    {
+        let store = SledStore::open(&state, 8 << 20).unwrap();
+        queue(&store, &["m1", "m2"]);
+    }
+    // The queued bodies' files are lost (a bad restore, a careless clean-up).
+    for segment in std::fs::read_dir(state.join("bodies")).unwrap() {
+        std::fs::remove_file(segment.unwrap().path()).unwrap();
+    }
+    dd.write_instance(
+        "contacts.json",
+        &seed_instance(&sim, &receiver.url(), "0.01"),
+    );
+    let daemon = dd.start(&[]);
+    wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
+    let ids = sim.create_many(RecordKind::Contact, 1, None);
+    let created = ids[0].to_string();
+    wait_for(
+        "the contact created after the fault delivered",
+        WAIT,
+        || {
+            receiver.accepted().iter().any(|r| {
+                r.json()["message"]["events"]
+                    .as_array()
+                    .is_some_and(|events| events.iter().any(|e| e["objectId"] == created.as_str()))
+            })
+        },
+    )
+    .await;
+
+    let table = listing(&dd);
+    let corrupt: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("corrupt-"))
+        .collect();
+    assert_eq!(corrupt.len(), 2, "{table}");
+    for (line, event_id) in corrupt.iter().zip(["m1", "m2"]) {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(columns[1], event_id, "{table}");
+        assert!(line.contains("CORRUPT"), "{table}");
+    }
+    // The note wraps long reasons: compare its words.
+    let words = table.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains(".seg is missing"), "{table}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("ERROR") && log.contains("is missing: 2 queued notification(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("corrupt entry in the outbox of API_Polling/contacts"),
+        "{log}"
+    );
+    assert!(
+        !delivered(&receiver)
+            .iter()
+            .any(|id| id == "m1" || id == "m2")
+    );
+    let s = status(&dd).expect("the daemon answers");
+    let resource = &s["instances"][0]["resources"][0];
+    assert_eq!(resource["dead_letters"], 2, "{s}");
+    assert!(resource["next_poll"].is_string(), "still scheduled: {s}");
+    assert!(!log.contains("panicked"));
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
 }
