@@ -22,5 +22,6 @@ pub mod supervisor;
 pub mod systemd;
 pub mod task_guard;
 pub mod template;
+pub mod time_math;
 pub mod url_display;
 pub mod watch;

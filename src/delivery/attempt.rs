@@ -11,7 +11,6 @@ use hyper::header::{
     USER_AGENT,
 };
 use hyper::{Method, Request};
-use tokio::time::Instant;
 
 use super::client::{Endpoint, WebhookClient};
 use super::sign::{SigningKey, WebhookSecret};
@@ -122,7 +121,7 @@ pub async fn attempt(
     body: &Bytes,
     now: DateTime<Utc>,
 ) -> Outcome {
-    let deadline = Instant::now() + http.timeout();
+    let deadline = crate::time_math::tokio_deadline_in(http.timeout());
     let request = match request(route, entry, body, now) {
         Ok(r) => r,
         Err(e) => return failed("request failed", &e),
@@ -141,7 +140,7 @@ pub async fn attempt(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, now));
     // Read a little of the answer for the log and the dead letter.
-    let wait_until = deadline.min(Instant::now() + ERROR_BODY_WAIT);
+    let wait_until = deadline.min(crate::time_math::tokio_deadline_in(ERROR_BODY_WAIT));
     let body = tokio::time::timeout_at(wait_until, start_of(response.into_body()))
         .await
         .unwrap_or_default();

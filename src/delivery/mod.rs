@@ -274,7 +274,10 @@ async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
         }),
     };
     let stopping = inner.stopping.clone();
-    run_restarting(task, stopping, move || work_queue(inner.clone(), key.clone())).await;
+    run_restarting(task, stopping, move || {
+        work_queue(inner.clone(), key.clone())
+    })
+    .await;
 }
 
 /// Delivers one queue's notifications in order until it is empty or delivery stops.
@@ -406,7 +409,7 @@ async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
                             failing = true;
                         }
                         observe(&inner, "retry", None);
-                        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let at = crate::time_math::utc_after(Utc::now(), delay);
                         inner
                             .store
                             .record_failure(&key, head.seq, failures, at, &error)

@@ -162,7 +162,7 @@ fn warn_of_clock_changes(
 }
 
 fn set_next(status: &SharedStatus, delay: Duration) {
-    let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    let next = crate::time_math::utc_after(Utc::now(), delay);
     status.lock().expect("status").next_poll = Some(next);
 }
 
