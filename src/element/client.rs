@@ -19,6 +19,7 @@ use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, shown_text,
     snippet,
 };
+use crate::url_display::shown_url;
 
 /// The longest a provider's 429 can pause its tenant; a longer `Retry-After` is cut to this.
 pub const MAX_PROVIDER_PAUSE: Duration = Duration::from_secs(600);
@@ -238,15 +239,6 @@ async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok((body.freeze(), false))
-}
-
-/// Scheme, host, port and path of a URL: safe to print.
-pub fn shown_url(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.to_string()
 }
 
 impl ProviderClient {

@@ -19,7 +19,10 @@ pub struct HttpElement {
 impl std::fmt::Debug for HttpElement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpElement")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &crate::url_display::shown_url_text(&self.base_url),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -200,8 +200,8 @@ pub fn checked_next(first: &reqwest::Url, next: &reqwest::Url) -> Result<(), Fet
         return Ok(());
     }
     Err(FetchError::LinkElsewhere {
-        url: client::shown_url(first),
+        url: crate::url_display::shown_url(first),
         origin: origin_text(next),
-        link: client::shown_url(next),
+        link: crate::url_display::shown_url(next),
     })
 }

@@ -31,7 +31,10 @@ pub struct ConnectWise {
 impl std::fmt::Debug for ConnectWise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectWise")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &crate::url_display::shown_url_text(&self.base_url),
+            )
             .finish_non_exhaustive()
     }
 }
