@@ -194,3 +194,57 @@ async fn callback_certificates_are_verified_and_tls_ca_file_trusts_a_private_ca(
     daemon.signal("TERM");
     assert!(daemon.wait_exit(WAIT).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_https_to_http_on_the_same_host_is_not_followed() {
+    use pollerd::sim::connectwise::{Fault, FaultScope};
+    // Plain http on 127.0.0.1, counting whoever connects: the credentials must never get there.
+    let plain = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let plain_address = plain.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = plain.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let (ca_pem, acceptor) = private_ca();
+    let front = tls_front(acceptor, backend_of(&sim.base_url())).await;
+    let dd = DaemonDir::new("");
+    let mut instance = seed_instance(&sim, &receiver.url(), "10");
+    instance["name"] = "downgraded".into();
+    instance["configuration"]["baseUrl"] = through(&sim.base_url(), front).into();
+    instance["configuration"]["tls.caFile"] = write_ca(dd.path(), &ca_pem).into();
+    dd.write_instance("downgraded.json", &instance);
+    sim.inject(
+        Fault::Redirect(format!(
+            "http://127.0.0.1:{}/v4_6_release/apis/3.0/company/contacts?key=K",
+            plain_address.port()
+        )),
+        FaultScope::always(),
+    );
+    let since = (sim.now() - chrono::Duration::seconds(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let refused = pollerd(&dd, &["poll", "downgraded", "--since", &since]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("instance downgraded, resource contacts")
+            && stderr.contains(&format!(
+                "refusing to follow a redirect to another origin (http://127.0.0.1:{})",
+                plain_address.port()
+            )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("key=K"), "{stderr}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the request was re-sent over plain http"
+    );
+}
