@@ -6,6 +6,8 @@
 mod ceql;
 #[path = "../fuzz/src/dates.rs"]
 mod dates;
+#[path = "../fuzz/src/http_headers.rs"]
+mod http_headers;
 #[path = "../fuzz/src/instance_file.rs"]
 mod instance_file;
 #[path = "../fuzz/src/json_split.rs"]
@@ -19,9 +21,10 @@ use pollerd::dates::{DatePattern, Zone};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("ceql", ceql::check),
     ("dates", dates::check),
+    ("http_headers", http_headers::check),
     ("instance_file", instance_file::check),
     ("json_split", json_split::check),
     ("url_template", url_template::check),

@@ -4,6 +4,7 @@
 
 pub mod ceql;
 pub mod dates;
+pub mod http_headers;
 pub mod instance_file;
 pub mod json_split;
 pub mod url_template;
