@@ -317,3 +317,125 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
         ids.len()
     );
 }
+
+/// The hostile provider faults of issue 13, each a few percent of requests, on top of the random
+/// faults above: redirects to another host, links nobody can read or that name a gateway, awkward
+/// but valid links, endless bodies, garbage `Retry-After`, `Date` headers 80 years off, error text
+/// full of control characters. Records keep changing; nothing may be lost or sent twice, no
+/// request may reach the other host, nothing may panic.
+fn inject_hostile_faults(sim: &ConnectWiseSim, elsewhere: &str) {
+    let eighty_years = 80 * 365 * 86_400;
+    for (fault, percent) in [
+        (Fault::Redirect(format!("{elsewhere}/steal?key=K")), 4),
+        (Fault::UnreadableLink, 4),
+        (Fault::LinkOrigin(elsewhere.to_string()), 8),
+        (Fault::AwkwardLink, 8),
+        (Fault::EndlessBody, 3),
+        (Fault::RetryAfterText("-1".into()), 1),
+        (Fault::RetryAfterText("soon".into()), 1),
+        (Fault::DateOffset(eighty_years), 4),
+        (Fault::DateOffset(-eighty_years), 4),
+        (Fault::HostileErrorText, 3),
+    ] {
+        sim.inject_random(fault, FaultScope::always(), percent);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_provider_loses_and_repeats_nothing() {
+    let hostile_phase = scale(Duration::from_secs(20), Duration::from_secs(180));
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let seed = fastrand::u64(..);
+    sim.seed_faults(seed);
+    let receiver = Receiver::start().await.unwrap();
+    // Whoever connects here got a request meant for the provider.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_url = format!("http://{}", elsewhere.local_addr().unwrap());
+    let stolen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = stolen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = elsewhere.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let dd = DaemonDir::new(&format!(
+        "[polling]\nhttp_timeout = \"{}ms\"\nmax_response_size = \"2MiB\"\n",
+        HTTP_TIMEOUT.as_millis()
+    ));
+    let mut instance = seed_instance(&sim, &receiver.url(), "0.01");
+    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 20.into();
+    dd.write_instance("contacts.json", &instance);
+    let daemon = dd.start(&[]);
+    wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
+
+    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (sim, producing) = (sim.clone(), producing.clone());
+        tokio::spawn(async move {
+            let mut ids: Vec<u64> = Vec::new();
+            while producing.load(std::sync::atomic::Ordering::Relaxed) {
+                ids.extend(sim.create_many(RecordKind::Contact, 10, None));
+                let later = Some(sim.now() + chrono::Duration::seconds(1));
+                for _ in 0..5 {
+                    sim.update(
+                        RecordKind::Contact,
+                        ids[fastrand::usize(..ids.len())],
+                        later,
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ids
+        })
+    };
+    // The phase is the chaos itself: it lasts its time whatever the daemon does.
+    inject_random_faults(&sim);
+    inject_hostile_faults(&sim, &elsewhere_url);
+    tokio::time::sleep(hostile_phase).await;
+    sim.clear_faults();
+    producing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let ids = producer.await.unwrap();
+
+    let mut ledger = Ledger::default();
+    let versions = current_versions(&sim, RecordKind::Contact, &ids);
+    wait_costly(&dd, "every change to be delivered", WAIT * 2, || {
+        ledger.refresh(&receiver);
+        ledger.has_all("contacts", &versions)
+    })
+    .await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+    assert_no_panic(&dd);
+    ledger.refresh(&receiver);
+    for (version, event_ids) in ledger.versions() {
+        assert_eq!(event_ids.len(), 1, "{version:?} delivered {event_ids:?}");
+    }
+    assert_eq!(
+        stolen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request reached the other host"
+    );
+    let logs = dd.logs();
+    assert!(
+        !logs.contains("key=K") && !logs.contains('\u{1b}'),
+        "{}",
+        tail(&logs, 30)
+    );
+    let log = sim.requests();
+    let faults: BTreeMap<String, usize> = log
+        .iter()
+        .filter_map(|r| r.fault.as_deref())
+        .map(|f| f.split(['(', ' ', '{']).next().unwrap_or(f).to_string())
+        .fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f).or_default() += 1;
+            m
+        });
+    println!(
+        "hostile provider chaos (seed {seed}): {} requests, faults {faults:?}; {} versions \
+         delivered once each from {} contacts, 0 lost, 0 duplicates, 0 requests elsewhere, 0 panics",
+        log.len(),
+        ledger.versions().len(),
+        ids.len()
+    );
+}

@@ -145,3 +145,95 @@ async fn down_slow_and_flaky_receiver_gets_everything_in_order() {
         ledger.duplicate_deliveries()
     );
 }
+
+/// `Retry-After` answers no receiver should send (issue 13 item 4), mixed at random with 500s and
+/// cut connections: huge numbers, 2^64, a date in year 9999, negative numbers and garbage. Each is
+/// cut to the schedule's largest step or ignored; everything arrives in order, nothing is
+/// dead-lettered, nothing panics.
+const HOSTILE_RETRY_AFTER: [&str; 8] = [
+    "10000000000000",
+    "999999999",
+    "18446744073709551615",
+    "18446744073709551616",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "-1",
+    "garbage",
+    "1e9",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_receiver_gets_everything_in_order() {
+    let hostile = scale(Duration::from_secs(10), Duration::from_secs(120));
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let seed = fastrand::u64(..);
+    receiver.seed(seed);
+    let mut dice = fastrand::Rng::with_seed(seed);
+    // Every hostile answer is one failed attempt of the queue's head: the retries must outlast
+    // all of them in a row (none is dead-lettered).
+    let dd = DaemonDir::new(&format!(
+        "[delivery]\nschedule = {}\n",
+        schedule_outlasting(hostile * 3)
+    ));
+    let mut instance = with_accounts(seed_instance(&sim, &receiver.url(), "0.01"));
+    instance["configuration"]["event.notification.batch.size"] = "3".into();
+    dd.write_instance("crm.json", &instance);
+    let daemon = dd.start(&[]);
+    wait_for("the first polls", WAIT, || sim.request_count() >= 2).await;
+
+    receiver.set_default(Behaviour::Chaos {
+        error_percent: 10,
+        drop_percent: 10,
+    });
+    let phase_end = Instant::now() + hostile;
+    let (mut contacts, mut companies) = (Vec::new(), Vec::new());
+    let mut hostile_answers = 0;
+    while Instant::now() < phase_end {
+        contacts.extend(sim.create_many(RecordKind::Contact, 5, None));
+        companies.extend(sim.create_many(RecordKind::Company, 3, None));
+        let later = Some(sim.now() + chrono::Duration::seconds(1));
+        let id = contacts[dice.usize(..contacts.len())];
+        sim.update(RecordKind::Contact, id, later);
+        // Now and then a hostile answer before the next chaos ones.
+        if dice.bool() {
+            let value = HOSTILE_RETRY_AFTER[dice.usize(..HOSTILE_RETRY_AFTER.len())];
+            let status = if dice.bool() { 429 } else { 503 };
+            receiver.respond_next(Behaviour::StatusWithRetryAfter(status, value.into()), 1);
+            hostile_answers += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    receiver.set_default(Behaviour::Ok);
+
+    let mut ledger = Ledger::default();
+    let contact_versions = current_versions(&sim, RecordKind::Contact, &contacts);
+    let company_versions = current_versions(&sim, RecordKind::Company, &companies);
+    wait_costly(
+        &dd,
+        "every change to be delivered",
+        scale(WAIT * 3, WAIT * 20),
+        || {
+            ledger.refresh(&receiver);
+            ledger.has_all("contacts", &contact_versions)
+                && ledger.has_all("accounts", &company_versions)
+        },
+    )
+    .await;
+    ledger.assert_in_order_per_resource();
+    ledger.assert_duplicates_repeat_event_ids();
+    let s = status(&dd).expect("the daemon answers");
+    for r in s["instances"][0]["resources"].as_array().unwrap() {
+        assert_eq!(r["dead_letters"], 0, "{r}\n{}", tail(&dd.logs(), 30));
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+    assert_no_panic(&dd);
+    println!(
+        "hostile receiver chaos (seed {seed}): {hostile:?}, {hostile_answers} hostile Retry-After \
+         answers among 10 % 500s and 10 % cut connections; {} versions, {} attempts, {} duplicate \
+         deliveries (same eventId), 0 dead letters, 0 lost, order kept, 0 panics",
+        ledger.versions().len(),
+        ledger.attempts().len(),
+        ledger.duplicate_deliveries()
+    );
+}
