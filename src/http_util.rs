@@ -1,6 +1,8 @@
 //! HTTP helpers both sides of pollerd share: the headers they read (`Date`, `Retry-After`,
 //! `Link`, `Content-Type`) and how they put a body or an error on one log line.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +23,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = parse_http_date(value)?;
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        at.signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// One link-value of a `Link` header (RFC 8288 §3): its target as written and its relation

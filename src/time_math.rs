@@ -1,6 +1,8 @@
 //! Time arithmetic on values from outside (settings, headers, provider clocks) that saturates
 //! instead of panicking: `Instant + Duration` and `DateTime + TimeDelta` panic on overflow.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};

@@ -7,6 +7,8 @@
 //! alike. The fragment is dropped (it is never sent). A long path is cut, since URLs from outside
 //! (a provider's `Location` or `Link`) can be any length.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::fmt::Write as _;
 
 /// The most characters of a path shown; the rest is cut and marked with `…`.

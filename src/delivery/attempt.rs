@@ -1,5 +1,7 @@
 //! One delivery attempt: the POST with SPEC §5's headers, and what its answer means (SPEC §6).
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -2,6 +2,8 @@
 //! pause for the tenant that answered 429, redirects only within the origin the credentials are
 //! for, and bodies read up to a size limit.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -69,7 +71,7 @@ impl TenantPauses {
         let mut until = self.until.lock().expect("tenant pauses");
         let now = Instant::now();
         match until.get(&tenant) {
-            Some(at) if *at > now => Some(*at - now),
+            Some(at) if *at > now => Some(at.saturating_duration_since(now)),
             Some(_) => {
                 until.remove(&tenant);
                 None

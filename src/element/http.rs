@@ -2,6 +2,8 @@
 //! `itemsPath`; the next page comes from a `Link: rel="next"` header, a cursor field in the body
 //! (`nextPageField` → `nextPageParam`), or a page number (`pageParam`, with `pageSize`).
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 

@@ -65,7 +65,11 @@ impl<'r> Extractor<'r> {
             None => EventType::Updated,
             Some(created_field) => {
                 let created = read_date(created_field, fields[2])?;
-                let gap = (updated - created).abs().to_std().unwrap_or_default();
+                let gap = updated
+                    .signed_duration_since(created)
+                    .abs()
+                    .to_std()
+                    .unwrap_or_default();
                 if gap <= self.resource.created_check_tolerance {
                     EventType::Created
                 } else {

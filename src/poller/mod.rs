@@ -7,6 +7,8 @@
 //! (ConnectWise's keyset paging) that fails midway is resumed by the next attempt from the last
 //! page it committed ([`Resume`]), instead of reading its backlog again from the start.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 mod extract;
 pub mod notification;
 pub mod schedule;
@@ -94,7 +96,7 @@ impl std::fmt::Display for UntrustedDate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let skew = self.provider.signed_duration_since(self.local);
         let (sign, skew) = if skew < chrono::TimeDelta::zero() {
-            ("-", -skew)
+            ("-", skew.abs())
         } else {
             ("+", skew)
         };
@@ -252,7 +254,10 @@ struct ScanStart {
 
 /// The lower bound of a run from a watermark (SPEC §7).
 pub fn lower_bound(watermark: DateTime<Utc>, resource: &ResourceSpec) -> DateTime<Utc> {
-    watermark - chrono::Duration::from_std(resource.poll_delay + OVERLAP).unwrap_or_default()
+    let before = chrono::Duration::from_std(resource.poll_delay.saturating_add(OVERLAP));
+    watermark
+        .checked_sub_signed(before.unwrap_or(chrono::TimeDelta::MAX))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Runs one resource of one instance against the store. `resume` carries where a failed run
@@ -412,7 +417,7 @@ async fn scan_from(
                     cursor: cursor.clone(),
                 }
             });
-        report.pages += 1;
+        report.pages = report.pages.saturating_add(1);
         if report.pages > MAX_PAGES {
             return Err(PollError::TooManyPages {
                 instance: instance.name.clone(),
@@ -437,7 +442,7 @@ async fn scan_from(
                 *provider_start.insert(start)
             }
         };
-        report.records += page.records.len();
+        report.records = report.records.saturating_add(page.records.len());
 
         let mut fresh: Vec<Candidate> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
@@ -445,10 +450,10 @@ async fn scan_from(
             let c = match extractor.candidate(index, record) {
                 Ok(c) => c,
                 Err(skip) => {
-                    report.skipped += 1;
+                    report.skipped = report.skipped.saturating_add(1);
                     tracing::warn!(
                         instance = %instance.name, resource = %resource.name,
-                        "skipped record {} of page {}: {skip}", index + 1, report.pages
+                        "skipped record {} of page {}: {skip}", index.saturating_add(1), report.pages
                     );
                     continue;
                 }
@@ -508,12 +513,15 @@ async fn scan_from(
                 .seen
                 .extend(batch.iter().map(|c| (c.object_id.clone(), c.updated)));
         }
-        report.events += new.len();
-        report.created += new
+        report.events = report.events.saturating_add(new.len());
+        let created_events = new
             .iter()
             .filter(|c| c.event_type == EventType::Created)
             .count();
-        report.notifications += commit.notifications.len();
+        report.created = report.created.saturating_add(created_events);
+        report.notifications = report
+            .notifications
+            .saturating_add(commit.notifications.len());
         if !commit.notifications.is_empty() {
             sink.commit(commit).await.map_err(store_error)?;
         }

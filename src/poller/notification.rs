@@ -54,7 +54,7 @@ pub fn event_id(instance: &str, resource: &str, events: &[EventRecord<'_>]) -> S
 /// RFC 3339 in UTC with `Z`, to the millisecond, and milliseconds only when there are some.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     let ms = t.timestamp_subsec_millis();
-    let t = t.with_nanosecond(ms * 1_000_000).unwrap_or(t);
+    let t = t.with_nanosecond(ms.saturating_mul(1_000_000)).unwrap_or(t);
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
@@ -155,8 +155,14 @@ pub fn envelope(
         },
     };
     // Sized up front: the records are most of the body, and growing by doubling copies them.
-    let records: usize = events.iter().map(|e| e.record.get().len() + 1).sum();
-    let mut out = Vec::with_capacity(records + 512 + events.len() * 256);
+    let records: usize = events.iter().fold(0usize, |n, e| {
+        n.saturating_add(e.record.get().len()).saturating_add(1)
+    });
+    let mut out = Vec::with_capacity(
+        records
+            .saturating_add(512)
+            .saturating_add(events.len().saturating_mul(256)),
+    );
     serde_json::to_writer(&mut out, &body).expect("serialising to memory cannot fail");
     out
 }

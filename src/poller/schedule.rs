@@ -32,14 +32,14 @@ const FIRST_RUN_WITHIN: Duration = Duration::from_millis(250);
 
 /// A spread of up to a tenth of the interval (at most 5 s), different for every resource.
 pub fn jitter(interval: Duration) -> Duration {
-    random_below((interval / 10).min(Duration::from_secs(5)))
+    random_below(interval.div_f64(10.0).min(Duration::from_secs(5)))
 }
 
 /// When the first run of a resource polled every `interval` comes: soon, spread over
 /// [`FIRST_RUN_WITHIN`] (a tenth of the interval when that is shorter). Taking the smaller of a
 /// jitter and 250 ms, as before, gave 250 ms almost every time: no spread at all.
 fn first_run_delay(interval: Duration) -> Duration {
-    random_below((interval / 10).min(FIRST_RUN_WITHIN))
+    random_below(interval.div_f64(10.0).min(FIRST_RUN_WITHIN))
 }
 
 fn random_below(max: Duration) -> Duration {
@@ -90,7 +90,7 @@ pub async fn poll_loop(
         }
         warn_of_clock_changes(&instance, &resource, &mut clock_untrusted, &result);
         record(&instance, &resource, &status, &mut failing, result);
-        delay = interval + jitter(interval);
+        delay = interval.saturating_add(jitter(interval));
     }
 }
 
@@ -102,12 +102,11 @@ struct AliveGuard {
 
 impl AliveGuard {
     fn enter(shared: &PollShared, key: ResourceKey) -> AliveGuard {
-        *shared
-            .active_pollers
-            .lock()
-            .expect("pollers")
-            .entry(key.clone())
-            .or_insert(0) += 1;
+        {
+            let mut active = shared.active_pollers.lock().expect("pollers");
+            let n = active.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+        }
         AliveGuard {
             shared: shared.clone(),
             key,
@@ -119,7 +118,7 @@ impl Drop for AliveGuard {
     fn drop(&mut self) {
         let mut active = self.shared.active_pollers.lock().expect("pollers");
         if let Some(n) = active.get_mut(&self.key) {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 active.remove(&self.key);
             }
@@ -134,7 +133,7 @@ fn observe(m: &crate::metrics::Metrics, result: &Result<RunReport, PollError>, t
             m.records_fetched(r.records as u64);
             m.records_skipped(r.skipped as u64);
             m.events("CREATED", r.created as u64);
-            m.events("UPDATED", (r.events - r.created) as u64);
+            m.events("UPDATED", r.events.saturating_sub(r.created) as u64);
         }
         Err(_) => m.poll("error", took),
     }
@@ -175,7 +174,7 @@ fn record(
 ) {
     let mut s = status.lock().expect("status");
     s.last_poll = Some(Utc::now());
-    s.runs += 1;
+    s.runs = s.runs.saturating_add(1);
     match result {
         Ok(report) => {
             if let Some(class) = failing.take() {
@@ -187,7 +186,7 @@ fn record(
                     "{} event(s) in {} notification(s) from {} record(s)", report.events, report.notifications, report.records
                 );
             }
-            s.events_emitted += report.events as u64;
+            s.events_emitted = s.events_emitted.saturating_add(report.events as u64);
             s.last_error = None;
             s.last_report = Some(report);
         }

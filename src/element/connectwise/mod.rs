@@ -5,7 +5,12 @@
 //! (`pagination-type: forward-only`) unless the resource asks for `page` paging, because offset
 //! paging skips or repeats records that change during a scan.
 
+#![deny(clippy::arithmetic_side_effects)]
+
+// Parsers of operator-written text, fuzzed instead (fuzz/: ceql).
+#[allow(clippy::arithmetic_side_effects)]
 pub mod ceql;
+#[allow(clippy::arithmetic_side_effects)]
 pub mod hubs;
 
 use base64::Engine;
