@@ -254,6 +254,7 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         ("pollerd_outbox_depth", "gauge"),
         ("pollerd_dead_letters", "gauge"),
         ("pollerd_reloads", "counter"),
+        ("pollerd_task_panics", "counter"),
     ] {
         assert_eq!(exposition.kind(family), kind, "{family}");
     }
@@ -278,6 +279,12 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         0.0
     );
     assert_eq!(exposition.value("pollerd_outbox_depth", &[]), 0.0);
+    for task in ["poll", "delivery"] {
+        assert_eq!(
+            exposition.value("pollerd_task_panics_total", &[("task", task)]),
+            0.0
+        );
+    }
 }
 
 #[test]
@@ -308,6 +315,9 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     metrics.reload("ok");
     metrics.reload("error");
     metrics.reload("ok");
+    metrics.task_panic("delivery");
+    metrics.task_panic("poll");
+    metrics.task_panic("delivery");
 
     let text = metrics.render();
     let exposition = parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"));
@@ -340,6 +350,8 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     assert_eq!(exposition.value("pollerd_dead_letters", &[]), 2.0);
     let reloads = |result| exposition.value("pollerd_reloads_total", &[("result", result)]);
     assert_eq!((reloads("ok"), reloads("error")), (2.0, 1.0));
+    let panics = |task| exposition.value("pollerd_task_panics_total", &[("task", task)]);
+    assert_eq!((panics("poll"), panics("delivery")), (1.0, 2.0));
 
     // Poll durations: 0.02, 0.1, 0.2, 1.5, 7 seconds.
     assert_eq!(

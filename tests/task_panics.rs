@@ -34,21 +34,36 @@ impl Write for Captured {
     }
 }
 
-fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+/// Every log line of this test binary (one global subscriber: a per-thread one races with the
+/// other tests over tracing's callsite cache). Tests tell their lines apart by resource name.
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
 }
 
 fn guarded(kind: TaskKind, panics: &TaskPanics, metrics: &Metrics) -> GuardedTask {
+    guarded_resource("contacts", kind, panics, metrics)
+}
+
+fn guarded_resource(
+    resource: &str,
+    kind: TaskKind,
+    panics: &TaskPanics,
+    metrics: &Metrics,
+) -> GuardedTask {
     let metrics = metrics.clone();
     GuardedTask {
         kind,
-        key: ResourceKey::new("acme", "contacts"),
+        key: ResourceKey::new("acme", resource),
         panics: panics.clone(),
         backoff: Backoff {
             first: Duration::from_millis(10),
@@ -91,7 +106,7 @@ async fn run_task_panicking_first(task: GuardedTask, panicking: u64) -> u64 {
 
 #[tokio::test]
 async fn a_panicking_poll_task_is_logged_recorded_counted_and_run_again() {
-    let (logs, _guard) = capture_logs();
+    let logs = logs();
     let panics = TaskPanics::default();
     let metrics = Metrics::new();
     assert_eq!(
@@ -99,10 +114,11 @@ async fn a_panicking_poll_task_is_logged_recorded_counted_and_run_again() {
         "pollerd_task_panics_total{task=\"poll\"} 0"
     );
 
-    let runs = run_task_panicking_first(guarded(TaskKind::Poll, &panics, &metrics), 2).await;
+    let task = guarded_resource("logged-contacts", TaskKind::Poll, &panics, &metrics);
+    let runs = run_task_panicking_first(task, 2).await;
 
     assert_eq!(runs, 3, "run again after each of the two panics");
-    let recorded = panics.of(&ResourceKey::new("acme", "contacts"));
+    let recorded = panics.of(&ResourceKey::new("acme", "logged-contacts"));
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0].kind, TaskKind::Poll);
     assert_eq!(recorded[0].count, 2);
@@ -121,11 +137,14 @@ async fn a_panicking_poll_task_is_logged_recorded_counted_and_run_again() {
     );
 
     let text = logs.text();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("logged-contacts"))
+        .collect();
     assert_eq!(errors.len(), 2, "one error line per panic:\n{text}");
     for line in &errors {
         assert!(line.contains("instance=acme"), "{line}");
-        assert!(line.contains("resource=contacts"), "{line}");
+        assert!(line.contains("resource=logged-contacts"), "{line}");
         assert!(line.contains("the poll task panicked (index "), "{line}");
         assert!(line.contains("it starts again in"), "{line}");
     }
@@ -215,4 +234,37 @@ async fn a_task_that_ends_normally_is_not_run_again() {
         metric_line(&metrics, "poll"),
         "pollerd_task_panics_total{task=\"poll\"} 0"
     );
+}
+
+#[tokio::test]
+async fn what_a_panicked_task_held_is_released_before_it_starts_again() {
+    // A poll task counts itself in `pollers` while it lives (a guard value it holds): after a
+    // panic the count must drop back before the next start, or status would show two pollers.
+    let panics = TaskPanics::default();
+    let metrics = Metrics::new();
+    let held = Arc::new(());
+    let holders_at_start = Arc::new(Mutex::new(Vec::new()));
+    let seen = holders_at_start.clone();
+    let witness = held.clone();
+    let runs = Arc::new(AtomicU64::new(0));
+    let guard = run_restarting(
+        guarded(TaskKind::Poll, &panics, &metrics),
+        CancellationToken::new(),
+        move || {
+            seen.lock().unwrap().push(Arc::strong_count(&witness));
+            let mine = witness.clone();
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::task::yield_now().await;
+                let _held_while_running = mine;
+                if run == 0 {
+                    panic!("first run");
+                }
+            }
+        },
+    );
+    tokio::time::timeout(DEADLINE, guard).await.unwrap();
+    // Counted at each start, before this run's own clone: the witness and the test's `held`.
+    assert_eq!(*holders_at_start.lock().unwrap(), [2, 2]);
+    assert_eq!(Arc::strong_count(&held), 1, "nothing kept after the end");
 }
