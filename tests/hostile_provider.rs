@@ -85,12 +85,33 @@ impl World {
     /// Creates `n` contacts and waits until every one has been delivered.
     async fn changes_arrive(&self, n: usize) -> Vec<u64> {
         let ids = self.sim.create_many(RecordKind::Contact, n, None);
-        wait_for("the new contacts to be delivered", WAIT, || {
+        self.wait_delivered(&ids).await;
+        ids
+    }
+
+    async fn wait_delivered(&self, ids: &[u64]) {
+        wait_for("the contacts to be delivered", WAIT, || {
             let delivered = delivered_ids(&self.receiver);
             ids.iter().all(|id| delivered.contains(&id.to_string()))
         })
         .await;
-        ids
+    }
+
+    /// Two more runs fail, and the watermark stays where it was.
+    async fn assert_watermark_holds_while_failing(&self) {
+        let before = self.contacts()["watermark"].clone();
+        let runs = self.faulted_requests();
+        wait_for("two more failed runs", WAIT, || {
+            self.faulted_requests() >= runs + 2
+        })
+        .await;
+        assert_eq!(self.contacts()["watermark"], before, "the watermark moved");
+    }
+
+    /// Clears the faults and waits until the contacts `ids` have been delivered.
+    async fn recovers_delivering(&self, ids: &[u64]) {
+        self.sim.clear_faults();
+        self.wait_delivered(ids).await;
     }
 
     /// What every test ends with: the daemon alive, the resource still scheduled, no panic.
@@ -226,19 +247,8 @@ async fn an_unreadable_link_fails_the_run_and_keeps_the_watermark() {
         .wait_for_error("a Link header's <target> is not closed")
         .await;
     assert!(error.contains("the scan stops here"), "{error}");
-    let before = world.contacts()["watermark"].clone();
-    let runs = world.faulted_requests();
-    wait_for("two more failed runs", WAIT, || {
-        world.faulted_requests() >= runs + 2
-    })
-    .await;
-    assert_eq!(world.contacts()["watermark"], before, "the watermark moved");
-    world.sim.clear_faults();
-    wait_for("the contacts to be delivered", WAIT, || {
-        let delivered = delivered_ids(&world.receiver);
-        ids.iter().all(|id| delivered.contains(&id.to_string()))
-    })
-    .await;
+    world.assert_watermark_holds_while_failing().await;
+    world.recovers_delivering(&ids).await;
     world.assert_healthy();
 }
 
@@ -276,12 +286,7 @@ async fn a_link_to_another_origin_is_refused_when_the_link_is_followed() {
         "{error}"
     );
     assert!(thief.heads.lock().unwrap().is_empty());
-    world.sim.clear_faults();
-    wait_for("the contacts to be delivered", WAIT, || {
-        let delivered = delivered_ids(&world.receiver);
-        ids.iter().all(|id| delivered.contains(&id.to_string()))
-    })
-    .await;
+    world.recovers_delivering(&ids).await;
     world.assert_healthy();
 }
 
@@ -296,19 +301,8 @@ async fn a_full_keyset_page_whose_last_record_has_no_id_fails_the_run() {
         .wait_for_error("there is a next page, but the last record has no usable id")
         .await;
     assert!(error.contains("resource contacts, page 1"), "{error}");
-    let before = world.contacts()["watermark"].clone();
-    let runs = world.faulted_requests();
-    wait_for("two more failed runs", WAIT, || {
-        world.faulted_requests() >= runs + 2
-    })
-    .await;
-    assert_eq!(world.contacts()["watermark"], before, "the watermark moved");
-    world.sim.clear_faults();
-    wait_for("the contacts to be delivered", WAIT, || {
-        let delivered = delivered_ids(&world.receiver);
-        ids.iter().all(|id| delivered.contains(&id.to_string()))
-    })
-    .await;
+    world.assert_watermark_holds_while_failing().await;
+    world.recovers_delivering(&ids).await;
     world.assert_healthy();
 }
 

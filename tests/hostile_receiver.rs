@@ -10,17 +10,14 @@ use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::{Behaviour, Receiver};
 use support::*;
 
-/// Each is answered once, in this order, before the receiver accepts.
-const HOSTILE_RETRY_AFTER: [&str; 8] = [
-    "10000000000000",
-    "999999999",
-    "18446744073709551615",
-    "18446744073709551616",
-    "Fri, 31 Dec 9999 23:59:59 GMT",
-    "-1",
-    "soon, maybe",
-    "1e9",
-];
+/// Whether the receiver accepted (2xx) a notification of this contact.
+fn accepted(receiver: &Receiver, id: u64) -> bool {
+    receiver.accepted().iter().any(|r| {
+        r.try_json().is_ok_and(|b| {
+            b["message"]["events"][0]["objectId"] == serde_json::json!(id.to_string())
+        })
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_retry_after_values_are_cut_to_the_largest_step_or_ignored() {
@@ -39,6 +36,7 @@ async fn hostile_retry_after_values_are_cut_to_the_largest_step_or_ignored() {
         status(&dd).is_some_and(|s| !s["instances"][0]["resources"][0]["watermark"].is_null())
     })
     .await;
+    // Each answered once, in this order, before the receiver accepts.
     for (n, value) in HOSTILE_RETRY_AFTER.iter().enumerate() {
         let status = if n % 2 == 0 { 429 } else { 503 };
         receiver.respond_next(
@@ -48,11 +46,7 @@ async fn hostile_retry_after_values_are_cut_to_the_largest_step_or_ignored() {
     }
     let id = sim.create(RecordKind::Contact, None);
     wait_for("the notification to be accepted", WAIT, || {
-        receiver.accepted().iter().any(|r| {
-            r.try_json().is_ok_and(|b| {
-                b["message"]["events"][0]["objectId"] == serde_json::json!(id.to_string())
-            })
-        })
+        accepted(&receiver, id)
     })
     .await;
     let attempts = receiver.requests().len();
@@ -65,14 +59,7 @@ async fn hostile_retry_after_values_are_cut_to_the_largest_step_or_ignored() {
     // The daemon is alive, the queue is empty, and a later change goes through too.
     assert!(daemon.child.try_wait().unwrap().is_none(), "{}", dd.logs());
     let later = sim.create(RecordKind::Contact, None);
-    wait_for("the later change", WAIT, || {
-        receiver.accepted().iter().any(|r| {
-            r.try_json().is_ok_and(|b| {
-                b["message"]["events"][0]["objectId"] == serde_json::json!(later.to_string())
-            })
-        })
-    })
-    .await;
+    wait_for("the later change", WAIT, || accepted(&receiver, later)).await;
     let contacts = status(&dd).unwrap()["instances"][0]["resources"][0].clone();
     assert_eq!(contacts["outbox_depth"], 0, "{contacts}");
     assert_eq!(contacts["dead_letters"], 0, "{contacts}");

@@ -139,6 +139,43 @@ fn logged_class(line: &str) -> &'static str {
     panic!("a polling error of no expected class: {line}")
 }
 
+/// Changes contacts while the chaos runs: 10 new and 5 updated every 200 ms.
+struct Producer {
+    producing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Producer {
+    fn start(sim: &ConnectWiseSim) -> Producer {
+        let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (sim, flag) = (sim.clone(), producing.clone());
+        let task = tokio::spawn(async move {
+            let mut ids: Vec<u64> = Vec::new();
+            while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                ids.extend(sim.create_many(RecordKind::Contact, 10, None));
+                let later = Some(sim.now() + chrono::Duration::seconds(1));
+                for _ in 0..5 {
+                    sim.update(
+                        RecordKind::Contact,
+                        ids[fastrand::usize(..ids.len())],
+                        later,
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ids
+        });
+        Producer { producing, task }
+    }
+
+    /// Stops producing; the ids of every contact created.
+    async fn stop(self) -> Vec<u64> {
+        self.producing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_provider_loses_and_repeats_nothing() {
     let random_phase = scale(Duration::from_secs(12), Duration::from_secs(120));
@@ -158,26 +195,7 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
     let daemon = dd.start(&[]);
     wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
 
-    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let producer = {
-        let (sim, producing) = (sim.clone(), producing.clone());
-        tokio::spawn(async move {
-            let mut ids: Vec<u64> = Vec::new();
-            while producing.load(std::sync::atomic::Ordering::Relaxed) {
-                ids.extend(sim.create_many(RecordKind::Contact, 10, None));
-                let later = Some(sim.now() + chrono::Duration::seconds(1));
-                for _ in 0..5 {
-                    sim.update(
-                        RecordKind::Contact,
-                        ids[fastrand::usize(..ids.len())],
-                        later,
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            ids
-        })
-    };
+    let producer = Producer::start(&sim);
 
     // The phases are the chaos itself: each lasts its time whatever the daemon does.
     inject_random_faults(&sim);
@@ -198,8 +216,7 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
     inject_random_faults(&sim);
     tokio::time::sleep(random_phase / 2).await;
     sim.clear_faults();
-    producing.store(false, std::sync::atomic::Ordering::Relaxed);
-    let ids = producer.await.unwrap();
+    let ids = producer.stop().await;
 
     let mut ledger = Ledger::default();
     let versions = current_versions(&sim, RecordKind::Contact, &ids);
@@ -369,33 +386,13 @@ async fn a_hostile_provider_loses_and_repeats_nothing() {
     let daemon = dd.start(&[]);
     wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
 
-    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let producer = {
-        let (sim, producing) = (sim.clone(), producing.clone());
-        tokio::spawn(async move {
-            let mut ids: Vec<u64> = Vec::new();
-            while producing.load(std::sync::atomic::Ordering::Relaxed) {
-                ids.extend(sim.create_many(RecordKind::Contact, 10, None));
-                let later = Some(sim.now() + chrono::Duration::seconds(1));
-                for _ in 0..5 {
-                    sim.update(
-                        RecordKind::Contact,
-                        ids[fastrand::usize(..ids.len())],
-                        later,
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            ids
-        })
-    };
+    let producer = Producer::start(&sim);
     // The phase is the chaos itself: it lasts its time whatever the daemon does.
     inject_random_faults(&sim);
     inject_hostile_faults(&sim, &elsewhere_url);
     tokio::time::sleep(hostile_phase).await;
     sim.clear_faults();
-    producing.store(false, std::sync::atomic::Ordering::Relaxed);
-    let ids = producer.await.unwrap();
+    let ids = producer.stop().await;
 
     let mut ledger = Ledger::default();
     let versions = current_versions(&sim, RecordKind::Contact, &ids);

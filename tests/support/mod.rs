@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind};
 use serde_json::Value;
 
+/// `Retry-After` values no receiver should send: huge numbers, 2^64 − 1 and 2^64, a date in year
+/// 9999, a negative number and garbage.
+pub const HOSTILE_RETRY_AFTER: [&str; 8] = [
+    "10000000000000",
+    "999999999",
+    "18446744073709551615",
+    "18446744073709551616",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "-1",
+    "soon, maybe",
+    "1e9",
+];
+
 /// Generous: CI is a busy 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(60);
 
