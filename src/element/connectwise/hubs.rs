@@ -125,32 +125,64 @@ fn native_path(url: &str, raw_path: &str) -> Result<String, HubError> {
     })
 }
 
-/// Percent-decodes `text` when every `%` starts a valid escape and the result is UTF-8;
-/// otherwise returns it unchanged.
+/// Percent-decodes each run of `%XX` escapes that spells UTF-8 (`%2B09%3A00` → `+09:00`, as
+/// templates encode values); any other `%` stays as written, so an operator's `like '%ab%'`
+/// survives beside an encoded date. A literal `%` followed by two hex digits reads as an escape:
+/// write it `%25`.
 fn decode_component(text: &str) -> String {
     if !text.contains('%') {
         return text.to_string();
     }
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
-                .and_then(|pair| std::str::from_utf8(pair).ok());
-            match hex.and_then(|pair| u8::from_str_radix(pair, 16).ok()) {
-                Some(byte) => {
-                    decoded.push(byte);
-                    i += 3;
-                    continue;
-                }
-                None => return text.to_string(),
-            }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let (run, raw_len) = escape_run(&rest[start..]);
+        match std::str::from_utf8(&run) {
+            Ok(decoded) if raw_len > 0 => out.push_str(decoded),
+            _ if raw_len > 0 => out.push_str(&rest[start..start + raw_len]),
+            _ => out.push('%'),
         }
-        decoded.push(bytes[i]);
-        i += 1;
+        rest = &rest[start + raw_len.max(1)..];
     }
-    String::from_utf8(decoded).unwrap_or_else(|_| text.to_string())
+    out.push_str(rest);
+    out
+}
+
+/// The bytes of the `%XX` escapes at the start of `text`, and how many characters they take.
+fn escape_run(text: &str) -> (Vec<u8>, usize) {
+    let mut bytes = Vec::new();
+    let mut at = 0;
+    while let Some(escape) = text.get(at..at + 3) {
+        let Some(hex) = escape.strip_prefix('%') else {
+            break;
+        };
+        let Ok(byte) = u8::from_str_radix(hex, 16) else {
+            break;
+        };
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            break;
+        }
+        bytes.push(byte);
+        at += 3;
+    }
+    (bytes, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_component;
+
+    #[test]
+    fn encoded_values_decode_beside_an_operators_own_percent_signs() {
+        assert_eq!(decode_component("a%2B09%3A00"), "a+09:00");
+        assert_eq!(
+            decode_component("name like '%ab%' and lastUpdated>'2001-07-04T21:08:56%2B09:00'"),
+            "name like '%ab%' and lastUpdated>'2001-07-04T21:08:56+09:00'"
+        );
+        assert_eq!(decode_component("100%"), "100%");
+        assert_eq!(decode_component("%+1x"), "%+1x");
+        assert_eq!(decode_component("caf%C3%A9 %C3"), "café %C3");
+        assert_eq!(decode_component("%25ab"), "%ab");
+    }
 }
