@@ -92,6 +92,7 @@ struct Instruments {
     delivery_latency: Histogram,
     outbox_depth: Gauge,
     dead_letters: Gauge,
+    corrupt_set_aside: Gauge,
     reloads: LabelledCounter,
     task_panics: LabelledCounter,
 }
@@ -165,6 +166,12 @@ impl Metrics {
             "Dead letters kept until replayed or dropped",
             dead_letters.clone(),
         );
+        let corrupt_set_aside = Gauge::default();
+        registry.register(
+            "store_corrupt_set_aside",
+            "Store entries found corrupt and moved aside to the dead letters since the daemon started",
+            corrupt_set_aside.clone(),
+        );
         let reloads = LabelledCounter::new("result", &["ok", "error"]);
         registry.register(
             "reloads",
@@ -189,6 +196,7 @@ impl Metrics {
                 delivery_latency,
                 outbox_depth,
                 dead_letters,
+                corrupt_set_aside,
                 reloads,
                 task_panics,
             }),
@@ -233,6 +241,10 @@ impl Metrics {
 
     pub fn set_dead_letters(&self, n: u64) {
         self.instruments.dead_letters.set(gauge_value(n));
+    }
+
+    pub fn set_corrupt_set_aside(&self, n: u64) {
+        self.instruments.corrupt_set_aside.set(gauge_value(n));
     }
 
     /// A reload ended: `result` is "ok" or "error".

@@ -253,6 +253,7 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         ("pollerd_delivery_latency_seconds", "histogram"),
         ("pollerd_outbox_depth", "gauge"),
         ("pollerd_dead_letters", "gauge"),
+        ("pollerd_store_corrupt_set_aside", "gauge"),
         ("pollerd_reloads", "counter"),
         ("pollerd_task_panics", "counter"),
     ] {
@@ -312,6 +313,7 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     metrics.set_outbox_depth(9);
     metrics.set_outbox_depth(4);
     metrics.set_dead_letters(2);
+    metrics.set_corrupt_set_aside(1);
     metrics.reload("ok");
     metrics.reload("error");
     metrics.reload("ok");
@@ -348,6 +350,10 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     );
     assert_eq!(exposition.value("pollerd_outbox_depth", &[]), 4.0);
     assert_eq!(exposition.value("pollerd_dead_letters", &[]), 2.0);
+    assert_eq!(
+        exposition.value("pollerd_store_corrupt_set_aside", &[]),
+        1.0
+    );
     let reloads = |result| exposition.value("pollerd_reloads_total", &[("result", result)]);
     assert_eq!((reloads("ok"), reloads("error")), (2.0, 1.0));
     let panics = |task| exposition.value("pollerd_task_panics_total", &[("task", task)]);

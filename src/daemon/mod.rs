@@ -316,6 +316,7 @@ pub async fn serve(
                 let stats = daemon.store.stats().unwrap_or_default();
                 daemon.metrics.set_outbox_depth(stats.outbox_depth);
                 daemon.metrics.set_dead_letters(stats.dead_letters);
+                daemon.metrics.set_corrupt_set_aside(stats.corrupt_set_aside);
             }
         }
         notifier.status(&daemon.summary_line());
