@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Diagnostic, InstanceSpec, SecretSources};
-use crate::delivery::sign::WebhookSecret;
 use crate::delivery::{Deliverer, Target};
 use crate::element::Element;
 use crate::http_util::error_chain;
 use crate::poller::PollShared;
 use crate::poller::schedule::{ResourceStatus, SharedStatus, poll_loop};
+use crate::signing::WebhookSecret;
 use crate::store::ResourceKey;
 use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
 

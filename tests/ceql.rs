@@ -1,9 +1,7 @@
 //! CEQL `where` → ConnectWise `conditions`, and hub URL → native request (SPEC §4).
 
-use pollerd::element::connectwise::ceql::{CeqlError, where_to_conditions};
-use pollerd::element::connectwise::hubs::{
-    HubError, NativeRequest, native_path_for, native_request,
-};
+use pollerd::ceql::{CeqlError, where_to_conditions};
+use pollerd::hubs::{HubError, NativeRequest, native_path_for, native_request};
 
 fn translate(ceql: &str) -> String {
     where_to_conditions(ceql).unwrap_or_else(|error| panic!("{ceql:?} failed: {error}"))

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use pollerd::delivery::sign::{SignError, WebhookSecret, elements_signature, standard_signature};
+use pollerd::signing::{SignError, WebhookSecret, elements_signature, standard_signature};
 use sha2::Sha256;
 
 /// The secret used by the Standard Webhooks reference libraries' "sign function works" test.

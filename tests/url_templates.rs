@@ -194,7 +194,7 @@ fn connectwise_conditions_hold_the_decoded_date() {
     let url = render(
         "/hubs/crm/contacts?where=lastUpdated>'${dateTimeZone:Asia/Tokyo:yyyy-MM-dd'T'HH:mm:ssXXX}'",
     );
-    let native = pollerd::element::connectwise::hubs::native_request(&url).unwrap();
+    let native = pollerd::hubs::native_request(&url).unwrap();
     assert_eq!(native.path, "/company/contacts");
     let conditions: Vec<&(String, String)> = native
         .query

@@ -1,7 +1,7 @@
 //! CEQL `where` → ConnectWise `conditions`: arbitrary text translates or fails with an error
 //! whose offset lies inside the input, never a panic.
 
-use pollerd::element::connectwise::ceql::where_to_conditions;
+use pollerd::ceql::where_to_conditions;
 
 /// Panics when the input shows a bug; input that is not UTF-8 is skipped.
 pub fn check(data: &[u8]) {

@@ -18,7 +18,7 @@ use super::resource;
 use super::secret::{Secret, SecretRef, SecretSources, resolve_references};
 use super::source::{Document, Format};
 use super::spec::*;
-use crate::delivery::client::Endpoint;
+use crate::callback::Endpoint;
 
 const TOP_KEYS: &[&str] = &[
     "element",
@@ -364,7 +364,7 @@ fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<Notif
     let signature_key = optional_secret(cx, conf, "event.notification.signature.key");
     let webhook_secret = optional_secret(cx, conf, "event.notification.webhook.secret");
     if let Some(s) = &webhook_secret {
-        if let Err(e) = crate::delivery::sign::WebhookSecret::parse(s.expose()) {
+        if let Err(e) = crate::signing::WebhookSecret::parse(s.expose()) {
             cx.error(
                 &p("event.notification.webhook.secret"),
                 format!("event.notification.webhook.secret: {e}"),

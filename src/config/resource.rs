@@ -9,7 +9,7 @@ use super::fields::Ctx;
 use super::source::child_pointer;
 use super::spec::{DateField, FieldPath, Paging, ResourceSpec};
 use crate::dates::{DatePattern, Zone};
-use crate::element::connectwise::hubs::NativeRequest;
+use crate::hubs::NativeRequest;
 use crate::template::UrlTemplate;
 
 const RESOURCE_KEYS: &[&str] = &[
@@ -408,7 +408,7 @@ fn template(cx: &mut Ctx, pointer: &str, s: &str) -> Option<UrlTemplate> {
 /// checked now, with any instant, rather than on the first poll.
 fn connectwise_request(cx: &mut Ctx, pointer: &str, t: &UrlTemplate) -> Option<NativeRequest> {
     let rendered = t.render(chrono::DateTime::UNIX_EPOCH);
-    match crate::element::connectwise::hubs::native_request(&rendered) {
+    match crate::hubs::native_request(&rendered) {
         Ok(native) => Some(native),
         Err(e) => {
             // Name the URL as the operator wrote it, not as rendered for the check.

@@ -14,10 +14,11 @@ use hyper::header::{
 };
 use hyper::{Method, Request};
 
-use super::client::{Endpoint, WebhookClient};
-use super::sign::{SigningKey, WebhookSecret};
+use super::client::WebhookClient;
+use crate::callback::Endpoint;
 use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
+use crate::signing::{SigningKey, WebhookSecret};
 use crate::store::OutboxEntry;
 use crate::url_display::shown_url_text;
 

@@ -7,8 +7,9 @@
 //! system roots plus an instance's `tls.caFile`, h2 or HTTP/1.1 by ALPN, a keep-alive pool whose
 //! idle connections a receiver closed are retried transparently (hyper-util does that), TCP
 //! keep-alive, a connect timeout, no redirects (a 3xx is just an answer), and a callback URL's
-//! user name and password sent as Basic credentials, never as part of the URL; and the proxy
-//! variables reqwest obeyed (see `proxy.rs`), matched only when one is set.
+//! user name and password sent as Basic credentials, never as part of the URL
+//! (`crate::callback`); and the proxy variables reqwest obeyed (see `proxy.rs`), matched only when
+//! one is set.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -17,11 +18,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, PROXY_AUTHORIZATION};
+use hyper::header::PROXY_AUTHORIZATION;
 use hyper::{Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
@@ -255,96 +255,4 @@ impl tower_service::Service<Uri> for ConnectWithin {
             }
         })
     }
-}
-
-/// A callback URL made ready to send to, once per target: the request URI without user name
-/// and password, and those as Basic credentials (as reqwest sent them).
-#[derive(Debug)]
-pub struct Endpoint {
-    pub uri: Uri,
-    /// Marked sensitive: never shown by `Debug`.
-    pub authorization: Option<HeaderValue>,
-}
-
-/// A callback URL that cannot be sent to. The texts never repeat the URL (it may hold a
-/// password).
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    #[error("the callback URL does not parse: {0}")]
-    Parse(#[from] url::ParseError),
-    #[error("the callback URL's scheme is {0:?}, not http or https")]
-    Scheme(String),
-    #[error("the callback URL has no host")]
-    NoHost,
-    #[error("the callback URL's user name or password is not UTF-8 once percent-decoded")]
-    UserInfo,
-    #[error("the callback URL is not a valid request target: {0}")]
-    Uri(#[from] hyper::http::uri::InvalidUri),
-}
-
-impl Endpoint {
-    pub fn parse(callback_url: &str) -> Result<Endpoint, EndpointError> {
-        let mut url = url::Url::parse(callback_url)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(EndpointError::Scheme(url.scheme().to_string()));
-        }
-        if !url.has_host() {
-            return Err(EndpointError::NoHost);
-        }
-        let authorization = if !url.username().is_empty() || url.password().is_some() {
-            let user = percent_decoded(url.username()).ok_or(EndpointError::UserInfo)?;
-            let password = match url.password() {
-                Some(p) => Some(percent_decoded(p).ok_or(EndpointError::UserInfo)?),
-                None => None,
-            };
-            // An http(s) URL with a host always takes these.
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            Some(basic_credentials(&user, password.as_deref()))
-        } else {
-            None
-        };
-        // Never sent: a fragment is the client's own.
-        url.set_fragment(None);
-        Ok(Endpoint {
-            uri: url.as_str().parse()?,
-            authorization,
-        })
-    }
-}
-
-/// `Basic base64(user:password)`, marked sensitive.
-fn basic_credentials(user: &str, password: Option<&str>) -> HeaderValue {
-    let credentials = format!("{user}:{}", password.unwrap_or(""));
-    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-    let mut value =
-        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
-/// `%XX` escapes decoded; `None` when the result is not UTF-8.
-fn percent_decoded(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }

@@ -11,7 +11,6 @@ mod client_tests;
 pub mod proxy;
 #[cfg(test)]
 mod proxy_tests;
-pub mod sign;
 #[cfg(test)]
 mod tests;
 

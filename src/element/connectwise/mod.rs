@@ -1,17 +1,11 @@
 //! The `connectwisecrmrest` element: ConnectWise Manage's REST API.
 //!
 //! Basic auth `company+public:private` with a `clientId` header; hub URLs mapped to native
-//! endpoints ([`hubs`]); CEQL `where` translated to `conditions` ([`ceql`]); keyset paging by id
-//! (`pagination-type: forward-only`) unless the resource asks for `page` paging, because offset
-//! paging skips or repeats records that change during a scan.
+//! endpoints ([`crate::hubs`]); CEQL `where` translated to `conditions` ([`crate::ceql`]); keyset
+//! paging by id (`pagination-type: forward-only`) unless the resource asks for `page` paging,
+//! because offset paging skips or repeats records that change during a scan.
 
 #![deny(clippy::arithmetic_side_effects)]
-
-// Parsers of operator-written text, fuzzed instead (fuzz/: ceql).
-#[allow(clippy::arithmetic_side_effects)]
-pub mod ceql;
-#[allow(clippy::arithmetic_side_effects)]
-pub mod hubs;
 
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -146,8 +140,8 @@ impl ConnectWise {
 
     /// The native endpoint with the translated query, before paging parameters.
     fn first_page_url(&self, rendered_url: &str) -> Result<reqwest::Url, FetchError> {
-        let native =
-            hubs::native_request(rendered_url).map_err(|e| FetchError::Config(e.to_string()))?;
+        let native = crate::hubs::native_request(rendered_url)
+            .map_err(|e| FetchError::Config(e.to_string()))?;
         let mut url = join_url(&self.base_url, &native.path)?;
         if !native.query.is_empty() {
             url.query_pairs_mut().extend_pairs(native.query.iter());

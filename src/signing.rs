@@ -2,6 +2,9 @@
 //!
 //! Both schemes are HMAC-SHA256 with standard base64 (with padding) output; they differ in the key
 //! and in what is signed. See SPEC §5.
+//!
+//! A leaf module: `config` parses `webhook.secret` with it and `delivery` signs with it, so it
+//! imports neither.
 
 use std::fmt;
 use std::str::FromStr;

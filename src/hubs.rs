@@ -4,10 +4,10 @@
 //! own paths. [`native_request`] maps the path, keeps anything after the object segment
 //! (`/hubs/crm/contacts/42` → `/company/contacts/42`), splits the query into decoded pairs and
 //! replaces a CEQL `where` parameter with ConnectWise `conditions`
-//! (see [`super::ceql::where_to_conditions`]). A path that is not under `/hubs/` is already a
+//! (see [`crate::ceql::where_to_conditions`]). A path that is not under `/hubs/` is already a
 //! native ConnectWise path and is kept as is.
 
-use super::ceql::{CeqlError, where_to_conditions};
+use crate::ceql::{CeqlError, where_to_conditions};
 
 /// Hub object names and the ConnectWise endpoints they stand for.
 const HUB_OBJECTS: [(&str, &str); 8] = [
