@@ -99,7 +99,7 @@ pub fn duplicate_name(path: &Path, name: &str, first: &Path) -> Diagnostic {
 }
 
 /// Where `name` stands in a file (the file stem is the name when it has none).
-fn name_position(path: &Path) -> Option<source::Position> {
+fn name_position(path: &Path) -> Option<diagnostics::Position> {
     let text = std::fs::read_to_string(path).ok()?;
     let doc = source::Document::parse(path, &text, source::Format::of_path(path)).ok()?;
     doc.value.get("name").map(|_| doc.key_position("/name"))

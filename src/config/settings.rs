@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::diagnostics::Diagnostic;
-use super::source::Position;
+use super::diagnostics::Position;
 
 /// systemd's directory variables (and where they are absent, the FHS defaults).
 #[derive(Clone, Debug, Default)]

@@ -10,35 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::diagnostics::Diagnostic;
-
-/// A 1-based line and column (columns count characters, not bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
-    pub line: usize,
-    pub column: usize,
-}
-
-impl Position {
-    pub const START: Position = Position { line: 1, column: 1 };
-
-    /// The position of byte `offset` in `text`.
-    pub fn of_offset(text: &str, offset: usize) -> Position {
-        let offset = offset.min(text.len());
-        let before = &text[..floor_char_boundary(text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        Position { line, column }
-    }
-}
-
-fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    offset
-}
+use super::diagnostics::{Diagnostic, Position};
 
 /// File formats an instance or settings file may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
