@@ -11,6 +11,7 @@
 
 mod extract;
 pub mod notification;
+mod scan;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ pub use notification::EventType;
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Cursor, Element, FetchError, ProviderClient};
 use crate::store::{NewNotification, PageCommit, ResourceKey, Store, StoreError};
-use notification::EventRecord;
+use scan::RunContext;
 
 /// The overlap added below every lower bound: Date headers have whole seconds.
 pub const OVERLAP: Duration = Duration::from_secs(1);
@@ -269,14 +270,16 @@ pub async fn run_resource(
     resource: &ResourceSpec,
     resume: &mut Option<Resume>,
 ) -> Result<RunReport, PollError> {
-    let key = ResourceKey::new(&instance.name, &resource.name);
-    let store_error = |source| PollError::Store {
-        instance: instance.name.clone(),
-        resource: resource.name.clone(),
-        source,
+    let run = RunContext {
+        client: &shared.client,
+        instance,
+        element,
+        resource,
     };
-    let watermark = shared.store.watermark(&key).map_err(store_error)?;
-    let client = &shared.client;
+    let watermark = shared
+        .store
+        .watermark(&run.key())
+        .map_err(|e| run.store_error(e))?;
     let mut sink = StoreSink {
         store: shared.store.clone(),
         on_commit: shared.on_commit.clone(),
@@ -291,19 +294,10 @@ pub async fn run_resource(
         }
         (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource), Some(w)),
         (_, None, Some(since)) => ScanStart::first_page(since, None),
-        (_, None, None) => return baseline(client, &mut sink, instance, element, resource).await,
+        (_, None, None) => return baseline(run, &mut sink).await,
     };
     let mut stopped = None;
-    let result = scan_from(
-        client,
-        &mut sink,
-        instance,
-        element,
-        resource,
-        start,
-        &mut stopped,
-    )
-    .await;
+    let result = scan::scan_from(run, &mut sink, start, &mut stopped).await;
     if result.is_err() {
         *resume = stopped.map(|start| Resume { watermark, start });
     }
@@ -324,35 +318,21 @@ impl ScanStart {
 
 /// The first run of a resource: no backfill, so it only learns the provider's clock and sets
 /// the watermark there ("the time the resource was first enabled", in the provider's time).
-async fn baseline(
-    client: &ProviderClient,
-    sink: &mut impl RunSink,
-    instance: &InstanceSpec,
-    element: &Element,
-    resource: &ResourceSpec,
-) -> Result<RunReport, PollError> {
+async fn baseline(run: RunContext<'_>, sink: &mut impl RunSink) -> Result<RunReport, PollError> {
     let started = Utc::now();
-    let url = resource.url.render(started);
-    let page = element
-        .fetch_page(client, resource, &url, &Cursor::First)
+    let url = run.resource.url.render(started);
+    let page = run
+        .element
+        .fetch_page(run.client, run.resource, &url, &Cursor::First)
         .await
-        .map_err(|source| PollError::Fetch {
-            instance: instance.name.clone(),
-            resource: resource.name.clone(),
-            page: 1,
-            source,
-        })?;
-    let max_skew = client.limits().max_clock_skew;
+        .map_err(|source| run.fetch_error(1, source))?;
+    let max_skew = run.client.limits().max_clock_skew;
     let (watermark, untrusted_date) = run_clock(page.provider_date, started, None, max_skew);
-    let mut commit = PageCommit::new(ResourceKey::new(&instance.name, &resource.name));
+    let mut commit = PageCommit::new(run.key());
     commit.watermark = Some(watermark);
     sink.commit(commit)
         .await
-        .map_err(|source| PollError::Store {
-            instance: instance.name.clone(),
-            resource: resource.name.clone(),
-            source,
-        })?;
+        .map_err(|source| run.store_error(source))?;
     Ok(RunReport {
         pages: 1,
         records: page.records.len(),
@@ -373,170 +353,11 @@ pub async fn scan(
     resource: &ResourceSpec,
     from: DateTime<Utc>,
 ) -> Result<RunReport, PollError> {
-    let start = ScanStart::first_page(from, None);
-    scan_from(client, sink, instance, element, resource, start, &mut None).await
-}
-
-/// [`scan`] from `start`; when it fails after committing a page read by id, `stopped` says
-/// where the next attempt can go on.
-async fn scan_from(
-    client: &ProviderClient,
-    sink: &mut impl RunSink,
-    instance: &InstanceSpec,
-    element: &Element,
-    resource: &ResourceSpec,
-    start: ScanStart,
-    stopped: &mut Option<ScanStart>,
-) -> Result<RunReport, PollError> {
-    let key = ResourceKey::new(&instance.name, &resource.name);
-    let store_error = |source| PollError::Store {
-        instance: instance.name.clone(),
-        resource: resource.name.clone(),
-        source,
+    let run = RunContext {
+        client,
+        instance,
+        element,
+        resource,
     };
-    let batch_size = instance.notifications.as_ref().map_or(10, |n| n.batch_size);
-    let ScanStart {
-        from,
-        floor,
-        started,
-        mut provider_start,
-        mut cursor,
-    } = start;
-    let url = resource.url.render(from);
-    let mut report = RunReport::default();
-    let extractor = extract::Extractor::new(resource);
-    loop {
-        // Everything before `cursor` is committed: a failure from here on can resume at it.
-        *stopped =
-            (provider_start.is_some() && element.can_resume_at(resource, &cursor)).then(|| {
-                ScanStart {
-                    from,
-                    floor,
-                    started,
-                    provider_start,
-                    cursor: cursor.clone(),
-                }
-            });
-        report.pages = report.pages.saturating_add(1);
-        if report.pages > MAX_PAGES {
-            return Err(PollError::TooManyPages {
-                instance: instance.name.clone(),
-                resource: resource.name.clone(),
-            });
-        }
-        let page = element
-            .fetch_page(client, resource, &url, &cursor)
-            .await
-            .map_err(|source| PollError::Fetch {
-                instance: instance.name.clone(),
-                resource: resource.name.clone(),
-                page: report.pages,
-                source,
-            })?;
-        let run_start = match provider_start {
-            Some(start) => start,
-            None => {
-                let max_skew = client.limits().max_clock_skew;
-                let (start, untrusted) = run_clock(page.provider_date, started, floor, max_skew);
-                report.untrusted_date = untrusted;
-                *provider_start.insert(start)
-            }
-        };
-        report.records = report.records.saturating_add(page.records.len());
-
-        let mut fresh: Vec<Candidate> = Vec::new();
-        let mut position: HashMap<String, usize> = HashMap::new();
-        for (index, record) in page.records.iter().enumerate() {
-            let c = match extractor.candidate(index, record) {
-                Ok(c) => c,
-                Err(skip) => {
-                    report.skipped = report.skipped.saturating_add(1);
-                    tracing::warn!(
-                        instance = %instance.name, resource = %resource.name,
-                        "skipped record {} of page {}: {skip}", index.saturating_add(1), report.pages
-                    );
-                    continue;
-                }
-            };
-            if resource.filter_by_updated_date && c.updated <= from {
-                continue;
-            }
-            if resource.filter_by_current_date && c.updated > run_start {
-                continue; // the next run picks it up
-            }
-            // The same id twice in one page: keep the later version.
-            match position.get(&c.object_id) {
-                Some(&i) if fresh[i].updated >= c.updated => {}
-                Some(&i) => fresh[i] = c,
-                None => {
-                    position.insert(c.object_id.clone(), fresh.len());
-                    fresh.push(c);
-                }
-            }
-        }
-        let ids: Vec<&str> = fresh.iter().map(|c| c.object_id.as_str()).collect();
-        let seen = sink.seen_dates(&key, &ids).map_err(store_error)?;
-        let new: Vec<&Candidate> = fresh
-            .iter()
-            .zip(seen)
-            .filter(|(c, seen)| seen.is_none_or(|s| s < c.updated))
-            .map(|(c, _)| c)
-            .collect();
-
-        let mut commit = PageCommit::new(key.clone());
-        let created = Utc::now();
-        for batch in new.chunks(batch_size.max(1)) {
-            let events: Vec<EventRecord<'_>> = batch
-                .iter()
-                .map(|c| EventRecord {
-                    object_id: c.object_id.clone(),
-                    updated: c.updated,
-                    event_type: c.event_type,
-                    record: &page.records[c.index],
-                })
-                .collect();
-            let event_id = notification::event_id(&instance.name, &resource.name, &events);
-            let body = notification::envelope(
-                instance,
-                &resource.name,
-                &event_id,
-                &events,
-                started,
-                created,
-            );
-            commit.notifications.push(NewNotification {
-                event_id,
-                body,
-                created_at: created,
-            });
-            commit
-                .seen
-                .extend(batch.iter().map(|c| (c.object_id.clone(), c.updated)));
-        }
-        report.events = report.events.saturating_add(new.len());
-        let created_events = new
-            .iter()
-            .filter(|c| c.event_type == EventType::Created)
-            .count();
-        report.created = report.created.saturating_add(created_events);
-        report.notifications = report
-            .notifications
-            .saturating_add(commit.notifications.len());
-        if !commit.notifications.is_empty() {
-            sink.commit(commit).await.map_err(store_error)?;
-        }
-        match page.next {
-            Some(next) if !page.records.is_empty() => cursor = next,
-            _ => break,
-        }
-    }
-    *stopped = None;
-    let watermark = provider_start.unwrap_or(started);
-    let mut commit = PageCommit::new(key);
-    commit.watermark = Some(watermark);
-    // Seen entries at or below the next lower bound can no longer matter.
-    commit.prune_seen_before = Some(lower_bound(watermark, resource));
-    sink.commit(commit).await.map_err(store_error)?;
-    report.watermark = Some(watermark);
-    Ok(report)
+    scan::scan_from(run, sink, ScanStart::first_page(from, None), &mut None).await
 }
