@@ -11,14 +11,14 @@ mod client_tests;
 pub mod proxy;
 #[cfg(test)]
 mod proxy_tests;
+mod queue;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -222,17 +222,6 @@ impl Deliverer {
     }
 }
 
-/// Most queue entries a worker reads from the store at once: one read serves several
-/// deliveries when a queue has a backlog.
-const PREFETCH_MAX_ENTRIES: usize = 16;
-/// Most body bytes a worker reads ahead, so that large notifications are read fewer at a time.
-const PREFETCH_MAX_BYTES: usize = 64 * 1024;
-
-/// How many entries to read next, judged by the size of the last body delivered.
-fn prefetch_limit(last_body_len: usize) -> usize {
-    (PREFETCH_MAX_BYTES / last_body_len.max(1)).clamp(1, PREFETCH_MAX_ENTRIES)
-}
-
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
@@ -274,211 +263,7 @@ async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
     };
     let stopping = inner.stopping.clone();
     run_restarting(task, stopping, move || {
-        work_queue(inner.clone(), key.clone())
+        queue::work_queue(inner.clone(), key.clone())
     })
     .await;
-}
-
-/// Delivers one queue's notifications in order until it is empty or delivery stops.
-///
-/// Entries are read from the store a few at a time into `ahead`. Only this worker changes the
-/// front of its queue (commits and replays append behind it), so what it read stays true while
-/// its deliveries succeed; after anything else (a retry, a dead letter, a store error, a wait)
-/// it drops what it read ahead and reads the queue again.
-async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
-    let mut failing = false;
-    let mut store_trouble = 0u32;
-    let mut ahead: VecDeque<crate::store::OutboxEntry> = VecDeque::new();
-    let mut read_limit = 1;
-    loop {
-        if inner.stopping.is_cancelled() {
-            return;
-        }
-        if ahead.is_empty() {
-            match inner.store.outbox_front(&key, read_limit) {
-                Ok(front) if front.is_empty() => {
-                    // Leave only if still empty while holding the registry: a commit that
-                    // lands now will find no worker and start one.
-                    let mut workers = inner.workers.lock().expect("workers");
-                    if matches!(inner.store.outbox_front(&key, 1), Ok(front) if front.is_empty()) {
-                        workers.remove(&key);
-                        return;
-                    }
-                    continue;
-                }
-                Ok(front) => ahead = front.into(),
-                Err(e) => {
-                    store_trouble += 1;
-                    // Once per outage, not once per retry: the store logs its own failure too.
-                    if store_trouble == 1 {
-                        tracing::error!(instance = %key.instance, resource = %key.resource, "reading the outbox: {e}; retrying");
-                    }
-                    if pause(&inner, Duration::from_secs(store_trouble.min(30) as u64)).await {
-                        return;
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some(head) = ahead.pop_front() else {
-            continue;
-        };
-        if store_trouble > 0 {
-            tracing::info!(instance = %key.instance, resource = %key.resource, "reading the outbox works again");
-            store_trouble = 0;
-        }
-        let now = Utc::now();
-        if let Some(at) = head.next_attempt_at.filter(|at| *at > now) {
-            ahead.clear();
-            if pause(&inner, (at - now).to_std().unwrap_or_default()).await {
-                return;
-            }
-            continue;
-        }
-        let route = inner
-            .targets
-            .read()
-            .expect("targets")
-            .get(&key.instance)
-            .cloned();
-        let Some(route) = route else {
-            tracing::warn!(
-                instance = %key.instance, resource = %key.resource,
-                "notifications are queued for an instance that is not loaded; they wait until it is"
-            );
-            inner.workers.lock().expect("workers").remove(&key);
-            return;
-        };
-        // Retries send the very bytes the store holds; `Bytes` shares them without copying.
-        let mut head = head;
-        let body = bytes::Bytes::from(std::mem::take(&mut head.body));
-        read_limit = prefetch_limit(body.len());
-        let permit = tokio::select! {
-            _ = inner.stopping.cancelled() => return,
-            p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
-        };
-        let http = inner
-            .ca_clients
-            .read()
-            .expect("ca clients")
-            .get(&key.instance)
-            .map_or_else(|| inner.http.clone(), |(_, client)| client.clone());
-        let outcome = tokio::select! {
-            _ = inner.abandon.cancelled() => return,
-            o = attempt::attempt(&http, &route, &head, &body, Utc::now()) => o,
-        };
-        drop(permit);
-        let span = (
-            key.instance.as_str(),
-            key.resource.as_str(),
-            head.event_id.as_str(),
-        );
-        let delivered = matches!(outcome, Outcome::Delivered { .. });
-        let result = match outcome {
-            Outcome::Delivered { .. } => {
-                if failing {
-                    tracing::info!(
-                        instance = span.0,
-                        resource = span.1,
-                        event_id = span.2,
-                        "delivery recovered"
-                    );
-                    failing = false;
-                }
-                observe(&inner, "ok", (Utc::now() - head.created_at).to_std().ok());
-                inner.store.ack(&key, head.seq)
-            }
-            Outcome::Retry {
-                status,
-                error,
-                retry_after,
-            } => {
-                let failures = head.attempts + 1;
-                match attempt::next_delay(&inner.schedule, failures, retry_after) {
-                    Some(delay) => {
-                        if !failing {
-                            tracing::warn!(
-                                instance = span.0,
-                                resource = span.1,
-                                event_id = span.2,
-                                "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
-                                route.shown_url,
-                                delay
-                            );
-                            failing = true;
-                        }
-                        observe(&inner, "retry", None);
-                        let at = crate::time_math::utc_after(Utc::now(), delay);
-                        inner
-                            .store
-                            .record_failure(&key, head.seq, failures, at, &error)
-                    }
-                    None => {
-                        let why = format!("delivery gave up after {failures} attempts ({error})");
-                        bury(&inner, &key, &head, failures, status, &error, &why)
-                    }
-                }
-            }
-            Outcome::Reject { status, error } => {
-                let why = format!("the receiver rejected the notification ({error})");
-                bury(
-                    &inner,
-                    &key,
-                    &head,
-                    head.attempts + 1,
-                    Some(status),
-                    &error,
-                    &why,
-                )
-            }
-        };
-        if !delivered || result.is_err() {
-            ahead.clear();
-        }
-        if let Err(e) = result {
-            tracing::error!(
-                instance = span.0,
-                resource = span.1,
-                event_id = span.2,
-                "recording the delivery outcome: {e}"
-            );
-            if pause(&inner, Duration::from_secs(1)).await {
-                return;
-            }
-        }
-    }
-}
-
-/// Moves the head to the dead letters, loudly: the queue moves on without it.
-fn bury(
-    inner: &Inner,
-    key: &ResourceKey,
-    head: &crate::store::OutboxEntry,
-    attempts: u32,
-    status: Option<u16>,
-    error: &str,
-    why: &str,
-) -> Result<(), StoreError> {
-    tracing::error!(
-        instance = %key.instance, resource = %key.resource, event_id = %head.event_id,
-        "{why}; moved to dead letters (pollerd dead-letters replay {})", head.event_id
-    );
-    observe(inner, "dead", None);
-    inner
-        .store
-        .dead_letter(key, head.seq, attempts, status, error)
-}
-
-fn observe(inner: &Inner, outcome: &str, latency: Option<Duration>) {
-    if let Some(o) = &inner.observer {
-        o.delivered(outcome, latency);
-    }
-}
-
-/// Sleeps, or returns true when delivery is stopping.
-async fn pause(inner: &Inner, d: Duration) -> bool {
-    tokio::select! {
-        _ = inner.stopping.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
 }

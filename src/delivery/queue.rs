@@ -1,0 +1,464 @@
+//! One queue's worker, as named steps: the next head that is due → its instance's route → one
+//! attempt → how the outcome settles the head (ack, retry later, dead letter) → that settlement
+//! recorded in the store.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::attempt::{self, Outcome, Route};
+use super::{Inner, WebhookClient};
+use crate::store::{OutboxEntry, ResourceKey, StoreError};
+
+/// Most queue entries a worker reads from the store at once: one read serves several
+/// deliveries when a queue has a backlog.
+const PREFETCH_MAX_ENTRIES: usize = 16;
+/// Most body bytes a worker reads ahead, so that large notifications are read fewer at a time.
+const PREFETCH_MAX_BYTES: usize = 64 * 1024;
+
+/// How many entries to read next, judged by the size of the last body delivered.
+fn prefetch_limit(last_body_len: usize) -> usize {
+    (PREFETCH_MAX_BYTES / last_body_len.max(1)).clamp(1, PREFETCH_MAX_ENTRIES)
+}
+
+/// Delivers one queue's notifications in order until it is empty or delivery stops.
+///
+/// Entries are read from the store a few at a time into `ahead`. Only this worker changes the
+/// front of its queue (commits and replays append behind it), so what it read stays true while
+/// its deliveries succeed; after anything else (a retry, a dead letter, a store error, a wait)
+/// it drops what it read ahead and reads the queue again.
+pub(super) async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
+    let mut worker = QueueWorker {
+        inner,
+        key,
+        failing: false,
+        store_trouble: 0,
+        ahead: VecDeque::new(),
+        read_limit: 1,
+    };
+    while let Some(mut head) = worker.next_head().await {
+        let Some(route) = worker.route() else {
+            return;
+        };
+        // Retries send the very bytes the store holds; `Bytes` shares them without copying.
+        let body = Bytes::from(std::mem::take(&mut head.body));
+        worker.read_limit = prefetch_limit(body.len());
+        let Some(outcome) = worker.attempt(&route, &head, &body).await else {
+            return;
+        };
+        let settlement = settle(outcome, head.attempts, &worker.inner.schedule);
+        if worker.record(&head, &route, settlement).await.is_break() {
+            return;
+        }
+    }
+}
+
+/// A queue's worker: what it read ahead, and what it logged of failures so far.
+struct QueueWorker {
+    inner: Arc<Inner>,
+    key: ResourceKey,
+    /// A head of this queue is being retried: its failure was logged, its recovery will be.
+    failing: bool,
+    /// Reads of the outbox that failed in a row.
+    store_trouble: u32,
+    /// Entries read from the front of the queue and not yet delivered.
+    ahead: VecDeque<OutboxEntry>,
+    /// How many entries the next read of the queue takes.
+    read_limit: usize,
+}
+
+/// What reading ahead found.
+enum ReadAhead {
+    /// `ahead` holds the front of the queue.
+    Ready,
+    /// Nothing yet: read again.
+    Again,
+    /// The queue is empty, or delivery stops: the worker leaves.
+    Leave,
+}
+
+impl QueueWorker {
+    /// The next entry, once it is due; `None` when the worker leaves (the queue is empty, or
+    /// delivery stops).
+    async fn next_head(&mut self) -> Option<OutboxEntry> {
+        loop {
+            if self.inner.stopping.is_cancelled() {
+                return None;
+            }
+            match self.read_ahead().await {
+                ReadAhead::Ready => {}
+                ReadAhead::Again => continue,
+                ReadAhead::Leave => return None,
+            }
+            let Some(head) = self.ahead.pop_front() else {
+                continue;
+            };
+            self.store_works_again();
+            let now = Utc::now();
+            let Some(at) = head.next_attempt_at.filter(|at| *at > now) else {
+                return Some(head);
+            };
+            self.ahead.clear();
+            if pause(&self.inner, (at - now).to_std().unwrap_or_default()).await {
+                return None;
+            }
+        }
+    }
+
+    /// Reads the front of the queue when nothing is left ahead; a store error is retried after
+    /// a pause that grows with each failure in a row, up to 30 s.
+    async fn read_ahead(&mut self) -> ReadAhead {
+        if !self.ahead.is_empty() {
+            return ReadAhead::Ready;
+        }
+        match self.inner.store.outbox_front(&self.key, self.read_limit) {
+            Ok(front) if front.is_empty() => {
+                if self.leave_if_empty() {
+                    ReadAhead::Leave
+                } else {
+                    ReadAhead::Again
+                }
+            }
+            Ok(front) => {
+                self.ahead = front.into();
+                ReadAhead::Ready
+            }
+            Err(e) => {
+                self.store_trouble = self.store_trouble.saturating_add(1);
+                // Once per outage, not once per retry: the store logs its own failure too.
+                if self.store_trouble == 1 {
+                    tracing::error!(instance = %self.key.instance, resource = %self.key.resource, "reading the outbox: {e}; retrying");
+                }
+                let wait = Duration::from_secs(self.store_trouble.min(30) as u64);
+                if pause(&self.inner, wait).await {
+                    ReadAhead::Leave
+                } else {
+                    ReadAhead::Again
+                }
+            }
+        }
+    }
+
+    /// Leaves the worker registry, if the queue is still empty while holding it: a commit that
+    /// lands now will find no worker and start one.
+    fn leave_if_empty(&self) -> bool {
+        let mut workers = self.inner.workers.lock().expect("workers");
+        let empty =
+            matches!(self.inner.store.outbox_front(&self.key, 1), Ok(front) if front.is_empty());
+        if empty {
+            workers.remove(&self.key);
+        }
+        empty
+    }
+
+    fn store_works_again(&mut self) {
+        if self.store_trouble > 0 {
+            tracing::info!(instance = %self.key.instance, resource = %self.key.resource, "reading the outbox works again");
+            self.store_trouble = 0;
+        }
+    }
+
+    /// Where the queue's instance sends; without a route (the instance is not loaded) the worker
+    /// leaves the registry and the queue waits.
+    fn route(&self) -> Option<Arc<Route>> {
+        let key = &self.key;
+        let route = self
+            .inner
+            .targets
+            .read()
+            .expect("targets")
+            .get(&key.instance)
+            .cloned();
+        if route.is_none() {
+            tracing::warn!(
+                instance = %key.instance, resource = %key.resource,
+                "notifications are queued for an instance that is not loaded; they wait until it is"
+            );
+            self.inner.workers.lock().expect("workers").remove(key);
+        }
+        route
+    }
+
+    /// One attempt, holding a permit of `max_in_flight`; `None` when delivery stops before it
+    /// starts, or abandons it once the grace period is over.
+    async fn attempt(&self, route: &Route, head: &OutboxEntry, body: &Bytes) -> Option<Outcome> {
+        let inner = &self.inner;
+        let permit = tokio::select! {
+            _ = inner.stopping.cancelled() => return None,
+            p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let http = self.client();
+        let outcome = tokio::select! {
+            _ = inner.abandon.cancelled() => return None,
+            o = attempt::attempt(&http, route, head, body, Utc::now()) => o,
+        };
+        drop(permit);
+        Some(outcome)
+    }
+
+    /// The client of the instance's `tls.caFile`, or the shared one.
+    fn client(&self) -> Arc<WebhookClient> {
+        self.inner
+            .ca_clients
+            .read()
+            .expect("ca clients")
+            .get(&self.key.instance)
+            .map_or_else(|| self.inner.http.clone(), |(_, client)| client.clone())
+    }
+
+    /// Records `settlement` in the store. After anything but a delivery, or when the store
+    /// fails, what was read ahead is read again; a store failure is retried after a second.
+    /// `Break` when delivery stops meanwhile.
+    async fn record(
+        &mut self,
+        head: &OutboxEntry,
+        route: &Route,
+        settlement: Settlement,
+    ) -> ControlFlow<()> {
+        let delivered = matches!(settlement, Settlement::Ack);
+        let result = self.store_settlement(head, route, settlement);
+        if !delivered || result.is_err() {
+            self.ahead.clear();
+        }
+        let Err(e) = result else {
+            return ControlFlow::Continue(());
+        };
+        tracing::error!(
+            instance = self.key.instance.as_str(),
+            resource = self.key.resource.as_str(),
+            event_id = head.event_id.as_str(),
+            "recording the delivery outcome: {e}"
+        );
+        if pause(&self.inner, Duration::from_secs(1)).await {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// Logs the settlement (a failure once until the queue recovers), tells the observer, and
+    /// writes it to the store.
+    fn store_settlement(
+        &mut self,
+        head: &OutboxEntry,
+        route: &Route,
+        settlement: Settlement,
+    ) -> Result<(), StoreError> {
+        let (inner, key) = (&self.inner, &self.key);
+        let span = (
+            key.instance.as_str(),
+            key.resource.as_str(),
+            head.event_id.as_str(),
+        );
+        match settlement {
+            Settlement::Ack => {
+                if self.failing {
+                    tracing::info!(
+                        instance = span.0,
+                        resource = span.1,
+                        event_id = span.2,
+                        "delivery recovered"
+                    );
+                    self.failing = false;
+                }
+                observe(inner, "ok", (Utc::now() - head.created_at).to_std().ok());
+                inner.store.ack(key, head.seq)
+            }
+            Settlement::Retry {
+                failures,
+                delay,
+                error,
+            } => {
+                if !self.failing {
+                    tracing::warn!(
+                        instance = span.0,
+                        resource = span.1,
+                        event_id = span.2,
+                        "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
+                        route.shown_url,
+                        delay
+                    );
+                    self.failing = true;
+                }
+                observe(inner, "retry", None);
+                let at = crate::time_math::utc_after(Utc::now(), delay);
+                inner
+                    .store
+                    .record_failure(key, head.seq, failures, at, &error)
+            }
+            Settlement::Dead {
+                attempts,
+                status,
+                error,
+                why,
+            } => bury(inner, key, head, attempts, status, &error, &why),
+        }
+    }
+}
+
+/// What becomes of a head after an attempt.
+#[derive(Debug, PartialEq)]
+enum Settlement {
+    /// Delivered: it leaves the queue.
+    Ack,
+    /// Tried again after `delay`; the queue waits behind it.
+    Retry {
+        failures: u32,
+        delay: Duration,
+        error: String,
+    },
+    /// Moved to the dead letters, saying `why`: the queue moves on without it.
+    Dead {
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+        why: String,
+    },
+}
+
+/// How `outcome` settles a head that failed `attempts` times before, on the retry `schedule`.
+fn settle(outcome: Outcome, attempts: u32, schedule: &[Duration]) -> Settlement {
+    let failures = attempts.saturating_add(1);
+    match outcome {
+        Outcome::Delivered { .. } => Settlement::Ack,
+        Outcome::Retry {
+            status,
+            error,
+            retry_after,
+        } => match attempt::next_delay(schedule, failures, retry_after) {
+            Some(delay) => Settlement::Retry {
+                failures,
+                delay,
+                error,
+            },
+            None => Settlement::Dead {
+                attempts: failures,
+                status,
+                why: format!("delivery gave up after {failures} attempts ({error})"),
+                error,
+            },
+        },
+        Outcome::Reject { status, error } => Settlement::Dead {
+            attempts: failures,
+            status: Some(status),
+            why: format!("the receiver rejected the notification ({error})"),
+            error,
+        },
+    }
+}
+
+/// Moves the head to the dead letters, loudly: the queue moves on without it.
+fn bury(
+    inner: &Inner,
+    key: &ResourceKey,
+    head: &OutboxEntry,
+    attempts: u32,
+    status: Option<u16>,
+    error: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    tracing::error!(
+        instance = %key.instance, resource = %key.resource, event_id = %head.event_id,
+        "{why}; moved to dead letters (pollerd dead-letters replay {})", head.event_id
+    );
+    observe(inner, "dead", None);
+    inner
+        .store
+        .dead_letter(key, head.seq, attempts, status, error)
+}
+
+fn observe(inner: &Inner, outcome: &str, latency: Option<Duration>) {
+    if let Some(o) = &inner.observer {
+        o.delivered(outcome, latency);
+    }
+}
+
+/// Sleeps, or returns true when delivery is stopping.
+async fn pause(inner: &Inner, d: Duration) -> bool {
+    tokio::select! {
+        _ = inner.stopping.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(60)];
+
+    fn unavailable() -> Outcome {
+        Outcome::Retry {
+            status: Some(503),
+            error: "HTTP 503".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn a_2xx_is_acked() {
+        let settled = settle(Outcome::Delivered { status: 204 }, 3, &SCHEDULE);
+        assert_eq!(settled, Settlement::Ack);
+    }
+
+    #[test]
+    fn a_5xx_is_retried_after_the_next_step_of_the_schedule() {
+        let Settlement::Retry {
+            failures,
+            delay,
+            error,
+        } = settle(unavailable(), 1, &SCHEDULE)
+        else {
+            panic!("a 503 with a step left must be retried");
+        };
+        assert_eq!((failures, error.as_str()), (2, "HTTP 503"));
+        // The second step, 60 s, with up to 20 % jitter on top.
+        assert!(
+            (Duration::from_secs(60)..=Duration::from_secs(72)).contains(&delay),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn a_5xx_once_the_schedule_is_spent_is_a_dead_letter_saying_so() {
+        let settled = settle(unavailable(), 2, &SCHEDULE);
+        assert_eq!(
+            settled,
+            Settlement::Dead {
+                attempts: 3,
+                status: Some(503),
+                error: "HTTP 503".into(),
+                why: "delivery gave up after 3 attempts (HTTP 503)".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_rejection_is_a_dead_letter_at_once() {
+        let rejected = Outcome::Reject {
+            status: 400,
+            error: "HTTP 400: bad event".into(),
+        };
+        assert_eq!(
+            settle(rejected, 0, &SCHEDULE),
+            Settlement::Dead {
+                attempts: 1,
+                status: Some(400),
+                error: "HTTP 400: bad event".into(),
+                why: "the receiver rejected the notification (HTTP 400: bad event)".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn reads_ahead_fewer_entries_as_bodies_grow() {
+        assert_eq!(prefetch_limit(0), PREFETCH_MAX_ENTRIES);
+        assert_eq!(prefetch_limit(1024), PREFETCH_MAX_ENTRIES);
+        assert_eq!(prefetch_limit(16 * 1024), 4);
+        assert_eq!(prefetch_limit(1 << 20), 1);
+    }
+}
