@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
-/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`). Years have four digits (RFC 9110 §5.6.7):
+/// chrono also reads `22026`, which it then cannot print as RFC 2822 (the fuzz target found it).
 pub fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc2822(value.trim())
         .ok()
         .map(|d| d.to_utc())
+        .filter(|d| (1..=9999).contains(&d.year()))
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to `now`. A date in the past is zero;
@@ -416,6 +418,13 @@ mod tests {
         let requested = url::Url::parse("https://x/a").unwrap();
         let not_utf8: &[u8] = b"<https://x/\xff>; rel=next";
         assert_eq!(next_link([not_utf8], &requested), Err(LinkError::NotText));
+    }
+
+    #[test]
+    fn http_dates_have_four_digit_years() {
+        assert!(parse_http_date("Wed, 02 Dec 22026 12:00:00 -2359").is_none());
+        let far = parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
+        assert_eq!(parse_http_date(&far.to_rfc2822()), Some(far));
     }
 
     #[test]

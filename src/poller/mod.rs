@@ -106,8 +106,10 @@ impl std::fmt::Display for UntrustedDate {
             f,
             "the provider's Date header says {} but the local clock says {} (skew {sign}{skew}); \
              this run follows the earlier of the two",
-            self.provider.to_rfc2822(),
-            self.local.to_rfc2822(),
+            self.provider
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.local
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
     }
 }
