@@ -82,8 +82,7 @@ fn poll(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut client =
-            ProviderClient::from_settings(&settings.polling)?;
+        let mut client = ProviderClient::from_settings(&settings.polling)?;
         if let Some(ca) = &spec.tls_ca {
             client = client.trusting(ca)?;
         }
