@@ -6,6 +6,7 @@
 
 pub mod attempt;
 pub mod client;
+mod client_pool;
 #[cfg(test)]
 mod client_tests;
 pub mod proxy;
@@ -14,12 +15,12 @@ mod proxy_tests;
 mod queue;
 #[cfg(test)]
 mod tests;
+mod worker_set;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,8 @@ use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
 use crate::store::{ResourceKey, Store, StoreError};
 use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
+use client_pool::ClientPool;
+use worker_set::WorkerSet;
 
 /// A delivery worker that panicked starts again after 1 s, doubling up to a minute.
 const WORKER_RESTART: Backoff = Backoff {
@@ -52,22 +55,14 @@ pub struct Deliverer {
     inner: Arc<Inner>,
 }
 
+/// What every queue's worker shares.
 struct Inner {
     store: Arc<dyn Store>,
-    http: Arc<WebhookClient>,
-    settings: DeliverySettings,
-    /// Read from the environment once, at start; every client uses them.
-    proxies: ProxySettings,
-    /// Clients of instances with `tls.caFile`, built once per CA bundle.
-    ca_clients: RwLock<HashMap<String, (TlsCa, Arc<WebhookClient>)>>,
-    /// The client of each CA bundle in use, by its PEM text: instances that trust the same
-    /// bundle share one client (its roots, its connection pool).
-    clients_by_ca: Mutex<HashMap<Vec<u8>, Weak<WebhookClient>>>,
+    clients: ClientPool,
+    routes: RouteTable,
+    workers: WorkerSet,
     schedule: Vec<Duration>,
     grace_period: Duration,
-    targets: RwLock<HashMap<String, Arc<Route>>>,
-    workers: Mutex<HashMap<ResourceKey, JoinHandle<()>>>,
-    permits: Arc<Semaphore>,
     /// Stop taking work (SIGTERM).
     stopping: CancellationToken,
     /// The grace period is over: abandon requests in flight (they stay in the outbox).
@@ -76,6 +71,28 @@ struct Inner {
     /// Panics of delivery workers, and of the poll tasks the supervisor runs (`status` shows
     /// both, per resource).
     task_panics: TaskPanics,
+}
+
+/// Where each instance's notifications go, by instance name.
+#[derive(Default)]
+struct RouteTable(RwLock<HashMap<String, Arc<Route>>>);
+
+impl RouteTable {
+    fn set(&self, instance: &str, target: Target) {
+        self.0
+            .write()
+            .expect("targets")
+            .insert(instance.to_string(), Arc::new(Route::new(target)));
+    }
+
+    fn get(&self, instance: &str) -> Option<Arc<Route>> {
+        self.0.read().expect("targets").get(instance).cloned()
+    }
+
+    /// After a worker's panic: the routes are plain data, still whole.
+    fn clear_poison(&self) {
+        self.0.clear_poison();
+    }
 }
 
 impl Deliverer {
@@ -98,20 +115,14 @@ impl Deliverer {
         observer: Option<Arc<dyn DeliveryObserver>>,
         proxies: ProxySettings,
     ) -> Result<Deliverer, ClientError> {
-        let http = Arc::new(WebhookClient::new(settings, None, &proxies)?);
         Ok(Deliverer {
             inner: Arc::new(Inner {
                 store,
-                http,
-                settings: settings.clone(),
-                proxies,
-                ca_clients: RwLock::default(),
-                clients_by_ca: Mutex::default(),
+                clients: ClientPool::new(settings, proxies)?,
+                routes: RouteTable::default(),
+                workers: WorkerSet::new(settings.max_in_flight),
                 schedule: settings.schedule.clone(),
                 grace_period: settings.grace_period,
-                targets: RwLock::default(),
-                workers: Mutex::default(),
-                permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
                 stopping: CancellationToken::new(),
                 abandon: CancellationToken::new(),
                 observer,
@@ -123,52 +134,20 @@ impl Deliverer {
     /// Sets where an instance's notifications go. Targets of removed instances are kept, so
     /// what they already committed is still delivered.
     pub fn set_target(&self, instance: &str, target: Target) {
-        self.inner
-            .targets
-            .write()
-            .expect("targets")
-            .insert(instance.to_string(), Arc::new(Route::new(target)));
+        self.inner.routes.set(instance, target);
     }
 
     /// Makes `instance`'s deliveries also trust `ca` (its `tls.caFile`), or only the system
     /// roots when `None`. A client is built once per CA bundle, not on every reload, and shared
     /// by every instance that trusts the same bundle.
     pub fn set_trusted_ca(&self, instance: &str, ca: Option<&TlsCa>) -> Result<(), ClientError> {
-        let mut clients = self.inner.ca_clients.write().expect("ca clients");
-        let Some(ca) = ca else {
-            clients.remove(instance);
-            return Ok(());
-        };
-        if clients.get(instance).is_some_and(|(known, _)| known == ca) {
-            return Ok(());
-        }
-        let mut by_ca = self.inner.clients_by_ca.lock().expect("clients by CA");
-        let client = match by_ca.get(&ca.pem).and_then(Weak::upgrade) {
-            Some(shared) => shared,
-            None => {
-                let built = Arc::new(WebhookClient::new(
-                    &self.inner.settings,
-                    Some(&ca.pem),
-                    &self.inner.proxies,
-                )?);
-                by_ca.retain(|_, client| client.strong_count() > 0);
-                by_ca.insert(ca.pem.clone(), Arc::downgrade(&built));
-                built
-            }
-        };
-        clients.insert(instance.to_string(), (ca.clone(), client));
-        Ok(())
+        self.inner.clients.set_trusted_ca(instance, ca)
     }
 
     /// How many distinct webhook clients instances with `tls.caFile` use (for tests).
     #[cfg(test)]
     fn ca_client_count(&self) -> usize {
-        let clients = self.inner.ca_clients.read().expect("ca clients");
-        let mut distinct: Vec<*const WebhookClient> =
-            clients.values().map(|(_, c)| Arc::as_ptr(c)).collect();
-        distinct.sort();
-        distinct.dedup();
-        distinct.len()
+        self.inner.clients.ca_client_count()
     }
 
     /// A commit added to `key`'s queue: make sure a worker is on it.
@@ -191,18 +170,14 @@ impl Deliverer {
 
     /// Number of queues with a worker running.
     pub fn active_queues(&self) -> usize {
-        let workers = self.inner.workers.lock().expect("workers");
-        workers.values().filter(|h| !h.is_finished()).count()
+        self.inner.workers.running()
     }
 
     /// Graceful stop: no new attempts; attempts in flight get the grace period; then the store
     /// is flushed. Whatever was not delivered stays in the outbox for the next start.
     pub async fn shutdown(&self) {
         self.inner.stopping.cancel();
-        let handles: Vec<JoinHandle<()>> = {
-            let mut workers = self.inner.workers.lock().expect("workers");
-            workers.drain().map(|(_, h)| h).collect()
-        };
+        let handles = self.inner.workers.drain();
         let all = futures_join_all(handles);
         tokio::pin!(all);
         if tokio::time::timeout(self.inner.grace_period, &mut all)
@@ -232,16 +207,13 @@ fn ensure_worker(inner: &Arc<Inner>, key: &ResourceKey) {
     if inner.stopping.is_cancelled() {
         return;
     }
-    let mut workers = inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
-    if workers.get(key).is_some_and(|h| !h.is_finished()) {
-        return;
-    }
-    let handle = tokio::spawn(guarded_work_queue(inner.clone(), key.clone()));
-    workers.insert(key.clone(), handle);
+    inner.workers.ensure(key, || {
+        tokio::spawn(guarded_work_queue(inner.clone(), key.clone()))
+    });
 }
 
-/// [`work_queue`], started again after a panic (see [`run_restarting`]): the panic is logged,
-/// shown by `status` for this resource and counted, and the queue is delivered again. The
+/// [`queue::work_queue`], started again after a panic (see [`run_restarting`]): the panic is
+/// logged, shown by `status` for this resource and counted, and the queue is delivered again. The
 /// restarted worker keeps its place in `workers`, so no second worker starts meanwhile.
 async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
     let poisoned = inner.clone();
@@ -254,8 +226,8 @@ async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
             // The panic may have struck while a lock was held; what they guard is plain data,
             // still whole, so the other workers go on.
             poisoned.workers.clear_poison();
-            poisoned.targets.clear_poison();
-            poisoned.ca_clients.clear_poison();
+            poisoned.routes.clear_poison();
+            poisoned.clients.clear_poison();
             if let Some(observer) = &poisoned.observer {
                 observer.worker_panicked();
             }

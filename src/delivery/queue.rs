@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 
+use super::Inner;
 use super::attempt::{self, Outcome, Route};
-use super::{Inner, WebhookClient};
 use crate::store::{OutboxEntry, ResourceKey, StoreError};
 
 /// Most queue entries a worker reads from the store at once: one read serves several
@@ -146,13 +146,11 @@ impl QueueWorker {
     /// Leaves the worker registry, if the queue is still empty while holding it: a commit that
     /// lands now will find no worker and start one.
     fn leave_if_empty(&self) -> bool {
-        let mut workers = self.inner.workers.lock().expect("workers");
-        let empty =
-            matches!(self.inner.store.outbox_front(&self.key, 1), Ok(front) if front.is_empty());
-        if empty {
-            workers.remove(&self.key);
-        }
-        empty
+        let store = &self.inner.store;
+        self.inner.workers.leave_if(
+            &self.key,
+            || matches!(store.outbox_front(&self.key, 1), Ok(front) if front.is_empty()),
+        )
     }
 
     fn store_works_again(&mut self) {
@@ -166,19 +164,13 @@ impl QueueWorker {
     /// leaves the registry and the queue waits.
     fn route(&self) -> Option<Arc<Route>> {
         let key = &self.key;
-        let route = self
-            .inner
-            .targets
-            .read()
-            .expect("targets")
-            .get(&key.instance)
-            .cloned();
+        let route = self.inner.routes.get(&key.instance);
         if route.is_none() {
             tracing::warn!(
                 instance = %key.instance, resource = %key.resource,
                 "notifications are queued for an instance that is not loaded; they wait until it is"
             );
-            self.inner.workers.lock().expect("workers").remove(key);
+            self.inner.workers.leave(key);
         }
         route
     }
@@ -189,25 +181,15 @@ impl QueueWorker {
         let inner = &self.inner;
         let permit = tokio::select! {
             _ = inner.stopping.cancelled() => return None,
-            p = inner.permits.clone().acquire_owned() => p.expect("never closed"),
+            p = inner.workers.permit() => p,
         };
-        let http = self.client();
+        let http = inner.clients.for_instance(&self.key.instance);
         let outcome = tokio::select! {
             _ = inner.abandon.cancelled() => return None,
             o = attempt::attempt(&http, route, head, body, Utc::now()) => o,
         };
         drop(permit);
         Some(outcome)
-    }
-
-    /// The client of the instance's `tls.caFile`, or the shared one.
-    fn client(&self) -> Arc<WebhookClient> {
-        self.inner
-            .ca_clients
-            .read()
-            .expect("ca clients")
-            .get(&self.key.instance)
-            .map_or_else(|| self.inner.http.clone(), |(_, client)| client.clone())
     }
 
     /// Records `settlement` in the store. After anything but a delivery, or when the store
