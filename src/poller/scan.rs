@@ -46,7 +46,7 @@ impl RunContext<'_> {
     }
 }
 
-/// [`super::scan`] from `start`; when it fails after committing a page read by id, `stopped`
+/// [`super::scan()`] from `start`; when it fails after committing a page read by id, `stopped`
 /// says where the next attempt can go on.
 pub(super) async fn scan_from(
     run: RunContext<'_>,
