@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_TARGET:-600}
-targets=${*:-ceql url_template instance_file dates}
+targets=${*:-ceql url_template instance_file dates json_split http_headers}
 mkdir -p fuzz/logs
 export RUSTC_BOOTSTRAP=1
 for t in $targets; do
