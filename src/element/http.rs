@@ -8,7 +8,10 @@ use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::raw::{self, raw_kind};
-use super::{Cursor, FetchError, Page, ProviderClient, checked_next, id_text, join_url};
+use super::{
+    Cursor, FetchError, Page, ProviderClient, ProviderResponse, RawRecord, checked_next, id_text,
+    join_url,
+};
 use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec};
 
 #[derive(Clone)]
@@ -75,6 +78,36 @@ impl HttpElement {
         rendered_url: &str,
         cursor: &Cursor,
     ) -> Result<Page, FetchError> {
+        let url = self.page_url(resource, rendered_url, cursor)?;
+        let mut request = client.http().get(url).header(ACCEPT, "application/json");
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        let request = request
+            .build()
+            .map_err(|e| FetchError::Config(e.to_string()))?;
+        let response = client.send(request, |_| None).await?;
+        let (records, next_token) = records_and_token(&response, resource)?;
+        let next = match &resource.paging {
+            Paging::Cursor { .. } => next_token.and_then(id_text).map(Cursor::Token),
+            Paging::Page { .. } => next_page_number(resource, cursor, &records),
+            _ => response.next_link()?.map(Cursor::Url),
+        };
+        Ok(Page {
+            records,
+            next,
+            provider_date: response.date(),
+        })
+    }
+
+    /// The URL of the page at `cursor`: a next-page link (within the first page's origin), or the
+    /// rendered URL with the cursor's token or page number.
+    fn page_url(
+        &self,
+        resource: &ResourceSpec,
+        rendered_url: &str,
+        cursor: &Cursor,
+    ) -> Result<reqwest::Url, FetchError> {
         let first = join_url(&self.base_url, rendered_url)?;
         let mut url = first.clone();
         match (cursor, &resource.paging) {
@@ -95,74 +128,68 @@ impl HttpElement {
             }
             _ => {}
         }
-        let mut request = client.http().get(url).header(ACCEPT, "application/json");
-        for (name, value) in &self.headers {
-            request = request.header(name.clone(), value.clone());
-        }
-        let request = request
-            .build()
-            .map_err(|e| FetchError::Config(e.to_string()))?;
-        let response = client.send(request, |_| None).await?;
-        let body = response.raw_json()?;
-        // The records array and the cursor field, found in one scan of the body's top level.
-        let cursor_field = match &resource.paging {
-            Paging::Cursor { field, .. } => Some(field),
-            _ => None,
-        };
-        let wanted: Vec<Vec<&str>> = [resource.items_path.as_ref(), cursor_field]
-            .into_iter()
-            .flatten()
-            .map(raw::segments)
-            .collect();
-        let wanted: Vec<&[&str]> = wanted.iter().map(Vec::as_slice).collect();
-        let mut found = raw::select(body.get(), &wanted).into_iter();
-        let items = match &resource.items_path {
-            Some(_) => found.next().flatten(),
-            None => Some(body.get()),
-        };
-        let next_token = found.next().flatten();
-        let records = match items {
-            Some(items) => raw::array_items(items).ok_or_else(|| FetchError::Shape {
-                url: response.shown_url.clone(),
-                message: format!(
-                    "expected an array of records{}, got {}",
-                    resource
-                        .items_path
-                        .as_ref()
-                        .map(|p| format!(" at {p}"))
-                        .unwrap_or_default(),
-                    raw_kind(items)
-                ),
-            })?,
-            None => {
-                return Err(FetchError::Shape {
-                    url: response.shown_url.clone(),
-                    message: format!(
-                        "no {} in the body",
-                        resource
-                            .items_path
-                            .as_ref()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default()
-                    ),
-                });
-            }
-        };
-        let next = match &resource.paging {
-            Paging::Cursor { .. } => next_token.and_then(id_text).map(Cursor::Token),
-            Paging::Page { .. } => {
-                let full = resource.page_size.map_or(!records.is_empty(), |s| {
-                    u32::try_from(records.len()).unwrap_or(u32::MAX) >= s
-                });
-                let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
-                full.then_some(Cursor::Page(n.saturating_add(1)))
-            }
-            _ => response.next_link()?.map(Cursor::Url),
-        };
-        Ok(Page {
-            records,
-            next,
-            provider_date: response.date(),
-        })
+        Ok(url)
     }
+}
+
+/// The records array (the body, or the array at `itemsPath`) and the next-page token field, found
+/// in one scan of the body's top level.
+fn records_and_token<'a>(
+    response: &'a ProviderResponse,
+    resource: &ResourceSpec,
+) -> Result<(Vec<RawRecord>, Option<&'a str>), FetchError> {
+    let body = response.raw_json()?;
+    let cursor_field = match &resource.paging {
+        Paging::Cursor { field, .. } => Some(field),
+        _ => None,
+    };
+    let wanted: Vec<Vec<&str>> = [resource.items_path.as_ref(), cursor_field]
+        .into_iter()
+        .flatten()
+        .map(raw::segments)
+        .collect();
+    let wanted: Vec<&[&str]> = wanted.iter().map(Vec::as_slice).collect();
+    let mut found = raw::select(body.get(), &wanted).into_iter();
+    let items = match &resource.items_path {
+        Some(_) => found.next().flatten(),
+        None => Some(body.get()),
+    };
+    let next_token = found.next().flatten();
+    let at = resource
+        .items_path
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let Some(items) = items else {
+        return Err(FetchError::Shape {
+            url: response.shown_url.clone(),
+            message: format!("no {at} in the body"),
+        });
+    };
+    let records = raw::array_items(items).ok_or_else(|| FetchError::Shape {
+        url: response.shown_url.clone(),
+        message: format!(
+            "expected an array of records{}, got {}",
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {at}")
+            },
+            raw_kind(items)
+        ),
+    })?;
+    Ok((records, next_token))
+}
+
+/// Page paging: the next page while this one is full (or, without `pageSize`, not empty).
+fn next_page_number(
+    resource: &ResourceSpec,
+    cursor: &Cursor,
+    records: &[RawRecord],
+) -> Option<Cursor> {
+    let full = resource.page_size.map_or(!records.is_empty(), |s| {
+        u32::try_from(records.len()).unwrap_or(u32::MAX) >= s
+    });
+    let n = if let Cursor::Page(n) = cursor { *n } else { 1 };
+    full.then_some(Cursor::Page(n.saturating_add(1)))
 }
