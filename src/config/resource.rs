@@ -98,97 +98,49 @@ pub fn resources(
     ok.then_some(out)
 }
 
-fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<ResourceSpec> {
-    let p = child_pointer(POLLER_CONF, name);
-    let what = format!("resource {name:?}");
-    let obj = cx.object(&p, &what, v)?;
-    cx.reject_unknown(&p, &what, obj, RESOURCE_KEYS);
-    let at = |k: &str| child_pointer(&p, k);
+/// One resource's object in `event.poller.configuration`: its JSON pointer, how errors name it,
+/// and its keys.
+struct ResourceEntry<'a> {
+    pointer: String,
+    what: String,
+    obj: &'a Map<String, Value>,
+}
 
-    let mut url = match obj.get("url") {
-        Some(v) => cx
-            .required_string(&at("url"), "url", v)
-            .and_then(|u| template(cx, &at("url"), &u)),
-        None => {
-            cx.error(&p, format!("{what} needs a \"url\""));
-            None
-        }
-    };
-    let native = match &url {
-        Some(t) if connectwise => {
-            let native = connectwise_request(cx, &at("url"), t);
-            if native.is_none() {
-                url = None;
-            }
-            native
-        }
-        _ => None,
-    };
-    let id_field = match obj.get("idField") {
-        Some(v) => cx
-            .required_string(&at("idField"), "idField", v)
-            .and_then(|f| field_path(cx, &at("idField"), &f)),
-        None => FieldPath::parse("id"),
-    };
-    let resource_zone = obj
-        .get("updatedDateTimezone")
-        .map(|v| (at("updatedDateTimezone"), v));
-    let (updated, created) = match obj.get("datesConfiguration") {
-        Some(v) => dates_configuration(cx, &at("datesConfiguration"), v, resource_zone)?,
-        None => {
-            cx.error(
-                &p,
-                format!("{what} needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat"),
-            );
-            return None;
-        }
-    };
+impl ResourceEntry<'_> {
+    fn at(&self, key: &str) -> String {
+        child_pointer(&self.pointer, key)
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key)
+    }
+}
+
+fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<ResourceSpec> {
+    let pointer = child_pointer(POLLER_CONF, name);
+    let what = format!("resource {name:?}");
+    let obj = cx.object(&pointer, &what, v)?;
+    cx.reject_unknown(&pointer, &what, obj, RESOURCE_KEYS);
+    let e = ResourceEntry { pointer, what, obj };
+
+    let (url, native) = url_and_request(cx, &e, connectwise);
+    let id_field = id_field(cx, &e);
+    let (updated, created) = required_dates(cx, &e)?;
     if let (Some(native), Some(id_field)) = (&native, &id_field) {
         let mut read = vec![("idField", id_field), ("updatedDateField", &updated.field)];
         read.extend(created.as_ref().map(|c| ("createdDateField", &c.field)));
-        fields_cover(cx, &at("url"), native, &read);
+        fields_cover(cx, &e.at("url"), native, &read);
     }
-    let max_page = if connectwise { 1000 } else { 100_000 };
-    let page_size = match obj.get("pageSize") {
-        Some(v) => Some(cx.integer(&at("pageSize"), "pageSize", v, 1, max_page)? as u32),
-        None => None,
-    };
-    let seconds = |cx: &mut Ctx, key: &str| match obj.get(key) {
-        Some(v) => cx
-            .number(&at(key), key, v, 0.0, 30.0 * 24.0 * 3600.0)
-            .map(Duration::from_secs_f64),
-        None => Some(Duration::ZERO),
-    };
-    let poll_delay = seconds(cx, "pollDelay");
-    let tolerance = seconds(cx, "createdCheckTolerance");
-    let by_updated = match (
-        obj.get("filterByUpdatedDate"),
-        obj.get("filterByUpdateDate"),
-    ) {
-        (Some(_), Some(_)) => {
-            cx.key_error(
-                &at("filterByUpdateDate"),
-                "give filterByUpdatedDate or its old spelling filterByUpdateDate, not both",
-            );
-            None
-        }
-        (Some(v), None) => cx.boolean(&at("filterByUpdatedDate"), "filterByUpdatedDate", v),
-        (None, Some(v)) => cx.boolean(&at("filterByUpdateDate"), "filterByUpdateDate", v),
-        (None, None) => Some(true),
-    };
-    let by_current = match obj.get("filterByCurrentDate") {
-        Some(v) => cx.boolean(&at("filterByCurrentDate"), "filterByCurrentDate", v),
+    let page_size = page_size(cx, &e, connectwise)?;
+    let poll_delay = seconds(cx, &e, "pollDelay");
+    let tolerance = seconds(cx, &e, "createdCheckTolerance");
+    let by_updated = filter_by_updated_date(cx, &e);
+    let by_current = match e.get("filterByCurrentDate") {
+        Some(v) => cx.boolean(&e.at("filterByCurrentDate"), "filterByCurrentDate", v),
         None => Some(false),
     };
-    let paging = paging(cx, &p, obj, connectwise);
-    let backfill_since = match obj.get("backfillSince") {
-        Some(v) => cx.required_string(&at("backfillSince"), "backfillSince", v).and_then(|s| {
-            chrono::DateTime::parse_from_rfc3339(&s).map(|d| d.to_utc()).map_err(|e| {
-                cx.error(&at("backfillSince"), format!("backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: {e}"));
-            }).ok()
-        }).map(Some),
-        None => Some(None),
-    };
+    let paging = paging(cx, &e.pointer, e.obj, connectwise);
+    let backfill_since = backfill_since(cx, &e);
     if let (Some(url), Some(c)) = (&url, &created) {
         if c.field == updated.field {
             cx.warning(same_date_fields_warning(
@@ -199,13 +151,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
             ));
         }
     }
-    let items_path = match obj.get("itemsPath") {
-        Some(v) => Some(
-            cx.required_string(&at("itemsPath"), "itemsPath", v)
-                .and_then(|f| field_path(cx, &at("itemsPath"), &f))?,
-        ),
-        None => None,
-    };
+    let items_path = items_path(cx, &e)?;
     Some(ResourceSpec {
         name: name.to_string(),
         url: url?,
@@ -221,6 +167,125 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
         backfill_since: backfill_since?,
         items_path,
     })
+}
+
+/// The resource's URL template and, for ConnectWise, its translated request; a ConnectWise URL
+/// that does not translate counts as no URL.
+fn url_and_request(
+    cx: &mut Ctx,
+    e: &ResourceEntry,
+    connectwise: bool,
+) -> (Option<UrlTemplate>, Option<NativeRequest>) {
+    let mut url = match e.get("url") {
+        Some(v) => cx
+            .required_string(&e.at("url"), "url", v)
+            .and_then(|u| template(cx, &e.at("url"), &u)),
+        None => {
+            cx.error(&e.pointer, format!("{} needs a \"url\"", e.what));
+            None
+        }
+    };
+    let native = match &url {
+        Some(t) if connectwise => {
+            let native = connectwise_request(cx, &e.at("url"), t);
+            if native.is_none() {
+                url = None;
+            }
+            native
+        }
+        _ => None,
+    };
+    (url, native)
+}
+
+fn id_field(cx: &mut Ctx, e: &ResourceEntry) -> Option<FieldPath> {
+    match e.get("idField") {
+        Some(v) => cx
+            .required_string(&e.at("idField"), "idField", v)
+            .and_then(|f| field_path(cx, &e.at("idField"), &f)),
+        None => FieldPath::parse("id"),
+    }
+}
+
+/// `datesConfiguration`, which every resource needs; the resource-level `updatedDateTimezone`
+/// is the default zone of the updated date.
+fn required_dates(cx: &mut Ctx, e: &ResourceEntry) -> Option<(DateField, Option<DateField>)> {
+    let resource_zone = e
+        .get("updatedDateTimezone")
+        .map(|v| (e.at("updatedDateTimezone"), v));
+    match e.get("datesConfiguration") {
+        Some(v) => dates_configuration(cx, &e.at("datesConfiguration"), v, resource_zone),
+        None => {
+            cx.error(
+                &e.pointer,
+                format!("{} needs \"datesConfiguration\" with at least updatedDateField and updatedDateFormat", e.what),
+            );
+            None
+        }
+    }
+}
+
+/// `Some(None)` when not given; `None` when given and invalid.
+fn page_size(cx: &mut Ctx, e: &ResourceEntry, connectwise: bool) -> Option<Option<u32>> {
+    let max_page = if connectwise { 1000 } else { 100_000 };
+    match e.get("pageSize") {
+        Some(v) => Some(Some(
+            cx.integer(&e.at("pageSize"), "pageSize", v, 1, max_page)? as u32,
+        )),
+        None => Some(None),
+    }
+}
+
+/// A duration in seconds, up to 30 days; zero when not given.
+fn seconds(cx: &mut Ctx, e: &ResourceEntry, key: &str) -> Option<Duration> {
+    match e.get(key) {
+        Some(v) => cx
+            .number(&e.at(key), key, v, 0.0, 30.0 * 24.0 * 3600.0)
+            .map(Duration::from_secs_f64),
+        None => Some(Duration::ZERO),
+    }
+}
+
+/// `filterByUpdatedDate`, also accepted under its old spelling `filterByUpdateDate`.
+fn filter_by_updated_date(cx: &mut Ctx, e: &ResourceEntry) -> Option<bool> {
+    match (e.get("filterByUpdatedDate"), e.get("filterByUpdateDate")) {
+        (Some(_), Some(_)) => {
+            cx.key_error(
+                &e.at("filterByUpdateDate"),
+                "give filterByUpdatedDate or its old spelling filterByUpdateDate, not both",
+            );
+            None
+        }
+        (Some(v), None) => cx.boolean(&e.at("filterByUpdatedDate"), "filterByUpdatedDate", v),
+        (None, Some(v)) => cx.boolean(&e.at("filterByUpdateDate"), "filterByUpdateDate", v),
+        (None, None) => Some(true),
+    }
+}
+
+/// `Some(None)` when not given; `None` when given and invalid.
+fn backfill_since(
+    cx: &mut Ctx,
+    e: &ResourceEntry,
+) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    match e.get("backfillSince") {
+        Some(v) => cx.required_string(&e.at("backfillSince"), "backfillSince", v).and_then(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s).map(|d| d.to_utc()).map_err(|err| {
+                cx.error(&e.at("backfillSince"), format!("backfillSince must be an RFC 3339 time like 2026-01-02T03:04:05Z: {err}"));
+            }).ok()
+        }).map(Some),
+        None => Some(None),
+    }
+}
+
+/// `Some(None)` when not given; `None` when given and invalid.
+fn items_path(cx: &mut Ctx, e: &ResourceEntry) -> Option<Option<FieldPath>> {
+    match e.get("itemsPath") {
+        Some(v) => Some(Some(
+            cx.required_string(&e.at("itemsPath"), "itemsPath", v)
+                .and_then(|f| field_path(cx, &e.at("itemsPath"), &f))?,
+        )),
+        None => Some(None),
+    }
 }
 
 /// SPEC §7: with equal created and updated fields every event is CREATED.
