@@ -300,30 +300,42 @@ fn tags(cx: &mut Ctx, v: Option<&Value>) -> Option<Vec<String>> {
 
 /// `Some(None)`: events disabled (valid). `None`: errors were reported.
 fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<NotificationSpec>> {
-    let p = conf_pointer;
-    let enabled = match conf.get("event.notification.enabled") {
-        Some(v) => cx.boolean(
-            &p("event.notification.enabled"),
-            "event.notification.enabled",
-            v,
-        )?,
-        None => false,
-    };
-    let callback = match conf.get("event.notification.callback.url") {
+    let enabled = events_enabled(cx, conf)?;
+    let callback = callback_url(cx, conf, enabled);
+    if let Some(url) = &callback {
+        warn_plain_http_callback(cx, url);
+    }
+    let signature_key = optional_secret(cx, conf, "event.notification.signature.key");
+    let webhook_secret = webhook_secret(cx, conf);
+    let batch_size = batch_size(cx, conf)?;
+    if !enabled {
+        return Some(None);
+    }
+    Some(Some(NotificationSpec {
+        callback_url: callback?,
+        signature_key,
+        webhook_secret,
+        batch_size,
+    }))
+}
+
+/// `event.notification.enabled`, false when not given; `None` when invalid.
+fn events_enabled(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<bool> {
+    let key = "event.notification.enabled";
+    match conf.get(key) {
+        Some(v) => cx.boolean(&conf_pointer(key), key, v),
+        None => Some(false),
+    }
+}
+
+/// `event.notification.callback.url`, required when events are enabled.
+fn callback_url(cx: &mut Ctx, conf: &Map<String, Value>, enabled: bool) -> Option<String> {
+    let key = "event.notification.callback.url";
+    let p = conf_pointer(key);
+    let callback = match conf.get(key) {
         Some(v) => cx
-            .required_string(
-                &p("event.notification.callback.url"),
-                "event.notification.callback.url",
-                v,
-            )
-            .and_then(|u| {
-                check_url(
-                    cx,
-                    &p("event.notification.callback.url"),
-                    "event.notification.callback.url",
-                    &u,
-                )
-            }),
+            .required_string(&p, key, v)
+            .and_then(|u| check_url(cx, &p, key, &u)),
         None if enabled => {
             cx.error(
                 "/configuration",
@@ -335,61 +347,52 @@ fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<Notif
     };
     // What deliveries would refuse (a user name that does not decode, a URL hyper cannot send
     // to) is an error now, not a dead letter later.
-    let callback = callback.filter(|url| match Endpoint::parse(url) {
+    callback.filter(|url| match Endpoint::parse(url) {
         Ok(_) => true,
         Err(e) => {
-            cx.error(
-                &p("event.notification.callback.url"),
-                format!("event.notification.callback.url: {e}"),
-            );
+            cx.error(&p, format!("{key}: {e}"));
             false
         }
-    });
-    if let Some(url) = &callback {
-        if let Ok(u) = reqwest::Url::parse(url) {
-            let loopback = match u.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if u.scheme() == "http" && !loopback {
-                cx.warning(format!(
-                    "callback URL {} uses plain http:// to a non-loopback host: notifications and their signatures travel unencrypted",
-                    crate::url_display::shown_url(&u)
-                ));
-            }
-        }
-    }
-    let signature_key = optional_secret(cx, conf, "event.notification.signature.key");
-    let webhook_secret = optional_secret(cx, conf, "event.notification.webhook.secret");
-    if let Some(s) = &webhook_secret {
-        if let Err(e) = crate::signing::WebhookSecret::parse(s.expose()) {
-            cx.error(
-                &p("event.notification.webhook.secret"),
-                format!("event.notification.webhook.secret: {e}"),
-            );
-        }
-    }
-    let batch_size = match conf.get("event.notification.batch.size") {
-        Some(v) => cx.integer(
-            &p("event.notification.batch.size"),
-            "event.notification.batch.size",
-            v,
-            1,
-            100,
-        )? as usize,
-        None => 10,
+    })
+}
+
+fn warn_plain_http_callback(cx: &mut Ctx, url: &str) {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return;
     };
-    if !enabled {
-        return Some(None);
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if u.scheme() == "http" && !loopback {
+        cx.warning(format!(
+            "callback URL {} uses plain http:// to a non-loopback host: notifications and their signatures travel unencrypted",
+            crate::url_display::shown_url(&u)
+        ));
     }
-    Some(Some(NotificationSpec {
-        callback_url: callback?,
-        signature_key,
-        webhook_secret,
-        batch_size,
-    }))
+}
+
+/// `event.notification.webhook.secret`; one that is not a valid signing key is an error.
+fn webhook_secret(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Secret> {
+    let key = "event.notification.webhook.secret";
+    let secret = optional_secret(cx, conf, key);
+    if let Some(s) = &secret {
+        if let Err(e) = crate::signing::WebhookSecret::parse(s.expose()) {
+            cx.error(&conf_pointer(key), format!("{key}: {e}"));
+        }
+    }
+    secret
+}
+
+/// `event.notification.batch.size`, 1 to 100, default 10; `None` when invalid.
+fn batch_size(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<usize> {
+    let key = "event.notification.batch.size";
+    match conf.get(key) {
+        Some(v) => Some(cx.integer(&conf_pointer(key), key, v, 1, 100)? as usize),
+        None => Some(10),
+    }
 }
 
 fn optional_secret(cx: &mut Ctx, conf: &Map<String, Value>, key: &str) -> Option<Secret> {
