@@ -4,21 +4,20 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
-use base64::Engine;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::ACCEPT;
 
 use super::raw::{self, raw_kind};
 use super::{
     Cursor, FetchError, Page, ProviderClient, ProviderResponse, RawRecord, checked_next, id_text,
     join_url,
 };
-use crate::config::{HttpAuth, HttpSpec, Paging, ResourceSpec};
+use crate::config::{HttpSpec, Paging, RequestHeaders, ResourceSpec};
 
 #[derive(Clone)]
 pub struct HttpElement {
     base_url: String,
     /// Operator headers and auth, all marked sensitive so they never print.
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: RequestHeaders,
 }
 
 impl std::fmt::Debug for HttpElement {
@@ -32,42 +31,13 @@ impl std::fmt::Debug for HttpElement {
     }
 }
 
-fn sensitive(value: &str, what: &str) -> Result<HeaderValue, FetchError> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| FetchError::Config(format!("{what} is not valid header text")))?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
 impl HttpElement {
+    /// The headers come parsed from the spec (config checked them at load, so `check` and `run`
+    /// refuse the same files).
     pub fn new(spec: &HttpSpec) -> Result<HttpElement, FetchError> {
-        let mut headers = Vec::new();
-        for (name, value) in &spec.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| FetchError::Config(format!("invalid header name {name:?}")))?;
-            let value = sensitive(value.expose(), &format!("header {name}"))?;
-            headers.push((name, value));
-        }
-        match &spec.auth {
-            Some(HttpAuth::Basic { user, password }) => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", password.expose()));
-                headers.push((
-                    AUTHORIZATION,
-                    sensitive(&format!("Basic {encoded}"), "auth")?,
-                ));
-            }
-            Some(HttpAuth::Bearer { token }) => {
-                headers.push((
-                    AUTHORIZATION,
-                    sensitive(&format!("Bearer {}", token.expose()), "auth")?,
-                ));
-            }
-            None => {}
-        }
         Ok(HttpElement {
             base_url: spec.base_url.clone(),
-            headers,
+            headers: spec.request_headers.clone(),
         })
     }
 

@@ -7,15 +7,14 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
-use base64::Engine;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::header::ACCEPT;
 
 use super::raw::{self, raw_kind};
 use super::{
     Cursor, FetchError, Page, ProviderClient, ProviderResponse, RawRecord, checked_next, id_text,
     join_url,
 };
-use crate::config::{ConnectWiseSpec, Paging, ResourceSpec};
+use crate::config::{ConnectWiseSpec, Paging, RequestHeaders, ResourceSpec};
 
 /// ConnectWise's largest page.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -23,8 +22,8 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 #[derive(Clone)]
 pub struct ConnectWise {
     base_url: String,
-    authorization: HeaderValue,
-    client_id: Option<HeaderValue>,
+    /// `Authorization` and `clientId`, marked sensitive so they never print.
+    headers: RequestHeaders,
 }
 
 impl std::fmt::Debug for ConnectWise {
@@ -39,32 +38,12 @@ impl std::fmt::Debug for ConnectWise {
 }
 
 impl ConnectWise {
+    /// The headers come parsed from the spec (config checked them at load, so `check` and `run`
+    /// refuse the same files).
     pub fn new(spec: &ConnectWiseSpec) -> Result<ConnectWise, FetchError> {
-        let credentials = format!(
-            "{}+{}:{}",
-            spec.company,
-            spec.public_key.expose(),
-            spec.private_key.expose()
-        );
-        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-        let mut authorization =
-            HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
-                FetchError::Config("ConnectWise credentials are not valid header text".into())
-            })?;
-        authorization.set_sensitive(true);
-        let client_id = spec
-            .client_id
-            .as_deref()
-            .map(|c| {
-                HeaderValue::from_str(c).map_err(|_| {
-                    FetchError::Config("connectwise.clientID is not valid header text".into())
-                })
-            })
-            .transpose()?;
         Ok(ConnectWise {
             base_url: spec.base_url.clone(),
-            authorization,
-            client_id,
+            headers: spec.request_headers.clone(),
         })
     }
 
@@ -106,13 +85,9 @@ impl ConnectWise {
                 url
             }
         };
-        let mut request = client
-            .http()
-            .get(url)
-            .header(AUTHORIZATION, self.authorization.clone())
-            .header(ACCEPT, "application/json");
-        if let Some(id) = &self.client_id {
-            request = request.header("clientId", id.clone());
+        let mut request = client.http().get(url).header(ACCEPT, "application/json");
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
         }
         if resource.paging == Paging::Keyset {
             request = request.header("pagination-type", "forward-only");
