@@ -2,37 +2,11 @@
 //! table `tests/data/java-dates.tsv`, the `SimpleDateFormat` Javadoc examples, and Java's
 //! documented parsing behaviour.
 
+mod support;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use pollerd::dates::{DatePattern, Zone};
-
-struct JavaRow {
-    line: usize,
-    pattern: String,
-    zone: String,
-    epoch_ms: i64,
-    formatted: String,
-}
-
-fn java_rows() -> Vec<JavaRow> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/java-dates.tsv");
-    let table = std::fs::read_to_string(path).expect("read java-dates.tsv");
-    table
-        .lines()
-        .enumerate()
-        .skip(1)
-        .map(|(index, line)| {
-            let columns: Vec<&str> = line.split('\t').collect();
-            assert_eq!(columns.len(), 4, "line {}: {line:?}", index + 1);
-            JavaRow {
-                line: index + 1,
-                pattern: columns[0].to_string(),
-                zone: columns[1].to_string(),
-                epoch_ms: columns[2].parse().expect("epoch_ms"),
-                formatted: columns[3].to_string(),
-            }
-        })
-        .collect()
-}
+use support::java_dates::java_rows;
 
 fn at_ms(epoch_ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(epoch_ms).unwrap()

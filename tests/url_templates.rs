@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use pollerd::template::UrlTemplate;
 use serde_json::json;
+use support::java_dates::{JavaRow, java_rows};
 use support::{DaemonDir, WAIT, wait_for};
 
 /// 2001-07-04T12:08:56.235Z, a row of the Java fixture table.
@@ -209,36 +210,6 @@ fn connectwise_conditions_hold_the_decoded_date() {
             "lastUpdated>[2001-07-04T12:08:56Z]".to_string()
         )]
     );
-}
-
-/// One row of tests/data/java-dates.tsv: what Java 17's `SimpleDateFormat` printed.
-struct JavaRow {
-    line: usize,
-    pattern: String,
-    zone: String,
-    epoch_ms: i64,
-    formatted: String,
-}
-
-fn java_rows() -> Vec<JavaRow> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/java-dates.tsv");
-    let table = std::fs::read_to_string(path).expect("read java-dates.tsv");
-    let mut lines = table.lines().enumerate();
-    let header = lines.next().map(|(_, header)| header);
-    assert_eq!(header, Some("pattern\tzone\tepoch_ms\tformatted"));
-    lines
-        .map(|(index, line)| {
-            let columns: Vec<&str> = line.split('\t').collect();
-            assert_eq!(columns.len(), 4, "line {}: {line:?}", index + 1);
-            JavaRow {
-                line: index + 1,
-                pattern: columns[0].to_string(),
-                zone: columns[1].to_string(),
-                epoch_ms: columns[2].parse().expect("epoch_ms"),
-                formatted: columns[3].to_string(),
-            }
-        })
-        .collect()
 }
 
 /// An HTTP/1.1 server that records each raw request target and answers with the query decoded

@@ -2,6 +2,8 @@
 //! directory, signals, `kill -9`. Shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod java_dates;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
