@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::admin::{self, CorruptView, DeadLetterView, StatusReport};
+use crate::admin::{
+    self, CorruptView, DeadLetterView, InstanceStatus, ResourceStatusView, StatusReport,
+};
 
 /// Tables are laid out to fit a terminal this wide.
 const SCREEN_WIDTH: usize = 120;
@@ -82,9 +84,41 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+const STATUS_HEADERS: [&str; 9] = [
+    "INSTANCE",
+    "RESOURCE",
+    "WATERMARK",
+    "LAST POLL",
+    "NEXT POLL",
+    "EVENTS",
+    "OUTBOX",
+    "DEAD",
+    "LAST ERROR",
+];
+
 /// The status as a table: one row per resource, then notes and totals; fits 120 columns.
 pub fn render_status(report: &StatusReport) -> String {
     let mut out = String::new();
+    write_daemon_lines(&mut out, report);
+    out.push('\n');
+    let table = StatusTable::of(report);
+    if table.rows.is_empty() {
+        out.push_str("no resources are being polled\n");
+    } else {
+        let truncated = write_table(&mut out, &STATUS_HEADERS, &table.rows, &[5, 6, 7]);
+        if truncated {
+            out.push_str("(errors cut to fit; `pollerd status --json` shows them whole)\n");
+        }
+    }
+    for note in &table.notes {
+        out.push_str(&wrap(note, "note: ", "      "));
+    }
+    write_status_totals(&mut out, report, &table);
+    out
+}
+
+/// Version, pid, start time and the outcome of the last reload with its errors.
+fn write_daemon_lines(out: &mut String, report: &StatusReport) {
     let _ = writeln!(
         out,
         "pollerd {}, pid {}, running since {} UTC",
@@ -92,100 +126,105 @@ pub fn render_status(report: &StatusReport) -> String {
         report.pid,
         report.started_at.format("%Y-%m-%d %H:%M:%S")
     );
-    if let Some(reload) = &report.last_reload {
-        let at = reload.at.format("%Y-%m-%d %H:%M:%S");
-        if reload.ok {
-            let _ = writeln!(out, "last reload {at} UTC: ok");
-        } else {
-            let _ = writeln!(
-                out,
-                "last reload {at} UTC: {}",
-                plural(reload.errors.len() as u64, "error")
-            );
-            for error in &reload.errors {
-                out.push_str(&wrap(&one_line(error), "  ", "    "));
-            }
+    let Some(reload) = &report.last_reload else {
+        return;
+    };
+    let at = reload.at.format("%Y-%m-%d %H:%M:%S");
+    if reload.ok {
+        let _ = writeln!(out, "last reload {at} UTC: ok");
+    } else {
+        let _ = writeln!(
+            out,
+            "last reload {at} UTC: {}",
+            plural(reload.errors.len() as u64, "error")
+        );
+        for error in &reload.errors {
+            out.push_str(&wrap(&one_line(error), "  ", "    "));
         }
     }
-    out.push('\n');
+}
 
-    let headers = [
-        "INSTANCE",
-        "RESOURCE",
-        "WATERMARK",
-        "LAST POLL",
-        "NEXT POLL",
-        "EVENTS",
-        "OUTBOX",
-        "DEAD",
-        "LAST ERROR",
-    ];
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    let mut resource_count = 0_u64;
-    let mut events_total = 0_u64;
-    for instance in &report.instances {
+/// The rows of the status table, the notes found while collecting them, and the counts the
+/// totals line needs.
+#[derive(Default)]
+struct StatusTable {
+    rows: Vec<Vec<String>>,
+    notes: Vec<String>,
+    resource_count: u64,
+    events_total: u64,
+}
+
+impl StatusTable {
+    fn of(report: &StatusReport) -> Self {
+        let mut table = Self::default();
+        for instance in &report.instances {
+            table.note_instance(instance);
+            for resource in &instance.resources {
+                table.add_resource(instance, resource);
+            }
+        }
+        table
+    }
+
+    fn note_instance(&mut self, instance: &InstanceStatus) {
         if !instance.enabled {
-            notes.push(format!(
+            self.notes.push(format!(
                 "instance {} ({}): disabled",
                 instance.name, instance.file
             ));
         }
         if let Some(error) = &instance.error {
-            notes.push(format!(
+            self.notes.push(format!(
                 "instance {} ({}): its file has an error, the last good version runs: {}",
                 instance.name,
                 instance.file,
                 one_line(error)
             ));
         }
-        for resource in &instance.resources {
-            resource_count += 1;
-            events_total += resource.events_emitted;
-            if instance.enabled && resource.pollers != 1 {
-                notes.push(format!(
-                    "instance {}, resource {}: {} poll tasks running, expected 1",
-                    instance.name, resource.name, resource.pollers
-                ));
-            }
-            for panic in &resource.task_panics {
-                notes.push(format!(
-                    "instance {}, resource {}: its {} task panicked {} (last at {} UTC: {}) and was started again; a bug, please report it",
-                    instance.name,
-                    resource.name,
-                    panic.task,
-                    plural(panic.panics, "time"),
-                    panic.last_at.format("%Y-%m-%d %H:%M:%S"),
-                    one_line(&panic.last_message)
-                ));
-            }
-            rows.push(vec![
-                truncate(&instance.name, MAX_INSTANCE_WIDTH),
-                truncate(&resource.name, MAX_RESOURCE_WIDTH),
-                short_time(resource.watermark),
-                short_time(resource.last_poll),
-                short_time(resource.next_poll),
-                resource.events_emitted.to_string(),
-                resource.outbox_depth.to_string(),
-                resource.dead_letters.to_string(),
-                resource
-                    .last_error
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), one_line),
-            ]);
+    }
+
+    fn add_resource(&mut self, instance: &InstanceStatus, resource: &ResourceStatusView) {
+        self.resource_count += 1;
+        self.events_total += resource.events_emitted;
+        if instance.enabled && resource.pollers != 1 {
+            self.notes.push(format!(
+                "instance {}, resource {}: {} poll tasks running, expected 1",
+                instance.name, resource.name, resource.pollers
+            ));
         }
-    }
-    if rows.is_empty() {
-        out.push_str("no resources are being polled\n");
-    } else {
-        let truncated = write_table(&mut out, &headers, &rows, &[5, 6, 7]);
-        if truncated {
-            out.push_str("(errors cut to fit; `pollerd status --json` shows them whole)\n");
+        for panic in &resource.task_panics {
+            self.notes.push(format!(
+                "instance {}, resource {}: its {} task panicked {} (last at {} UTC: {}) and was started again; a bug, please report it",
+                instance.name,
+                resource.name,
+                panic.task,
+                plural(panic.panics, "time"),
+                panic.last_at.format("%Y-%m-%d %H:%M:%S"),
+                one_line(&panic.last_message)
+            ));
         }
+        self.rows.push(status_row(instance, resource));
     }
-    for note in &notes {
-        out.push_str(&wrap(note, "note: ", "      "));
-    }
+}
+
+fn status_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<String> {
+    vec![
+        truncate(&instance.name, MAX_INSTANCE_WIDTH),
+        truncate(&resource.name, MAX_RESOURCE_WIDTH),
+        short_time(resource.watermark),
+        short_time(resource.last_poll),
+        short_time(resource.next_poll),
+        resource.events_emitted.to_string(),
+        resource.outbox_depth.to_string(),
+        resource.dead_letters.to_string(),
+        resource
+            .last_error
+            .as_deref()
+            .map_or_else(|| "-".to_string(), one_line),
+    ]
+}
+
+fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTable) {
     let enabled = report
         .instances
         .iter()
@@ -195,12 +234,11 @@ pub fn render_status(report: &StatusReport) -> String {
         out,
         "total: {} ({enabled} enabled), {}, {} emitted, {} in the outbox, {}",
         plural(report.instances.len() as u64, "instance"),
-        plural(resource_count, "resource"),
-        plural(events_total, "event"),
+        plural(table.resource_count, "resource"),
+        plural(table.events_total, "event"),
         plural(report.outbox_depth, "notification"),
         plural(report.dead_letters, "dead letter"),
     );
-    out
 }
 
 /// The dead letters as a table (ids in full: they are what replay and drop take). A corrupt
@@ -211,6 +249,27 @@ pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
     }
     // The id is normally the event id; a separate column only when some differ.
     let show_event_id = list.iter().any(|letter| letter.event_id != letter.id);
+    let headers = dead_letter_headers(show_event_id);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|letter| dead_letter_row(letter, show_event_id))
+        .collect();
+    let count_columns: Vec<usize> = if show_event_id {
+        vec![4, 5]
+    } else {
+        vec![3, 4]
+    };
+    let mut out = String::new();
+    let truncated = write_table(&mut out, &headers, &rows, &count_columns);
+    let _ = writeln!(out, "total: {}", plural(list.len() as u64, "dead letter"));
+    write_corrupt_entries(&mut out, list);
+    if truncated {
+        out.push_str("(errors cut to fit)\n");
+    }
+    out
+}
+
+fn dead_letter_headers(show_event_id: bool) -> Vec<&'static str> {
     let mut headers = vec!["ID"];
     if show_event_id {
         headers.push("EVENT ID");
@@ -224,73 +283,64 @@ pub fn render_dead_letters(list: &[DeadLetterView]) -> String {
         "DEAD SINCE (UTC)",
         "LAST ERROR",
     ]);
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|letter| {
-            let mut row = vec![letter.id.clone()];
-            if show_event_id {
-                row.push(or_dash(&letter.event_id));
-            }
-            row.extend([
-                truncate(&or_dash(&letter.instance), MAX_INSTANCE_WIDTH),
-                truncate(&or_dash(&letter.resource), MAX_RESOURCE_WIDTH),
-            ]);
-            match &letter.corrupt {
-                None => row.extend([
-                    letter.attempts.to_string(),
-                    letter
-                        .last_status
-                        .map_or_else(|| "-".to_string(), |status| status.to_string()),
-                    letter.created_at.format("%m-%d %H:%M:%S").to_string(),
-                    letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
-                    one_line(&letter.last_error),
-                ]),
-                Some(corrupt) => row.extend([
-                    "-".to_string(),
-                    "CORRUPT".to_string(),
-                    "-".to_string(),
-                    letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
-                    one_line(&corrupt.reason),
-                ]),
-            }
-            row
-        })
-        .collect();
+    headers
+}
 
-    let count_columns: Vec<usize> = if show_event_id {
-        vec![4, 5]
-    } else {
-        vec![3, 4]
-    };
-    let mut out = String::new();
-    let truncated = write_table(&mut out, &headers, &rows, &count_columns);
-    let _ = writeln!(out, "total: {}", plural(list.len() as u64, "dead letter"));
+fn dead_letter_row(letter: &DeadLetterView, show_event_id: bool) -> Vec<String> {
+    let mut row = vec![letter.id.clone()];
+    if show_event_id {
+        row.push(or_dash(&letter.event_id));
+    }
+    row.extend([
+        truncate(&or_dash(&letter.instance), MAX_INSTANCE_WIDTH),
+        truncate(&or_dash(&letter.resource), MAX_RESOURCE_WIDTH),
+    ]);
+    match &letter.corrupt {
+        None => row.extend([
+            letter.attempts.to_string(),
+            letter
+                .last_status
+                .map_or_else(|| "-".to_string(), |status| status.to_string()),
+            letter.created_at.format("%m-%d %H:%M:%S").to_string(),
+            letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
+            one_line(&letter.last_error),
+        ]),
+        Some(corrupt) => row.extend([
+            "-".to_string(),
+            "CORRUPT".to_string(),
+            "-".to_string(),
+            letter.dead_at.format("%m-%d %H:%M:%S").to_string(),
+            one_line(&corrupt.reason),
+        ]),
+    }
+    row
+}
+
+/// Below the table: each corrupt entry with the size of the bytes kept and why it is corrupt.
+fn write_corrupt_entries(out: &mut String, list: &[DeadLetterView]) {
     let corrupt: Vec<(&str, &CorruptView)> = list
         .iter()
         .filter_map(|letter| Some((letter.id.as_str(), letter.corrupt.as_ref()?)))
         .collect();
-    if !corrupt.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} (stored bytes that could not be read, moved aside and kept; they cannot be replayed, `pollerd dead-letters drop ID` removes one):",
-            match corrupt.len() {
-                1 => "1 corrupt entry".to_string(),
-                count => format!("{count} corrupt entries"),
-            }
-        );
-        for (id, corrupt) in corrupt {
-            let line = format!(
-                "{id}: {} kept; {}",
-                plural(corrupt.size, "byte"),
-                one_line(&corrupt.reason)
-            );
-            out.push_str(&wrap(&line, "  ", "    "));
+    if corrupt.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} (stored bytes that could not be read, moved aside and kept; they cannot be replayed, `pollerd dead-letters drop ID` removes one):",
+        match corrupt.len() {
+            1 => "1 corrupt entry".to_string(),
+            count => format!("{count} corrupt entries"),
         }
+    );
+    for (id, corrupt) in corrupt {
+        let line = format!(
+            "{id}: {} kept; {}",
+            plural(corrupt.size, "byte"),
+            one_line(&corrupt.reason)
+        );
+        out.push_str(&wrap(&line, "  ", "    "));
     }
-    if truncated {
-        out.push_str("(errors cut to fit)\n");
-    }
-    out
 }
 
 fn or_dash(text: &str) -> String {
