@@ -233,17 +233,7 @@ async fn hundreds_of_idle_clients_leave_the_daemon_answering_bounded_and_polling
         &seed_instance(&sim, &receiver.url(), "0.01"),
     );
     let daemon = dd.start(&[]);
-    wait_for("the metrics address in the log", WAIT, || {
-        daemon.log_text().contains("metrics on http://")
-    })
-    .await;
-    let addr: SocketAddr = daemon
-        .log_text()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("the metrics address");
+    let addr = metrics_address(&daemon).await;
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
     wait_for("status", WAIT, || status(&dd).is_some()).await;
     let baseline = open_fds(daemon.pid());

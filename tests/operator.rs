@@ -316,19 +316,7 @@ async fn metrics_count_what_happened() {
         &seed_instance(&sim, &receiver.url(), "0.01"),
     );
     let daemon = dd.start(&[]);
-    wait_for("the metrics address in the log", WAIT, || {
-        daemon.log_text().contains("metrics on http://")
-    })
-    .await;
-    let log = daemon.log_text();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = metrics_address(&daemon).await.to_string();
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
     sim.create_many(RecordKind::Contact, 4, None);
     wait_for("four events delivered", WAIT, || {

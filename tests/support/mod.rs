@@ -236,6 +236,22 @@ pub fn events_by_version(
     map
 }
 
+/// The address the daemon's metrics listener is on (settings `listen = "127.0.0.1:0"`), read from
+/// its log line once it appears.
+pub async fn metrics_address(daemon: &Daemon) -> std::net::SocketAddr {
+    wait_for("the metrics address in the log", WAIT, || {
+        daemon.log_text().contains("metrics on http://")
+    })
+    .await;
+    daemon
+        .log_text()
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .expect("the metrics address")
+}
+
 /// `pollerd ARGS --config <the daemon's settings>`, as an operator types it.
 pub fn pollerd(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pollerd"))
