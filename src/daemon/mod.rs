@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, ReloadStatus};
@@ -22,7 +23,7 @@ use crate::poller::PollShared;
 use crate::store::{SledStore, Store};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
 use crate::systemd::{Notifier, Part, Progress};
-use crate::watch::watch_instances;
+use crate::watch::{Changes, watch_instances};
 
 /// Everything the running daemon holds.
 pub struct Daemon {
@@ -244,14 +245,14 @@ async fn beating_while<F: std::future::Future>(progress: &Progress, work: F) -> 
     }
 }
 
+/// The daemon from start to stop: READY once the admin socket (and metrics, if set) listen,
+/// then the main loop until SIGTERM or SIGINT, then the graceful stop.
 pub async fn serve(
     settings: Settings,
     config_path: Option<&Path>,
     env: Environment,
 ) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut signals = Signals::install()?;
     let notifier = Notifier::from_env();
     // Watch before the first read of the directory, so no change in between is missed.
     let (_watcher, mut changes) =
@@ -259,25 +260,9 @@ pub async fn serve(
             .with_context(|| format!("watching {}", settings.instances_dir.display()))?;
     let mut daemon = Daemon::start(settings, &env).await?;
     let cancel = CancellationToken::new();
-    let admin = AdminServer::start(
-        &daemon.settings.admin_socket,
-        Arc::new(daemon.admin()),
-        cancel.child_token(),
-    )
-    .await
-    .with_context(|| format!("admin socket {}", daemon.settings.admin_socket.display()))?;
+    let admin = start_admin_socket(&daemon, &cancel).await?;
     let ready = Arc::new(AtomicBool::new(false));
-    if let Some(listen) = daemon.settings.metrics_listen {
-        let r = ready.clone();
-        let bound = crate::metrics::serve(
-            listen,
-            daemon.metrics.clone(),
-            Arc::new(move || r.load(Ordering::Relaxed)),
-            cancel.child_token(),
-        )
-        .await?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
+    serve_metrics(&daemon, &ready, &cancel).await?;
     ready.store(true, Ordering::Relaxed);
     notifier.ready();
     notifier.status(&daemon.summary_line());
@@ -289,38 +274,15 @@ pub async fn serve(
     let _scheduler_beat = progress.spawn_scheduler_beat(cancel.child_token());
     let healthy = progress.clone();
     let _watchdog = notifier.spawn_watchdog(cancel.child_token(), move || healthy.healthy());
-    let mut gauges = tokio::time::interval(Duration::from_secs(5));
-    let mut heartbeat = tokio::time::interval(progress.beat_period());
-    loop {
-        // Every pass of this loop is progress; the heartbeat makes sure there is a pass often
-        // enough even when nothing else happens.
-        progress.beat(Part::MainLoop);
-        tokio::select! {
-            _ = heartbeat.tick() => continue,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                notifier.reloading();
-                daemon.reload_all(config_path, &env).await;
-                notifier.ready();
-            }
-            Some(mut batch) = changes.recv() => {
-                // Take whatever else is already waiting, as one reload.
-                while let Ok(more) = changes.try_recv() {
-                    batch.merge(more);
-                }
-                let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
-                daemon.reload_instances(if batch.rescan { None } else { Some(&paths) }).await;
-            }
-            _ = gauges.tick() => {
-                let stats = daemon.store.stats().unwrap_or_default();
-                daemon.metrics.set_outbox_depth(stats.outbox_depth);
-                daemon.metrics.set_dead_letters(stats.dead_letters);
-                daemon.metrics.set_corrupt_set_aside(stats.corrupt_set_aside);
-            }
-        }
-        notifier.status(&daemon.summary_line());
+    MainLoop {
+        daemon: &mut daemon,
+        notifier: &notifier,
+        progress: &progress,
+        config_path,
+        env: &env,
     }
+    .run_until_stopped(&mut signals, &mut changes)
+    .await;
     tracing::info!("stopping");
     notifier.stopping();
     ready.store(false, Ordering::Relaxed);
@@ -329,4 +291,112 @@ pub async fn serve(
     admin.stopped().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The signals the daemon answers: SIGTERM and SIGINT stop it, SIGHUP reloads everything.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn start_admin_socket(
+    daemon: &Daemon,
+    cancel: &CancellationToken,
+) -> anyhow::Result<AdminServer> {
+    AdminServer::start(
+        &daemon.settings.admin_socket,
+        Arc::new(daemon.admin()),
+        cancel.child_token(),
+    )
+    .await
+    .with_context(|| format!("admin socket {}", daemon.settings.admin_socket.display()))
+}
+
+/// The metrics endpoint, when `metrics_listen` is set; it reports ready while `ready` is set.
+async fn serve_metrics(
+    daemon: &Daemon,
+    ready: &Arc<AtomicBool>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(listen) = daemon.settings.metrics_listen else {
+        return Ok(());
+    };
+    let r = ready.clone();
+    let bound = crate::metrics::serve(
+        listen,
+        daemon.metrics.clone(),
+        Arc::new(move || r.load(Ordering::Relaxed)),
+        cancel.child_token(),
+    )
+    .await?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(())
+}
+
+/// What the main loop acts on between READY and the stop.
+struct MainLoop<'a> {
+    daemon: &'a mut Daemon,
+    notifier: &'a Notifier,
+    progress: &'a Progress,
+    config_path: Option<&'a Path>,
+    env: &'a Environment,
+}
+
+impl MainLoop<'_> {
+    /// Answers SIGHUP, instance file changes and the gauge timer until SIGTERM or SIGINT.
+    async fn run_until_stopped(&mut self, signals: &mut Signals, changes: &mut Receiver<Changes>) {
+        let mut gauges = tokio::time::interval(Duration::from_secs(5));
+        let mut heartbeat = tokio::time::interval(self.progress.beat_period());
+        loop {
+            // Every pass of this loop is progress; the heartbeat makes sure there is a pass often
+            // enough even when nothing else happens.
+            self.progress.beat(Part::MainLoop);
+            tokio::select! {
+                _ = heartbeat.tick() => continue,
+                _ = signals.term.recv() => break,
+                _ = signals.int.recv() => break,
+                _ = signals.hup.recv() => self.reload_all().await,
+                Some(batch) = changes.recv() => self.reload_changed(batch, changes).await,
+                _ = gauges.tick() => self.update_store_gauges(),
+            }
+            self.notifier.status(&self.daemon.summary_line());
+        }
+    }
+
+    async fn reload_all(&mut self) {
+        self.notifier.reloading();
+        self.daemon.reload_all(self.config_path, self.env).await;
+        self.notifier.ready();
+    }
+
+    async fn reload_changed(&mut self, mut batch: Changes, changes: &mut Receiver<Changes>) {
+        // Take whatever else is already waiting, as one reload.
+        while let Ok(more) = changes.try_recv() {
+            batch.merge(more);
+        }
+        let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
+        self.daemon
+            .reload_instances(if batch.rescan { None } else { Some(&paths) })
+            .await;
+    }
+
+    fn update_store_gauges(&self) {
+        let stats = self.daemon.store.stats().unwrap_or_default();
+        self.daemon.metrics.set_outbox_depth(stats.outbox_depth);
+        self.daemon.metrics.set_dead_letters(stats.dead_letters);
+        self.daemon
+            .metrics
+            .set_corrupt_set_aside(stats.corrupt_set_aside);
+    }
 }
