@@ -45,15 +45,6 @@ pub struct SecretSources {
     pub unverified_credentials_ok: bool,
 }
 
-impl SecretSources {
-    pub fn from_env() -> Self {
-        SecretSources {
-            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
-            unverified_credentials_ok: false,
-        }
-    }
-}
-
 /// A string that is exactly one secret reference.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SecretRef<'a> {

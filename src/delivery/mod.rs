@@ -168,11 +168,6 @@ impl Deliverer {
         self.inner.task_panics.clone()
     }
 
-    /// Number of queues with a worker running.
-    pub fn active_queues(&self) -> usize {
-        self.inner.workers.running()
-    }
-
     /// Graceful stop: no new attempts; attempts in flight get the grace period; then the store
     /// is flushed. Whatever was not delivered stays in the outbox for the next start.
     pub async fn shutdown(&self) {
