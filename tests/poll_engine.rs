@@ -534,6 +534,15 @@ async fn records_without_id_or_date_are_skipped_and_counted() {
     });
     let report = h.run_ok(&broken, "contacts").await;
     assert_eq!((report.skipped, report.events), (3, 0), "{report:?}");
+
+    // A record that really has no id (the simulator drops the last one's): skipped and counted,
+    // the others of its page emitted.
+    h.sim.create_many(RecordKind::Contact, 3, None);
+    h.sim
+        .inject(Fault::LastRecordWithoutId, FaultScope::next(1));
+    let report = h.run_ok(&spec, "contacts").await;
+    assert_eq!(report.skipped, 1, "{report:?}");
+    assert_eq!(report.events, report.records - 1, "{report:?}");
 }
 
 #[tokio::test]
