@@ -139,6 +139,27 @@ fn logged_class(line: &str) -> &'static str {
     panic!("a polling error of no expected class: {line}")
 }
 
+/// A daemon polling the simulator's contacts `page_size` per page every 0.6 s, with the chaos
+/// timeout and `polling` more `[polling]` settings, once it has polled twice.
+async fn polling_contacts(
+    sim: &ConnectWiseSim,
+    receiver: &Receiver,
+    polling: &str,
+    page_size: u32,
+) -> (DaemonDir, Daemon) {
+    let dd = DaemonDir::new(&format!(
+        "[polling]\nhttp_timeout = \"{}ms\"\n{polling}",
+        HTTP_TIMEOUT.as_millis()
+    ));
+    let mut instance = seed_instance(sim, &receiver.url(), "0.01");
+    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] =
+        page_size.into();
+    dd.write_instance("contacts.json", &instance);
+    let daemon = dd.start(&[]);
+    wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
+    (dd, daemon)
+}
+
 /// Changes contacts while the chaos runs: 10 new and 5 updated every 200 ms.
 struct Producer {
     producing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -184,16 +205,8 @@ async fn a_faulty_provider_loses_and_repeats_nothing() {
     let seed = fastrand::u64(..);
     sim.seed_faults(seed);
     let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new(&format!(
-        "[polling]\nhttp_timeout = \"{}ms\"\n",
-        HTTP_TIMEOUT.as_millis()
-    ));
-    let mut instance = seed_instance(&sim, &receiver.url(), "0.01");
     // Several pages per run, so faults also hit runs midway.
-    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 50.into();
-    dd.write_instance("contacts.json", &instance);
-    let daemon = dd.start(&[]);
-    wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
+    let (dd, daemon) = polling_contacts(&sim, &receiver, "", 50).await;
 
     let producer = Producer::start(&sim);
 
@@ -376,15 +389,8 @@ async fn a_hostile_provider_loses_and_repeats_nothing() {
             drop(socket);
         }
     });
-    let dd = DaemonDir::new(&format!(
-        "[polling]\nhttp_timeout = \"{}ms\"\nmax_response_size = \"2MiB\"\n",
-        HTTP_TIMEOUT.as_millis()
-    ));
-    let mut instance = seed_instance(&sim, &receiver.url(), "0.01");
-    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 20.into();
-    dd.write_instance("contacts.json", &instance);
-    let daemon = dd.start(&[]);
-    wait_for("the first watermark", WAIT, || sim.request_count() >= 2).await;
+    let (dd, daemon) =
+        polling_contacts(&sim, &receiver, "max_response_size = \"2MiB\"\n", 20).await;
 
     let producer = Producer::start(&sim);
     // The phase is the chaos itself: it lasts its time whatever the daemon does.
