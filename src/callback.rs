@@ -2,9 +2,10 @@
 //! the URL and turned into Basic credentials. `config` checks the URL with it and `delivery`
 //! sends to it, so it depends on neither.
 
-use base64::Engine as _;
 use hyper::Uri;
 use hyper::header::HeaderValue;
+
+use crate::http_util::basic_authorization;
 
 /// A callback URL made ready to send to, once per target: the request URI without user name
 /// and password, and those as Basic credentials (as reqwest sent them).
@@ -49,7 +50,10 @@ impl Endpoint {
             // An http(s) URL with a host always takes these.
             let _ = url.set_username("");
             let _ = url.set_password(None);
-            Some(basic_credentials(&user, password.as_deref()))
+            Some(basic_authorization(
+                &user,
+                password.as_deref().unwrap_or(""),
+            ))
         } else {
             None
         };
@@ -60,16 +64,6 @@ impl Endpoint {
             authorization,
         })
     }
-}
-
-/// `Basic base64(user:password)`, marked sensitive.
-fn basic_credentials(user: &str, password: Option<&str>) -> HeaderValue {
-    let credentials = format!("{user}:{}", password.unwrap_or(""));
-    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-    let mut value =
-        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
 }
 
 /// `%XX` escapes decoded; `None` when the result is not UTF-8.

@@ -56,6 +56,10 @@ pub enum LinkError {
     UnclosedQuote,
     #[error("Link headers name two different next pages")]
     TwoNextPages,
+    #[error("a Link header is longer than {MAX_LINK_LENGTH} bytes")]
+    TooLong,
+    #[error("a Link header's next target is not a URL")]
+    BadTarget,
 }
 
 /// Longest `Link` header value read (a page's links are a few hundred bytes).
@@ -67,7 +71,7 @@ const MAX_LINK_LENGTH: usize = 16 * 1024;
 /// targets such as `?fields=id,updated` and quoted parameters that hold a comma.
 pub fn parse_link_header(value: &str) -> Result<Vec<LinkValue>, LinkError> {
     if value.len() > MAX_LINK_LENGTH {
-        return Err(LinkError::BadParameter(MAX_LINK_LENGTH));
+        return Err(LinkError::TooLong);
     }
     let mut cursor = LinkCursor {
         text: value.as_bytes(),
@@ -98,7 +102,7 @@ pub fn next_link<'a>(
             }
             let target = requested
                 .join(&link.target)
-                .map_err(|_| LinkError::NoTarget(0))?;
+                .map_err(|_| LinkError::BadTarget)?;
             match &next {
                 Some(seen) if *seen != target => return Err(LinkError::TwoNextPages),
                 _ => next = Some(target),
@@ -242,6 +246,17 @@ impl LinkCursor<'_> {
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `Basic base64(user:password)`, marked sensitive so it never prints. Infallible: base64 text is
+/// always valid header text, whatever the user and password hold.
+pub fn basic_authorization(user: &str, password: &str) -> hyper::header::HeaderValue {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = hyper::header::HeaderValue::try_from(format!("Basic {encoded}"))
+        .expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 /// `application/json`, or any `*/*+json` (ConnectWise labels bodies
@@ -461,6 +476,13 @@ mod tests {
             snippet(&[b'x'; 1000]).len(),
             MAX_SHOWN_TEXT + '…'.len_utf8()
         );
+    }
+
+    #[test]
+    fn basic_authorization_is_base64_and_sensitive() {
+        let v = basic_authorization("u", "p");
+        assert_eq!(v.to_str().unwrap(), "Basic dTpw");
+        assert!(v.is_sensitive());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::headers;
 use super::secret::Secret;
 use super::source::child_pointer;
 use super::spec::*;
+use crate::http_util::basic_authorization;
 
 pub(super) const EVENT_KEYS: &[&str] = &[
     "event.notification.enabled",
@@ -153,13 +154,7 @@ fn connectwise_headers(
     private_key: &str,
     client_id: Option<(&str, &str)>,
 ) -> Option<RequestHeaders> {
-    let authorization = headers::basic_authorization(
-        &format!("{company}+{public_key}"),
-        private_key,
-        "the ConnectWise credentials",
-    )
-    .map_err(|e| cx.error("/configuration", e.to_string()))
-    .ok();
+    let authorization = basic_authorization(&format!("{company}+{public_key}"), private_key);
     let client_id = match client_id {
         Some((key, value)) => Some(
             headers::sensitive_value(value, key)
@@ -168,7 +163,7 @@ fn connectwise_headers(
         ),
         None => None,
     };
-    let mut out = vec![(AUTHORIZATION, authorization?)];
+    let mut out = vec![(AUTHORIZATION, authorization)];
     out.extend(client_id.map(|v| (CLIENT_ID, v)));
     Some(out)
 }
@@ -227,9 +222,7 @@ fn http_element(
 /// The `Authorization` value `auth` sends.
 fn auth_header(auth: &HttpAuth) -> Result<HeaderValue, headers::HeaderError> {
     match auth {
-        HttpAuth::Basic { user, password } => {
-            headers::basic_authorization(user, password.expose(), "auth user and password")
-        }
+        HttpAuth::Basic { user, password } => Ok(basic_authorization(user, password.expose())),
         HttpAuth::Bearer { token } => headers::bearer_authorization(token.expose()),
     }
 }

@@ -6,7 +6,6 @@
 //! Every value is marked sensitive (it may be an API key): `Debug` of a [`HeaderValue`] then
 //! prints `Sensitive`, never the value. Errors name the header, never its value.
 
-use base64::Engine as _;
 use reqwest::header::{HeaderName, HeaderValue};
 
 /// Why a header cannot be sent; the text never holds the value.
@@ -34,17 +33,6 @@ pub fn sensitive_value(text: &str, what: &str) -> Result<HeaderValue, HeaderErro
     Ok(value)
 }
 
-/// `Basic base64(user:password)`; `what` names the credentials in the error (base64 text is
-/// always valid, so none is expected).
-pub fn basic_authorization(
-    user: &str,
-    password: &str,
-    what: &str,
-) -> Result<HeaderValue, HeaderError> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    sensitive_value(&format!("Basic {encoded}"), what)
-}
-
 /// `Bearer TOKEN`; the token is the operator's, so it may not be valid header text.
 pub fn bearer_authorization(token: &str) -> Result<HeaderValue, HeaderError> {
     sensitive_value(&format!("Bearer {token}"), "auth token")
@@ -69,13 +57,6 @@ mod tests {
         let v = sensitive_value("k3y with spaces\tand tab", "h").unwrap();
         assert!(v.is_sensitive());
         assert_eq!(format!("{v:?}"), "Sensitive");
-        assert_eq!(
-            basic_authorization("u", "p", "auth")
-                .unwrap()
-                .to_str()
-                .unwrap(),
-            "Basic dTpw"
-        );
         assert!(header_name("X-Api-Key").is_ok());
         assert_eq!(
             header_name("bad name").unwrap_err().to_string(),
