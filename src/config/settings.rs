@@ -94,6 +94,11 @@ pub struct PollingSettings {
     pub max_clock_skew: Duration,
 }
 
+/// `[polling] max_response_size` when unset: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 64 << 20;
+/// `[polling] max_clock_skew` when unset.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
 /// Cloud Elements' retry schedule: 4^n seconds, nine retries.
 pub fn default_schedule() -> Vec<Duration> {
     (1..=9).map(|n| Duration::from_secs(4u64.pow(n))).collect()
@@ -316,11 +321,14 @@ impl Settings {
                     .map_or(Duration::from_secs(60), |d| d.0),
                 max_concurrent: raw.polling.max_concurrent.map_or(32, |c| c.0 as usize),
                 max_per_host: raw.polling.max_per_host.map_or(4, |c| c.0 as usize),
-                max_response_size: raw.polling.max_response_size.map_or(64 << 20, |s| s.0),
+                max_response_size: raw
+                    .polling
+                    .max_response_size
+                    .map_or(DEFAULT_MAX_RESPONSE_SIZE, |s| s.0),
                 max_clock_skew: raw
                     .polling
                     .max_clock_skew
-                    .map_or(Duration::from_secs(3600), |d| d.0),
+                    .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
             },
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
         })

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::{FetchError, RawRecord, origin_text, raw, same_origin};
 use crate::config::TlsCa;
+use crate::config::settings::{DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RESPONSE_SIZE};
 use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, shown_text,
     snippet,
@@ -81,10 +82,8 @@ impl TenantPauses {
     }
 
     fn pause(&self, tenant: u64, wait: Duration) {
-        let wait = wait.min(MAX_PROVIDER_PAUSE);
-        if let Some(at) = Instant::now().checked_add(wait) {
-            self.until.lock().expect("tenant pauses").insert(tenant, at);
-        }
+        let at = crate::time_math::deadline_in(wait.min(MAX_PROVIDER_PAUSE));
+        self.until.lock().expect("tenant pauses").insert(tenant, at);
     }
 }
 
@@ -100,8 +99,8 @@ pub struct ProviderLimits {
 impl Default for ProviderLimits {
     fn default() -> Self {
         ProviderLimits {
-            max_response_size: 64 << 20,
-            max_clock_skew: Duration::from_secs(3600),
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -267,12 +266,6 @@ impl ProviderClient {
             max_clock_skew: settings.max_clock_skew,
         };
         Ok(client)
-    }
-
-    /// Replaces the limits (tests and benchmarks set small ones).
-    pub fn with_limits(mut self, limits: ProviderLimits) -> ProviderClient {
-        self.limits = limits;
-        self
     }
 
     pub fn limits(&self) -> ProviderLimits {

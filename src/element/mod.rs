@@ -152,12 +152,12 @@ impl Element {
     }
 
     /// Whether a later attempt may start at `cursor` and read exactly what this one would have:
-    /// only ConnectWise's keyset paging (records after an id; its `Link` URLs carry that id).
+    /// only ConnectWise's keyset paging (records after an id, which is all its next pages are).
     /// An offset page shifts when records are deleted, and a token may expire.
     pub fn can_resume_at(&self, resource: &ResourceSpec, cursor: &Cursor) -> bool {
         matches!(self, Element::ConnectWise(_))
             && resource.paging == crate::config::Paging::Keyset
-            && matches!(cursor, Cursor::PageId(_) | Cursor::Url(_))
+            && matches!(cursor, Cursor::PageId(_))
     }
 }
 
