@@ -27,6 +27,7 @@ pub mod hubs;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod object_id;
 pub mod poller;
 pub mod signing;
 pub mod sim;

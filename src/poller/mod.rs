@@ -11,6 +11,7 @@
 
 mod extract;
 pub mod notification;
+pub mod reconcile;
 mod scan;
 pub mod schedule;
 
