@@ -19,7 +19,6 @@ use crate::element::Element;
 use crate::http_util::error_chain;
 use crate::poller::PollShared;
 use crate::poller::schedule::{ResourceStatus, SharedStatus, poll_loop};
-use crate::signing::WebhookSecret;
 use crate::store::ResourceKey;
 use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
 
@@ -186,10 +185,7 @@ impl Supervisor {
         for name in names {
             let spec = &desired[name];
             if let Some(n) = &spec.notifications {
-                match target(n) {
-                    Ok(t) => self.deliverer.set_target(name, t),
-                    Err(e) => tracing::error!(instance = %name, "{e}"),
-                }
+                self.deliverer.set_target(name, target(n));
                 if let Err(e) = self.deliverer.set_trusted_ca(name, spec.tls_ca.as_ref()) {
                     tracing::error!(instance = %name, "cannot trust tls.caFile for deliveries: {}", error_chain(&e));
                 }
@@ -341,15 +337,11 @@ async fn stop(running: Running) {
     }
 }
 
-fn target(n: &config::NotificationSpec) -> Result<Target, String> {
-    let webhook_secret = n
-        .webhook_secret
-        .as_ref()
-        .map(|s| WebhookSecret::parse(s.expose()).map_err(|e| e.to_string()))
-        .transpose()?;
-    Ok(Target {
+/// Where `n` sends to, from what config parsed.
+fn target(n: &config::NotificationSpec) -> Target {
+    Target {
         callback_url: n.callback_url.clone(),
         signature_key: n.signature_key.clone(),
-        webhook_secret,
-    })
+        webhook_secret: n.webhook_secret.clone(),
+    }
 }

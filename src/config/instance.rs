@@ -19,6 +19,7 @@ use super::secret::{Secret, SecretRef, SecretSources, resolve_references};
 use super::source::{Document, Format};
 use super::spec::*;
 use crate::callback::Endpoint;
+use crate::signing::WebhookSecret;
 
 const TOP_KEYS: &[&str] = &[
     "element",
@@ -374,16 +375,14 @@ fn warn_plain_http_callback(cx: &mut Ctx, url: &str) {
     }
 }
 
-/// `event.notification.webhook.secret`; one that is not a valid signing key is an error.
-fn webhook_secret(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Secret> {
+/// `event.notification.webhook.secret`, decoded; one that is not a valid signing key is an
+/// error.
+fn webhook_secret(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<WebhookSecret> {
     let key = "event.notification.webhook.secret";
-    let secret = optional_secret(cx, conf, key);
-    if let Some(s) = &secret {
-        if let Err(e) = crate::signing::WebhookSecret::parse(s.expose()) {
-            cx.error(&conf_pointer(key), format!("{key}: {e}"));
-        }
-    }
-    secret
+    let secret = optional_secret(cx, conf, key)?;
+    WebhookSecret::parse(secret.expose())
+        .map_err(|e| cx.error(&conf_pointer(key), format!("{key}: {e}")))
+        .ok()
 }
 
 /// `event.notification.batch.size`, 1 to 100, default 10; `None` when invalid.

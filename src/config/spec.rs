@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::secret::Secret;
 use crate::dates::{DatePattern, Zone};
+use crate::signing::WebhookSecret;
 use crate::template::UrlTemplate;
 
 #[derive(Clone, Debug)]
@@ -118,8 +119,9 @@ pub enum HttpAuth {
 pub struct NotificationSpec {
     pub callback_url: String,
     pub signature_key: Option<Secret>,
-    /// A `whsec_…` Standard Webhooks secret.
-    pub webhook_secret: Option<Secret>,
+    /// The `whsec_…` Standard Webhooks secret, decoded into its key bytes (Debug shows
+    /// `whsec_***`).
+    pub webhook_secret: Option<WebhookSecret>,
     /// Events per notification, 1–100.
     pub batch_size: usize,
 }
