@@ -24,7 +24,7 @@ mod provider_chaos;
 #[path = "chaos/receiver_chaos.rs"]
 mod receiver_chaos;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind};
@@ -46,21 +46,12 @@ pub use support::status;
 /// Like `support::wait_for`, for conditions that are costly to check (they parse every
 /// delivered notification): checked every 250 ms. On time-out, panics with the end of the
 /// daemon's log.
-pub async fn wait_costly(
-    dd: &DaemonDir,
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}; the daemon's log ends:\n{}",
-            tail(&dd.logs(), 40)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+pub async fn wait_costly(dd: &DaemonDir, what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        support::holds_within(limit, Duration::from_millis(250), cond).await,
+        "timed out after {limit:?} waiting for {what}; the daemon's log ends:\n{}",
+        tail(&dd.logs(), 40)
+    );
 }
 
 /// A date as it appears in records and payloads, compared as an instant (payloads carry

@@ -1,5 +1,8 @@
 //! Delivery against the test receiver over real HTTP: headers and signatures, retry on the
-//! schedule, Retry-After, dead letters and replay, per-resource order (SPEC §5, §6).
+//! schedule, Retry-After, dead letters and replay, per-resource order (SPEC §5, §6). Store state
+//! changes tell the receiver nothing, so some waits poll the store (`support::wait_for`).
+
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,17 +17,9 @@ use pollerd::signing::WebhookSecret;
 use pollerd::sim::receiver::{Behaviour, ReceivedRequest, Receiver};
 use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
 use sha2::Sha256;
+use support::wait_for;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds (store state changes tell the receiver nothing).
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn settings(schedule: &[u64]) -> DeliverySettings {
     DeliverySettings {
@@ -129,7 +124,10 @@ async fn notifications_carry_ids_timestamps_and_both_signatures() {
 
     let queued = serde_json::json!({"id": "evt-0", "n": 0, "text": "ünïcode"}).to_string();
     assert_eq!(r.body, queued.as_bytes(), "the exact stored bytes are sent");
-    wait_for("an empty outbox", || store.outbox_depth(&key).unwrap() == 0).await;
+    wait_for("an empty outbox", WAIT, || {
+        store.outbox_depth(&key).unwrap() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -165,7 +163,10 @@ async fn two_failures_then_success_keeps_the_event_id_and_body() {
         ts[0] < ts[1] && ts[1] < ts[2],
         "webhook-timestamp is the time of each attempt: {ts:?}"
     );
-    wait_for("an empty outbox", || store.outbox_depth(&key).unwrap() == 0).await;
+    wait_for("an empty outbox", WAIT, || {
+        store.outbox_depth(&key).unwrap() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -250,7 +251,7 @@ async fn an_exhausted_schedule_is_a_dead_letter() {
     let deliverer = Deliverer::new(store.clone(), &settings(&[50, 50]), None).unwrap();
     deliverer.set_target("inst", target(receiver.url()));
     deliverer.wake_all().unwrap();
-    wait_for("a dead letter", || {
+    wait_for("a dead letter", WAIT, || {
         !store.dead_letters().unwrap().is_empty()
     })
     .await;
@@ -322,7 +323,7 @@ async fn a_restart_keeps_the_backoff() {
         let deliverer = Deliverer::new(store.clone(), &settings(&[3000]), None).unwrap();
         deliverer.set_target("inst", target(receiver.url()));
         deliverer.wake_all().unwrap();
-        wait_for("the failed attempt to be recorded", || {
+        wait_for("the failed attempt to be recorded", WAIT, || {
             store
                 .outbox_head(&key)
                 .unwrap()

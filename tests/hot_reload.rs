@@ -28,19 +28,6 @@ fn polls_with_page_size(sim: &ConnectWiseSim, size: u64) -> usize {
         .count()
 }
 
-fn instance(
-    sim: &ConnectWiseSim,
-    receiver: &Receiver,
-    name: &str,
-    page_size: u64,
-    interval: &str,
-) -> Value {
-    let mut v = seed_instance(sim, &receiver.url(), interval);
-    v["name"] = name.into();
-    v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = page_size.into();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_files_apply_by_themselves() {
     let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
@@ -52,7 +39,10 @@ async fn instance_files_apply_by_themselves() {
 
     // Added: it polls without a signal.
     let written = Instant::now();
-    dd.write_instance("a.json", &instance(&sim, &receiver, "a", 101, "10"));
+    dd.write_instance(
+        "a.json",
+        &sized_instance(&sim, &receiver.url(), "a", 101, "10"),
+    );
     wait_for("instance a to poll", WAIT, || {
         polls_with_page_size(&sim, 101) >= 1
     })
@@ -66,7 +56,10 @@ async fn instance_files_apply_by_themselves() {
 
     // Edited (a 10-minute interval becomes 0.6 s): applied, watermark kept.
     let id = sim.create(RecordKind::Contact, None);
-    dd.write_instance("a.json", &instance(&sim, &receiver, "a", 102, "0.01"));
+    dd.write_instance(
+        "a.json",
+        &sized_instance(&sim, &receiver.url(), "a", 102, "0.01"),
+    );
     wait_for("the edited version to poll repeatedly", WAIT, || {
         polls_with_page_size(&sim, 102) >= 3
     })
@@ -108,7 +101,10 @@ async fn instance_files_apply_by_themselves() {
     );
 
     // Fixed: applied.
-    dd.write_instance("a.json", &instance(&sim, &receiver, "a", 103, "0.01"));
+    dd.write_instance(
+        "a.json",
+        &sized_instance(&sim, &receiver.url(), "a", 103, "0.01"),
+    );
     wait_for("the fixed version to poll", WAIT, || {
         polls_with_page_size(&sim, 103) >= 1
     })
@@ -148,7 +144,10 @@ async fn instance_files_apply_by_themselves() {
     );
 
     // Renamed away from *.json: stopped.
-    dd.write_instance("b.json", &instance(&sim, &receiver, "b", 104, "0.01"));
+    dd.write_instance(
+        "b.json",
+        &sized_instance(&sim, &receiver.url(), "b", 104, "0.01"),
+    );
     wait_for("b to run", WAIT, || {
         status(&dd).is_some_and(|s| instance_names(&s).contains("b"))
     })
@@ -182,7 +181,7 @@ async fn a_burst_of_changes_ends_with_the_final_files_and_one_poller_each() {
         match fastrand::u8(0..5) {
             0 | 1 => dd.write_instance(
                 &format!("i{n}.json"),
-                &instance(&sim, &receiver, &format!("i{n}"), 200 + step, "0.05"),
+                &sized_instance(&sim, &receiver.url(), &format!("i{n}"), 200 + step, "0.05"),
             ),
             2 => {
                 let _ = std::fs::remove_file(&file);

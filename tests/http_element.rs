@@ -1,17 +1,18 @@
 //! The generic `http` element against a small JSON API with cursor paging, over real HTTP.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use pollerd::config::{self, SecretSources};
-use pollerd::element::{Element, ProviderClient};
-use pollerd::poller::{PollShared, run_resource};
-use pollerd::store::{ResourceKey, SledStore, Store};
+use pollerd::element::Element;
+use pollerd::poller::run_resource;
+use pollerd::store::ResourceKey;
 use serde_json::{Value, json};
+use support::{load_spec, poll_shared};
 
 /// Items with a string id and an epoch-millisecond `modified`; 3 per page, cursor = last index.
 #[derive(Default)]
@@ -70,43 +71,28 @@ async fn cursor_paging_api_yields_every_new_item_once() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("items.json");
-    std::fs::write(
-        &file,
-        json!({
-            "element": {"key": "http"},
-            "name": "items",
-            "configuration": {
-                "baseUrl": format!("http://{addr}/v1"),
-                "headers": {"X-Api-Key": "k-123"},
-                "event.notification.enabled": true,
-                "event.notification.callback.url": "http://127.0.0.1:9/hook",
-                "event.poller.configuration": {
-                    "items": {
-                        "url": "/items?since=${epoch:ms}",
-                        "idField": "uuid",
-                        "itemsPath": "data",
-                        "nextPageField": "paging.next",
-                        "nextPageParam": "cursor",
-                        "datesConfiguration": {"updatedDateField": "modified", "updatedDateFormat": "milliseconds"}
-                    }
+    let instance = json!({
+        "element": {"key": "http"},
+        "name": "items",
+        "configuration": {
+            "baseUrl": format!("http://{addr}/v1"),
+            "headers": {"X-Api-Key": "k-123"},
+            "event.notification.enabled": true,
+            "event.notification.callback.url": "http://127.0.0.1:9/hook",
+            "event.poller.configuration": {
+                "items": {
+                    "url": "/items?since=${epoch:ms}",
+                    "idField": "uuid",
+                    "itemsPath": "data",
+                    "nextPageField": "paging.next",
+                    "nextPageParam": "cursor",
+                    "datesConfiguration": {"updatedDateField": "modified", "updatedDateFormat": "milliseconds"}
                 }
             }
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let loaded = config::load_instance_file(&file, &SecretSources::default());
-    let spec = loaded
-        .spec
-        .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics));
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
-    let shared = PollShared::new(
-        ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
-        store.clone(),
-        4,
-    );
+        }
+    });
+    let spec = load_spec(&dir.path().join("items.json"), &instance);
+    let (store, shared) = poll_shared(&dir.path().join("state"));
     let element = Element::new(&spec.element).unwrap();
     let resource = spec.resource("items").unwrap();
 

@@ -1,19 +1,21 @@
 //! The poll engine against the ConnectWise simulator over real HTTP on loopback: events,
 //! envelopes, watermarks, dedup, failures, clock skew (SPEC §5, §7).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
 use chrono::DurationRound;
-use pollerd::config::{self, InstanceSpec, SecretSources};
+use pollerd::config::InstanceSpec;
 use pollerd::element::{Element, ProviderClient};
 use pollerd::poller::{PollShared, Resume, RunReport, run_resource};
 use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
-use pollerd::store::{ResourceKey, SledStore, Store};
+use pollerd::store::{ResourceKey, Store};
 use serde_json::Value;
+use support::{load_spec, poll_shared, seed_example, wait_for};
 
 struct Harness {
     sim: ConnectWiseSim,
@@ -28,13 +30,7 @@ impl Harness {
     async fn new() -> Harness {
         let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
-        let shared = PollShared::new(
-            ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
-            store.clone(),
-            4,
-        );
+        let (store, shared) = poll_shared(&dir.path().join("state"));
         Harness {
             sim,
             store,
@@ -46,30 +42,13 @@ impl Harness {
 
     /// The seed example pointed at the simulator, with `edit` applied to its JSON.
     fn seed_instance(&self, edit: impl FnOnce(&mut Value)) -> InstanceSpec {
-        let seed = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("etc/instances.d/connectwise-contacts.json.example"),
-        )
-        .unwrap();
-        let mut v: Value = serde_json::from_str(&seed).unwrap();
-        let c = SimConfig::default();
-        let conf = v["configuration"].as_object_mut().unwrap();
-        conf.insert("baseUrl".into(), self.sim.base_url().into());
-        conf.insert("company".into(), c.company.into());
-        conf.insert("public.key".into(), c.public_key.into());
-        conf.insert("private.key".into(), c.private_key.into());
-        conf.insert("connectwise.clientID".into(), c.client_id.into());
+        let mut v = seed_example(&self.sim);
         edit(&mut v);
         self.load(&v)
     }
 
     fn load(&self, v: &Value) -> InstanceSpec {
-        let path = self.dir.path().join("instance.json");
-        std::fs::write(&path, serde_json::to_string_pretty(v).unwrap()).unwrap();
-        let loaded = config::load_instance_file(&path, &SecretSources::default());
-        loaded
-            .spec
-            .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics))
+        load_spec(&self.dir.path().join("instance.json"), v)
     }
 
     async fn run(
@@ -306,14 +285,10 @@ async fn changes_made_during_a_multi_page_scan_are_neither_lost_nor_doubled() {
     let (early, late) = (ids[10], ids[2400]); // on page 1 (already read) and page 3 (not yet)
     let sim = h.sim.clone();
     let changer = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while sim.request_count() < before + 1 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "page 1 never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for("page 1 to be answered", Duration::from_secs(30), || {
+            sim.request_count() > before
+        })
+        .await;
         let later = sim.now() + chrono::Duration::seconds(1);
         sim.update(RecordKind::Contact, early, Some(later));
         sim.update(RecordKind::Contact, late, Some(later));

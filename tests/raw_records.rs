@@ -3,14 +3,17 @@
 //! read from that text as parsed JSON would read them. A small JSON API on loopback serves fixed
 //! bodies to the generic `http` element.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::DateTime;
-use pollerd::config::{self, InstanceSpec, SecretSources};
+use pollerd::config::InstanceSpec;
 use pollerd::element::{Element, ProviderClient};
 use pollerd::poller::{MemorySink, PollError, RunReport, scan};
 use serde_json::{Value, json};
+use support::load_spec;
 
 const ISO: &str = "yyyy-MM-dd'T'HH:mm:ss'Z'";
 
@@ -47,11 +50,7 @@ fn instance(dir: &tempfile::TempDir, addr: SocketAddr, resource: Value) -> Insta
             "event.poller.configuration": {"items": items}
         }
     });
-    std::fs::write(&file, text.to_string()).unwrap();
-    let loaded = config::load_instance_file(&file, &SecretSources::default());
-    loaded
-        .spec
-        .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics))
+    load_spec(&file, &text)
 }
 
 /// One scan of everything since 2020 into memory.

@@ -1,10 +1,13 @@
 //! The simulators' random misbehaviour over real HTTP on loopback, as the chaos tests use it:
 //! random provider faults, requests the client gave up on, and the flaky webhook receiver.
 
+mod support;
+
 use std::time::Duration;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, SimConfig};
 use pollerd::sim::receiver::{Behaviour, Receiver};
+use support::wait_for;
 
 fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -73,14 +76,12 @@ async fn a_request_the_client_gave_up_on_is_still_logged_with_its_latency() {
     );
     // The next request overtakes the abandoned one.
     assert_eq!(get_contacts(&sim, &impatient).await, Some(200));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while sim.request_count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the abandoned request was never logged"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the abandoned request to be logged",
+        Duration::from_secs(30),
+        || sim.request_count() >= 2,
+    )
+    .await;
     let log = sim.requests();
     // Logged in answer order; arrival order is in `received_at`.
     assert_eq!(log[0].delayed, Duration::ZERO);

@@ -10,10 +10,11 @@ mod support;
 use std::io::Read as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use pollerd::systemd::Notifier;
+use support::child::{helper_output, this_test_binary};
 use tokio_util::sync::CancellationToken;
 
 /// Set in the child process: it is the probe, not a test.
@@ -61,15 +62,8 @@ fn notify_probe() {
 }
 
 fn probe(env: &[(&str, &str)], stdin: Stdio) -> Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = this_test_binary("notify_probe");
     command
-        .args([
-            "notify_probe",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
         .env(PROBE_ROLE, "1")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
@@ -81,19 +75,6 @@ fn probe(env: &[(&str, &str)], stdin: Stdio) -> Child {
         command.env(name, value);
     }
     command.spawn().unwrap()
-}
-
-/// The probe's own report, after checking that it ran (a renamed helper would run nothing and
-/// "succeed") and succeeded.
-fn finished(output: Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "probe failed: {stdout}\n{stderr}");
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "probe did not run: {stdout}\n{stderr}"
-    );
-    stdout
 }
 
 fn bind(path: &Path) -> UnixDatagram {
@@ -163,7 +144,7 @@ fn notifications_arrive_in_order_with_watchdog_pings() {
             break;
         }
     }
-    let stdout = finished(child.wait_with_output().unwrap());
+    let stdout = helper_output(child.wait_with_output().unwrap());
     assert!(
         stdout.contains("active=true watchdog=Some(100ms)"),
         "{stdout}"
@@ -198,7 +179,7 @@ fn without_notify_socket_nothing_is_sent_and_nothing_fails() {
     let socket_path = tmp.path().join("notify.sock");
     let socket = bind(&socket_path);
     let child = probe(&[("WATCHDOG_USEC", "200000")], Stdio::null());
-    let stdout = finished(child.wait_with_output().unwrap());
+    let stdout = helper_output(child.wait_with_output().unwrap());
     assert!(stdout.contains("active=false watchdog=None"), "{stdout}");
     assert_nothing_more(&socket);
 }
@@ -214,7 +195,7 @@ fn an_unreachable_notify_socket_is_not_fatal() {
         ],
         Stdio::null(),
     );
-    let stdout = finished(child.wait_with_output().unwrap());
+    let stdout = helper_output(child.wait_with_output().unwrap());
     assert!(
         stdout.contains("active=true watchdog=Some(100ms)"),
         "{stdout}"
@@ -235,7 +216,7 @@ fn a_watchdog_meant_for_another_process_is_not_pinged() {
         ],
         Stdio::null(),
     );
-    let stdout = finished(child.wait_with_output().unwrap());
+    let stdout = helper_output(child.wait_with_output().unwrap());
     assert!(stdout.contains("active=true watchdog=None"), "{stdout}");
     let mut states = Vec::new();
     loop {

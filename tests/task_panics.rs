@@ -2,6 +2,8 @@
 //! delivery worker under logs the panic with the instance and resource, records it where
 //! `pollerd status` reads it, counts it in the metric, and runs the task again.
 
+mod support;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use std::time::Duration;
 use pollerd::metrics::Metrics;
 use pollerd::store::ResourceKey;
 use pollerd::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
+use support::wait_for;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -200,14 +203,10 @@ async fn a_task_that_keeps_panicking_is_retried_with_a_growing_pause_until_stopp
         seen.lock().unwrap().push(tokio::time::Instant::now());
         async { panic!("always") }
     }));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while starts.lock().unwrap().len() < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the task is not run again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the task to be run again", DEADLINE, || {
+        starts.lock().unwrap().len() >= 5
+    })
+    .await;
     cancel.cancel();
     tokio::time::timeout(DEADLINE, guard)
         .await

@@ -111,13 +111,6 @@ impl Model {
     }
 }
 
-fn instance(sim: &ConnectWiseSim, receiver: &Receiver, name: &str, page_size: u64) -> Value {
-    let mut v = seed_instance(sim, &receiver.url(), "0.05");
-    v["name"] = name.into();
-    v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = page_size.into();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_instance_file_changes_end_with_the_final_valid_set() {
     let steps = scale(200u64, 1000);
@@ -135,11 +128,12 @@ async fn random_instance_file_changes_end_with_the_final_valid_set() {
         let file = format!("i{n}.json");
         let path = dd.instances().join(&file);
         // A page size per step tells versions apart (1..=1000 is valid).
-        let valid = instance(
+        let valid = sized_instance(
             &sim,
-            &receiver,
+            &receiver.url(),
             &format!("i{}", rng.usize(0..FILES)),
             1 + step % 1000,
+            "0.05",
         );
         let text = serde_json::to_string_pretty(&valid).unwrap();
         let what = match rng.u8(0..9) {
@@ -305,7 +299,10 @@ async fn an_unchanged_instance_that_moves_to_another_file_reports_the_new_file()
     let daemon = dd.start(&[]);
     wait_for("the admin socket", WAIT, || status(&dd).is_some()).await;
     let file_of = |s: &Value| s["instances"][0]["file"].as_str().map(str::to_string);
-    dd.write_instance("a.json", &instance(&sim, &receiver, "x", 100));
+    dd.write_instance(
+        "a.json",
+        &sized_instance(&sim, &receiver.url(), "x", 100, "0.05"),
+    );
     wait_for("x to run from a.json", WAIT, || {
         status(&dd).is_some_and(|s| file_of(&s).is_some_and(|f| f.ends_with("a.json")))
     })

@@ -8,17 +8,10 @@ use std::time::Duration;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::Receiver;
-use serde_json::Value;
 
 use crate::ledger::Ledger;
 use crate::support::*;
 use crate::{assert_no_panic, current_versions, scale, status, wait_costly};
-
-fn instance(sim: &ConnectWiseSim, receiver: &Receiver, page_size: u64) -> Value {
-    let mut v = seed_instance(sim, &receiver.url(), "0.01");
-    v["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = page_size.into();
-    v
-}
 
 /// Records created in one go to make a large page and so a large commit.
 const LARGE_BATCH: usize = 1000;
@@ -32,8 +25,10 @@ async fn kill_9_during_polls_reloads_and_large_commits_loses_nothing() {
     let dd = DaemonDir::new(
         "[delivery]\nschedule = [\"200ms\", \"400ms\", \"800ms\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n",
     );
+    let contacts =
+        |page_size| with_page_size(seed_instance(&sim, &receiver.url(), "0.01"), page_size);
     let mut page_size = 200;
-    dd.write_instance("contacts.json", &instance(&sim, &receiver, page_size));
+    dd.write_instance("contacts.json", &contacts(page_size));
     let mut daemon = dd.start(&[]);
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
 
@@ -64,14 +59,14 @@ async fn kill_9_during_polls_reloads_and_large_commits_loses_nothing() {
             1 => {
                 page_size = if page_size == 200 { 1000 } else { 200 };
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(150..800))).await;
-                dd.write_instance("contacts.json", &instance(&sim, &receiver, page_size));
+                dd.write_instance("contacts.json", &contacts(page_size));
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
                 reload_kills += 1;
             }
             // A touched file: same content, rewritten.
             3 => {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(150..800))).await;
-                dd.write_instance("contacts.json", &instance(&sim, &receiver, page_size));
+                dd.write_instance("contacts.json", &contacts(page_size));
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
                 reload_kills += 1;
             }

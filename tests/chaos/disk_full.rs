@@ -92,8 +92,7 @@ async fn a_full_disk_stops_progress_without_losing_anything() {
     };
     let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
     let receiver = Receiver::start().await.unwrap();
-    let mut instance = seed_instance(&sim, &receiver.url(), "0.01");
-    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 1000.into();
+    let instance = with_page_size(seed_instance(&sim, &receiver.url(), "0.01"), 1000);
     dd.write_instance("contacts.json", &instance);
     let mut daemon = dd.start(&[]);
     wait_for("the first watermark", WAIT, || {

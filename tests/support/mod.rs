@@ -2,13 +2,20 @@
 //! directory, signals, `kill -9`. Shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod java_dates;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pollerd::config::{self, InstanceSpec, SecretSources};
+use pollerd::element::ProviderClient;
+use pollerd::poller::PollShared;
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind};
+use pollerd::store::{SledStore, Store};
 use serde_json::Value;
 
 /// `Retry-After` values no receiver should send: huge numbers, 2^64 − 1 and 2^64, a date in year
@@ -28,15 +35,27 @@ pub const HOSTILE_RETRY_AFTER: [&str; 8] = [
 pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
-pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub async fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        holds_within(limit, Duration::from_millis(20), cond).await,
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Checks `cond` every `every` until it holds (true) or `limit` passes (false).
+pub async fn holds_within(
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
     }
+    true
 }
 
 /// A daemon's files: settings, instances, state, admin socket, log.
@@ -200,8 +219,8 @@ pub fn change_contacts(sim: &ConnectWiseSim, ids: &mut Vec<u64>, round: usize, n
     }
 }
 
-/// The seed example, pointed at the simulator and a receiver, polling every `interval_minutes`.
-pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &str) -> Value {
+/// The seed example (etc/instances.d/connectwise-contacts.json.example) pointed at the simulator.
+pub fn seed_example(sim: &ConnectWiseSim) -> Value {
     let seed = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("etc/instances.d/connectwise-contacts.json.example"),
@@ -210,12 +229,62 @@ pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &st
     let mut v: Value = serde_json::from_str(&seed).unwrap();
     let conf = v["configuration"].as_object_mut().unwrap();
     conf.extend(sim.instance_configuration());
+    v
+}
+
+/// The seed example, pointed at the simulator and a receiver, polling every `interval_minutes`.
+pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &str) -> Value {
+    let mut v = seed_example(sim);
+    let conf = v["configuration"].as_object_mut().unwrap();
     conf.insert("event.notification.callback.url".into(), callback.into());
     conf.insert(
         "event.poller.refresh_interval".into(),
         interval_minutes.into(),
     );
     v
+}
+
+/// `instance` reading its contacts `page_size` at a time.
+pub fn with_page_size(mut instance: Value, page_size: u64) -> Value {
+    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] =
+        page_size.into();
+    instance
+}
+
+/// [`seed_instance`] named `name`, reading `page_size` contacts a page: the simulator's requests
+/// tell one instance (or one version of it) from another by their page size.
+pub fn sized_instance(
+    sim: &ConnectWiseSim,
+    callback: &str,
+    name: &str,
+    page_size: u64,
+    interval_minutes: &str,
+) -> Value {
+    let mut v = with_page_size(seed_instance(sim, callback, interval_minutes), page_size);
+    v["name"] = name.into();
+    v
+}
+
+/// The spec of instance `v`, written to `path` and loaded as the daemon loads it; panics with the
+/// diagnostics when it does not load.
+pub fn load_spec(path: &Path, v: &Value) -> InstanceSpec {
+    std::fs::write(path, serde_json::to_string_pretty(v).unwrap()).unwrap();
+    let loaded = config::load_instance_file(path, &SecretSources::default());
+    loaded
+        .spec
+        .unwrap_or_else(|| panic!("{:#?}", loaded.diagnostics))
+}
+
+/// What polls share in the daemon, over a sled store in `state_dir`: a provider client (30 s
+/// timeout, 4 connections a host) and 4 concurrent polls.
+pub fn poll_shared(state_dir: &Path) -> (Arc<dyn Store>, PollShared) {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(state_dir, 8 << 20).unwrap());
+    let shared = PollShared::new(
+        ProviderClient::new(Duration::from_secs(30), 4).unwrap(),
+        store.clone(),
+        4,
+    );
+    (store, shared)
 }
 
 /// (objectId, date) → the eventIds of the notifications that carried it.
