@@ -591,3 +591,118 @@ async fn shutdown_and_drop_stop_the_server() {
         tokio::time::sleep(Duration::from_millis(20)).await; // polling interval, not synchronisation
     }
 }
+
+/// Follows `next` links from `first` (forward-only when `forward_only`), at most `max_pages`;
+/// returns each page's records.
+async fn all_pages(
+    client: &Client,
+    first: &str,
+    forward_only: bool,
+    max_pages: usize,
+) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(url) = next.take() {
+        assert!(pages.len() < max_pages, "paging does not end: {url}");
+        let mut request = authed(client, &url);
+        if forward_only {
+            request = request.header("pagination-type", "forward-only");
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+        next = link(&response, "next");
+        let records = json_of(response).await;
+        pages.push(records.as_array().expect("array").clone());
+    }
+    pages
+}
+
+fn page_ids(pages: &[Vec<Value>]) -> Vec<u64> {
+    pages
+        .iter()
+        .flatten()
+        .map(|r| r["id"].as_u64().expect("id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deleted_record_leaves_every_list_and_its_get_answers_404() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Contact, 10, Some(at(0, 0, 0)));
+    let contacts = format!("{}/company/contacts", sim.base_url());
+    assert!(sim.delete(RecordKind::Contact, created[2]));
+    assert_eq!(
+        sim.delete_many(RecordKind::Contact, &[created[6], created[6], 999_999]),
+        1,
+        "only the one existing record counts"
+    );
+    assert!(!sim.delete(RecordKind::Contact, created[2]), "already gone");
+
+    // Over HTTP, as ConnectWise: 204 and no body, then 404; credentials are checked first.
+    let unauthorized = client
+        .delete(format!("{contacts}/{}", created[4]))
+        .header("clientId", "sim-client-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    assert!(sim.record(RecordKind::Contact, created[4]).is_some());
+    let delete = |id: u64| {
+        client
+            .delete(format!("{contacts}/{id}"))
+            .header("Authorization", basic("simco", "simpublic", "simprivate"))
+            .header("clientId", "sim-client-id")
+    };
+    let deleted = delete(created[4]).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(deleted.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        delete(created[4]).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let whole_list = client
+        .delete(&contacts)
+        .header("Authorization", basic("simco", "simpublic", "simprivate"))
+        .header("clientId", "sim-client-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole_list.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let alive: Vec<u64> = created
+        .iter()
+        .copied()
+        .filter(|id| ![created[2], created[4], created[6]].contains(id))
+        .collect();
+    assert_eq!(sim.ids(RecordKind::Contact), alive);
+    assert_eq!(sim.len(RecordKind::Contact), 7);
+    let keyset = all_pages(&client, &format!("{contacts}?pageSize=3"), true, 10).await;
+    assert_eq!(page_ids(&keyset), alive);
+    assert_eq!(keyset.len(), 3, "3 + 3 + 1");
+    let numbered = all_pages(&client, &format!("{contacts}?pageSize=3&page=1"), false, 10).await;
+    assert_eq!(page_ids(&numbered), alive);
+    let filtered = authed(&client, &contacts)
+        .query(&[("conditions", "lastUpdated>=[2024-01-01T00:00:00Z]")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&json_of(filtered).await), alive);
+    let count = authed(&client, &format!("{contacts}/count"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(count).await["count"], 7);
+    for gone in [created[2], created[4], created[6]] {
+        let one = authed(&client, &format!("{contacts}/{gone}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(one.status(), StatusCode::NOT_FOUND);
+        assert_eq!(json_of(one).await["code"], "NotFound");
+        assert!(sim.record(RecordKind::Contact, gone).is_none());
+        assert!(!sim.update(RecordKind::Contact, gone, None));
+    }
+    // Ids are never reused, as in ConnectWise.
+    let newer = sim.create(RecordKind::Contact, None);
+    assert_eq!(newer, created[9] + 1);
+}

@@ -5,7 +5,7 @@
 //!
 //! - endpoints under [`ConnectWiseSim::base_url`] (`…/v4_6_release/apis/3.0`): `GET
 //!   /company/contacts`, `/company/companies`, `/service/tickets` (lists), `…/{id}` (one record),
-//!   `…/count` (`{"count": n}`), and `/system/info`;
+//!   `…/count` (`{"count": n}`), and `/system/info`; `DELETE …/{id}` (204, as ConnectWise answers);
 //! - auth: `Authorization: Basic base64("{company}+{public}:{private}")` and a `clientId` header,
 //!   else 401 with ConnectWise's error body `{"code","message","errors"}`;
 //! - `conditions` on `id`, `lastUpdated`/`_info/lastUpdated`, `dateEntered`/`_info/dateEntered`
@@ -433,6 +433,29 @@ impl ConnectWiseSim {
             at,
         );
         true
+    }
+
+    /// Deletes a record, as `DELETE …/{id}` does: it leaves every list and count, `GET …/{id}`
+    /// answers 404, and its id is not given to a new record. Returns false when there was no
+    /// such record.
+    pub fn delete(&self, kind: RecordKind, id: u64) -> bool {
+        self.delete_many(kind, &[id]) == 1
+    }
+
+    /// Deletes the records of `kind` with these ids; returns how many existed.
+    pub fn delete_many(&self, kind: RecordKind, ids: &[u64]) -> usize {
+        let mut tables = self.state.tables.write().expect("records lock");
+        let records = &mut tables[kind.index()].records;
+        ids.iter().filter(|id| records.remove(id).is_some()).count()
+    }
+
+    /// The ids of the records of `kind`, ascending.
+    pub fn ids(&self, kind: RecordKind) -> Vec<u64> {
+        self.state.tables.read().expect("records lock")[kind.index()]
+            .records
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// The record as the API would return it.

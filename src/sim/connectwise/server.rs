@@ -343,13 +343,53 @@ fn decode_query(uri: &Uri) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// What a path under [`API_PREFIX`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    SystemInfo,
+    List(RecordKind),
+    Count(RecordKind),
+    One(RecordKind, u64),
+    Unknown,
+}
+
+/// Routes `endpoint`, the path after [`API_PREFIX`].
+pub(super) fn route(endpoint: &str) -> Route {
+    if endpoint.eq_ignore_ascii_case("/system/info") {
+        return Route::SystemInfo;
+    }
+    for kind in RecordKind::ALL {
+        let Some(rest) = endpoint.strip_prefix(kind.path()) else {
+            continue;
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            return Route::List(kind);
+        }
+        // `/company/contactsX` is not this endpoint.
+        let Some(tail) = rest.strip_prefix('/') else {
+            continue;
+        };
+        if tail.eq_ignore_ascii_case("count") {
+            return Route::Count(kind);
+        }
+        return match tail.parse::<u64>() {
+            Ok(id) => Route::One(kind, id),
+            Err(_) => Route::Unknown,
+        };
+    }
+    Route::Unknown
+}
+
+fn method_not_allowed(message: &str) -> Answer {
+    Answer::error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+}
+
 /// The normal answer to a request: auth, routing, the endpoint.
 fn answer(state: &SimState, asked: &Asked) -> Result<Answer, Answer> {
-    if asked.method != Method::GET {
-        return Ok(Answer::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "The simulator only serves GET",
+    if asked.method != Method::GET && asked.method != Method::DELETE {
+        return Ok(method_not_allowed(
+            "The simulator serves GET, and DELETE of one record",
         ));
     }
     let Some(endpoint) = asked.path.strip_prefix(API_PREFIX) else {
@@ -369,31 +409,38 @@ fn answer(state: &SimState, asked: &Asked) -> Result<Answer, Answer> {
             Some(_) => "The clientId is not registered",
         }));
     }
-    if endpoint.eq_ignore_ascii_case("/system/info") {
-        let info = json!({ "version": "v2022.1.87412", "isCloud": true, "serverTimeZone": "UTC" });
-        return Ok(Answer::json(StatusCode::OK, info.to_string().into_bytes()));
+    let route = route(endpoint);
+    if asked.method == Method::DELETE {
+        return Ok(match route {
+            Route::One(kind, id) => delete_one(state, kind, id),
+            Route::Unknown => Answer::not_found(&format!("No endpoint at {endpoint}")),
+            _ => method_not_allowed("Only one record can be deleted: DELETE …/{id}"),
+        });
     }
-    for kind in RecordKind::ALL {
-        let Some(rest) = endpoint.strip_prefix(kind.path()) else {
-            continue;
-        };
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() {
-            return list(state, asked, kind);
+    match route {
+        Route::SystemInfo => {
+            let info =
+                json!({ "version": "v2022.1.87412", "isCloud": true, "serverTimeZone": "UTC" });
+            Ok(Answer::json(StatusCode::OK, info.to_string().into_bytes()))
         }
-        // `/company/contactsX` is not this endpoint.
-        let Some(tail) = rest.strip_prefix('/') else {
-            continue;
-        };
-        if tail.eq_ignore_ascii_case("count") {
-            return count(state, asked, kind);
-        }
-        return match tail.parse::<u64>() {
-            Ok(id) => Ok(one(state, kind, id)),
-            Err(_) => Ok(Answer::not_found(&format!("No endpoint at {endpoint}"))),
-        };
+        Route::List(kind) => list(state, asked, kind),
+        Route::Count(kind) => count(state, asked, kind),
+        Route::One(kind, id) => Ok(one(state, kind, id)),
+        Route::Unknown => Ok(Answer::not_found(&format!("No endpoint at {endpoint}"))),
     }
-    Ok(Answer::not_found(&format!("No endpoint at {endpoint}")))
+}
+
+/// `DELETE …/{id}`: 204 with no body, as ConnectWise answers; 404 when there is no such record.
+fn delete_one(state: &SimState, kind: RecordKind, id: u64) -> Answer {
+    let removed = state.tables.write().expect("records lock")[kind.index()]
+        .records
+        .remove(&id)
+        .is_some();
+    if removed {
+        Answer::json(StatusCode::NO_CONTENT, Vec::new())
+    } else {
+        Answer::not_found(&format!("{} with id {id} not found", kind.plural()))
+    }
 }
 
 fn parse_conditions(asked: &Asked, kind: RecordKind) -> Result<Option<Conditions>, Answer> {
