@@ -706,3 +706,124 @@ async fn a_deleted_record_leaves_every_list_and_its_get_answers_404() {
     let newer = sim.create(RecordKind::Contact, None);
     assert_eq!(newer, created[9] + 1);
 }
+
+#[tokio::test]
+async fn fields_id_answers_only_ids_and_keyset_pages_the_same() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Contact, 2_500, Some(at(0, 0, 0)));
+    sim.delete_many(RecordKind::Contact, &[created[5], created[1_500]]);
+    let alive: Vec<u64> = sim.ids(RecordKind::Contact);
+    let query = "conditions=lastUpdated>=[2024-01-01T00:00:00Z]&orderBy=id%20asc&pageSize=1000";
+    let contacts = format!("{}/company/contacts", sim.base_url());
+    let slim = all_pages(&client, &format!("{contacts}?{query}&fields=id"), true, 10).await;
+    assert_eq!(
+        slim.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1000, 1000, 498]
+    );
+    for record in slim.iter().flatten() {
+        assert_eq!(record, &serde_json::json!({ "id": record["id"] }));
+    }
+    assert_eq!(page_ids(&slim), alive);
+    let log = sim.requests();
+    assert_eq!(log.len(), 3);
+    for (asked, after) in log.iter().zip([None, Some(alive[999]), Some(alive[1999])]) {
+        assert_eq!(asked.page_id, after, "the Link kept the keyset position");
+        assert_eq!(asked.fields.as_deref(), Some("id"), "the Link kept fields");
+        assert_eq!(asked.page_size, Some(1000));
+    }
+
+    // The same scan without fields sees the same ids, in the same pages, many times the bytes.
+    let slim_bytes = authed(&client, &format!("{contacts}?{query}&fields=id"))
+        .header("pagination-type", "forward-only")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let full = all_pages(&client, &format!("{contacts}?{query}"), true, 10).await;
+    assert_eq!(page_ids(&full), alive);
+    let full_bytes = serde_json::to_vec(&full[0]).unwrap().len();
+    assert!(
+        slim_bytes * 20 < full_bytes,
+        "a page of ids is {slim_bytes} bytes, of records {full_bytes}"
+    );
+}
+
+#[tokio::test]
+async fn fields_select_nested_paths_in_lists_and_single_records() {
+    let (sim, client) = start().await;
+    let ids = sim.create_many(RecordKind::Company, 5, Some(at(0, 0, 0)));
+    sim.update(RecordKind::Company, ids[1], Some(at(6, 0, 0)));
+    let companies = format!("{}/company/companies", sim.base_url());
+    let fields = "fields=id,_info/lastUpdated,noSuchField";
+    let pages = all_pages(
+        &client,
+        &format!("{companies}?pageSize=2&page=1&{fields}"),
+        false,
+        10,
+    )
+    .await;
+    assert_eq!(
+        pages.len(),
+        3,
+        "2 + 2 + 1, page paging keeps fields in its links"
+    );
+    let expected: Vec<Value> = ids
+        .iter()
+        .map(|&id| {
+            let updated = if id == ids[1] { "06" } else { "00" };
+            serde_json::json!({
+                "id": id,
+                "_info": { "lastUpdated": format!("2024-01-01T{updated}:00:00Z") }
+            })
+        })
+        .collect();
+    assert_eq!(pages.concat(), expected);
+
+    let one = authed(&client, &format!("{companies}/{}?fields=id,name", ids[3]))
+        .send()
+        .await
+        .unwrap();
+    let whole = sim.record(RecordKind::Company, ids[3]).unwrap();
+    assert_eq!(
+        json_of(one).await,
+        serde_json::json!({ "id": ids[3], "name": whole["name"] })
+    );
+    // A path through an array selects in each element.
+    let contact = sim.create(RecordKind::Contact, Some(at(0, 0, 0)));
+    let items = authed(
+        &client,
+        &format!(
+            "{}/company/contacts/{contact}?fields=communicationItems/value",
+            sim.base_url()
+        ),
+    )
+    .send()
+    .await
+    .unwrap();
+    let values: Vec<Value> =
+        sim.record(RecordKind::Contact, contact).unwrap()["communicationItems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| serde_json::json!({ "value": item["value"] }))
+            .collect();
+    assert_eq!(values.len(), 2);
+    assert_eq!(
+        json_of(items).await,
+        serde_json::json!({ "communicationItems": values })
+    );
+    let bad = authed(&client, &format!("{companies}?fields=id/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(bad).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("fields")
+    );
+}

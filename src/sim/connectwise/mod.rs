@@ -10,6 +10,8 @@
 //!   else 401 with ConnectWise's error body `{"code","message","errors"}`;
 //! - `conditions` on `id`, `lastUpdated`/`_info/lastUpdated`, `dateEntered`/`_info/dateEntered`
 //!   (see [`conditions`]), a bad value answered with 400;
+//! - `fields` (e.g. `fields=id` or `fields=id,_info/lastUpdated`): records cut down to those
+//!   fields, on lists and single records alike (see [`fields`]);
 //! - forward-only keyset paging (header `pagination-type: forward-only`, `pageId`, `pageSize`) and
 //!   page paging (`page`, `pageSize`), both ordered by id with `Link` headers; `orderBy` is
 //!   ignored (lists are always in id order, which is what keyset paging needs anyway);
@@ -21,6 +23,7 @@
 
 mod conditions;
 mod faults;
+mod fields;
 mod records;
 mod server;
 
@@ -208,6 +211,8 @@ pub struct RequestLog {
     pub pagination_type: Option<String>,
     /// `conditions`, decoded.
     pub conditions: Option<String>,
+    /// `fields`, decoded.
+    pub fields: Option<String>,
     pub page: Option<u64>,
     pub page_id: Option<u64>,
     pub page_size: Option<u64>,

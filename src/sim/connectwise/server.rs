@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::conditions::Conditions;
 use super::faults::{LOGIN_PAGE, MAINTENANCE_PAGE};
+use super::fields::Fields;
 use super::records::RecordTable;
 use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState};
 
@@ -231,6 +232,7 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         client_id: asked.client_id.clone(),
         pagination_type: asked.pagination_type.clone(),
         conditions: asked.param("conditions").map(str::to_string),
+        fields: asked.param("fields").map(str::to_string),
         page: asked.number_param("page").ok().flatten(),
         page_id: asked.number_param("pageId").ok().flatten(),
         page_size: asked.number_param("pageSize").ok().flatten(),
@@ -425,7 +427,7 @@ fn answer(state: &SimState, asked: &Asked) -> Result<Answer, Answer> {
         }
         Route::List(kind) => list(state, asked, kind),
         Route::Count(kind) => count(state, asked, kind),
-        Route::One(kind, id) => Ok(one(state, kind, id)),
+        Route::One(kind, id) => one(state, asked, kind, id),
         Route::Unknown => Ok(Answer::not_found(&format!("No endpoint at {endpoint}"))),
     }
 }
@@ -452,12 +454,27 @@ fn parse_conditions(asked: &Asked, kind: RecordKind) -> Result<Option<Conditions
     }
 }
 
-fn one(state: &SimState, kind: RecordKind, id: u64) -> Answer {
-    let tables = state.tables.read().expect("records lock");
-    match tables[kind.index()].records.get(&id) {
-        Some(record) => Answer::json(StatusCode::OK, record.json.to_vec()),
-        None => Answer::not_found(&format!("{} with id {id} not found", kind.plural())),
+fn parse_fields(asked: &Asked) -> Result<Option<Fields>, Answer> {
+    match asked.param("fields") {
+        Some(text) => Fields::parse(text)
+            .map_err(|message| Answer::bad_request(&format!("fields: {message}"))),
+        None => Ok(None),
     }
+}
+
+fn one(state: &SimState, asked: &Asked, kind: RecordKind, id: u64) -> Result<Answer, Answer> {
+    let fields = parse_fields(asked)?;
+    let tables = state.tables.read().expect("records lock");
+    Ok(match tables[kind.index()].records.get(&id) {
+        Some(record) => {
+            let body = match &fields {
+                Some(fields) => fields.project(id, &record.json),
+                None => record.json.to_vec(),
+            };
+            Answer::json(StatusCode::OK, body)
+        }
+        None => Answer::not_found(&format!("{} with id {id} not found", kind.plural())),
+    })
 }
 
 fn count(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, Answer> {
@@ -476,13 +493,14 @@ fn count(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, An
 
 fn list(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, Answer> {
     let conditions = parse_conditions(asked, kind)?;
+    let fields = parse_fields(asked)?;
     let page_size = asked
         .number_param("pageSize")?
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
     let tables = state.tables.read().expect("records lock");
     let table = &tables[kind.index()];
-    let mut page = Page::new(page_size);
+    let mut page = Page::new(page_size, fields.as_ref());
     let link = if asked.forward_only() {
         let after = asked.number_param("pageId")?.unwrap_or(0);
         forward_only_page(table, conditions.as_ref(), after, &mut page);
@@ -508,22 +526,25 @@ fn list(state: &SimState, asked: &Asked, kind: RecordKind) -> Result<Answer, Ans
     Ok(answer)
 }
 
-/// A JSON array being assembled from pre-serialised records.
-struct Page {
+/// A JSON array being assembled from pre-serialised records, cut down to `fields` if asked.
+struct Page<'a> {
     size: u64,
     count: u64,
     last_id: Option<u64>,
+    fields: Option<&'a Fields>,
     body: Vec<u8>,
 }
 
-impl Page {
-    fn new(size: u64) -> Page {
-        // Records are about 1 KB; reserving avoids regrowing for full pages.
-        let body = Vec::with_capacity(2 + size as usize * 1100);
+impl<'a> Page<'a> {
+    fn new(size: u64, fields: Option<&'a Fields>) -> Page<'a> {
+        // Whole records are about 1 KB; reserving avoids regrowing for full pages.
+        let record_size = fields.map_or(1100, Fields::record_size_hint);
+        let body = Vec::with_capacity(2 + size as usize * record_size);
         let mut page = Page {
             size,
             count: 0,
             last_id: None,
+            fields,
             body,
         };
         page.body.push(b'[');
@@ -534,7 +555,10 @@ impl Page {
         if self.count > 0 {
             self.body.push(b',');
         }
-        self.body.extend_from_slice(json);
+        match self.fields {
+            Some(fields) => self.body.extend(fields.project(id, json)),
+            None => self.body.extend_from_slice(json),
+        }
         self.count += 1;
         self.last_id = Some(id);
     }
@@ -548,7 +572,7 @@ fn forward_only_page(
     table: &RecordTable,
     conditions: Option<&Conditions>,
     after: u64,
-    page: &mut Page,
+    page: &mut Page<'_>,
 ) {
     let matching = table
         .records
@@ -567,7 +591,7 @@ fn numbered_page(
     table: &RecordTable,
     conditions: Option<&Conditions>,
     number: u64,
-    page: &mut Page,
+    page: &mut Page<'_>,
 ) -> u64 {
     let first = (number - 1).saturating_mul(page.size);
     let mut total = 0;
