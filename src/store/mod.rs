@@ -1,7 +1,7 @@
 //! Durable state behind a small trait: watermarks, seen ids, outbox, dead letters.
 //!
 //! The poller hands each fetched page to [`Store::commit`] as one [`PageCommit`]; delivery
-//! walks the per-resource outbox queues ([`Store::queues`], [`Store::outbox_head`]) and
+//! walks the per-resource outbox queues ([`Store::queues`], [`Store::outbox_front`]) and
 //! acknowledges, reschedules or dead-letters their heads. [`SledStore`] is the engine;
 //! nothing outside `store/sled.rs` and `store/sled/` sees a sled type, so another engine can
 //! replace it. Queues are stored as runs with a cursor each (`store/codec/runs.rs`). Queued
@@ -171,8 +171,6 @@ pub enum StoreError {
 
 pub trait Store: Send + Sync + 'static {
     fn watermark(&self, key: &ResourceKey) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Every resource with a watermark, ordered by key.
-    fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError>;
     /// The seen date of each id, in the order asked.
     fn seen_dates(
         &self,
@@ -184,9 +182,6 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError>;
     /// Keys with a non-empty outbox, ordered.
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError>;
-    /// The head of `key`'s queue. A head that cannot be read (see [`Store::outbox_front`]) is
-    /// set aside first.
-    fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError>;
     /// Up to `limit` entries from the front of `key`'s queue, in order (the first is the head):
     /// one read for several deliveries. An entry that cannot be read ends the list early. A head
     /// that cannot be read (its stored run or entry does not decode, its body is damaged or
@@ -231,18 +226,19 @@ pub trait Store: Send + Sync + 'static {
     fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
     /// Removes a dead letter or a corrupt entry. False when no such id.
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
-    /// The raw bytes kept of a corrupt entry (for inspection and tests).
-    #[doc(hidden)]
-    fn corrupt_entry_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// O(1): served from counters.
     fn stats(&self) -> Result<StoreStats, StoreError>;
-    /// Drops watermark + seen (not the outbox) — for tests/ops.
-    fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError>;
     /// Writes everything held in memory (acks) and flushes to disk.
     fn flush(&self) -> Result<(), StoreError>;
-    /// Number of seen entries kept for `key` (scans; for tests and diagnostics).
-    #[doc(hidden)]
-    fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError>;
+}
+
+/// Conveniences over the contract, for any engine: not part of what an engine implements.
+impl dyn Store {
+    /// The head of `key`'s queue: the first of [`Store::outbox_front`] (a head that cannot be
+    /// read is set aside first).
+    pub fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
+        Ok(self.outbox_front(key, 1)?.pop())
+    }
 }
 
 /// Cuts `text` to at most `max_bytes`, on a character boundary.

@@ -123,6 +123,64 @@ impl SledStore {
         })
     }
 
+    /// Every resource with a watermark, ordered by key (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError> {
+        self.with_engine(|e| {
+            let action = "list the watermarks";
+            let mut marks = Vec::new();
+            for item in e.db.scan_prefix([codec::TAG_WATERMARK]) {
+                let (key_bytes, value) = item.map_err(|e| engine(action, e))?;
+                let parsed = codec::parse_resource_key(&key_bytes)
+                    .and_then(|(key, _)| Ok((key, codec::decode_millis(&value)?)));
+                marks.push(parsed.map_err(|reason| corrupt(action, reason))?);
+            }
+            marks.sort();
+            Ok(marks)
+        })
+    }
+
+    /// The head of `key`'s queue, as on any engine (`<dyn Store>::outbox_head`).
+    pub fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
+        (self as &dyn Store).outbox_head(key)
+    }
+
+    /// Drops the watermark and seen ids of `key`, not its outbox (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError> {
+        self.with_engine(|e| {
+            let action = format!("forget the polling state of {key}");
+            {
+                let _counters = e.lock();
+                let mut batch = Batch::default();
+                batch.remove(codec::watermark_key(key));
+                let prefix = codec::resource_prefix(codec::TAG_SEEN_CHUNK, key);
+                for item in e.db.scan_prefix(prefix).keys() {
+                    batch.remove(item.map_err(|e| engine(&action, e))?);
+                }
+                e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
+                e.seen.forget(key);
+            }
+            e.durable(action)
+        })
+    }
+
+    /// Number of seen entries kept for `key` (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
+        self.with_engine(|e| {
+            let action = format!("count seen ids of {key}");
+            let loaded = e.seen.lock(&e.db, key, &action)?;
+            Ok(loaded.guard().len() as u64)
+        })
+    }
+
+    /// The raw bytes kept of a corrupt entry (for inspection and tests).
+    #[doc(hidden)]
+    pub fn corrupt_entry_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_engine(|e| e.corrupt_entry_bytes(id, &format!("read corrupt entry {id}")))
+    }
+
     /// Runs one operation on the open engine (reopening it first after a failure); an engine
     /// error marks the store for reopening.
     fn with_engine<T>(
@@ -244,21 +302,6 @@ impl Store for SledStore {
         })
     }
 
-    fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError> {
-        self.with_engine(|e| {
-            let action = "list the watermarks";
-            let mut marks = Vec::new();
-            for item in e.db.scan_prefix([codec::TAG_WATERMARK]) {
-                let (key_bytes, value) = item.map_err(|e| engine(action, e))?;
-                let parsed = codec::parse_resource_key(&key_bytes)
-                    .and_then(|(key, _)| Ok((key, codec::decode_millis(&value)?)));
-                marks.push(parsed.map_err(|reason| corrupt(action, reason))?);
-            }
-            marks.sort();
-            Ok(marks)
-        })
-    }
-
     fn seen_dates(
         &self,
         key: &ResourceKey,
@@ -354,10 +397,6 @@ impl Store for SledStore {
 
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError> {
         self.with_engine(|e| Ok(e.lock().queues.keys().cloned().collect()))
-    }
-
-    fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
-        Ok(self.outbox_front(key, 1)?.pop())
     }
 
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -491,35 +530,9 @@ impl Store for SledStore {
         })
     }
 
-    fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError> {
-        self.with_engine(|e| {
-            let action = format!("forget the polling state of {key}");
-            {
-                let _counters = e.lock();
-                let mut batch = Batch::default();
-                batch.remove(codec::watermark_key(key));
-                let prefix = codec::resource_prefix(codec::TAG_SEEN_CHUNK, key);
-                for item in e.db.scan_prefix(prefix).keys() {
-                    batch.remove(item.map_err(|e| engine(&action, e))?);
-                }
-                e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-                e.seen.forget(key);
-            }
-            e.durable(action)
-        })
-    }
-
     fn flush(&self) -> Result<(), StoreError> {
         self.with_engine(|e| {
             e.durable_with_fronts(format!("flush the store at {}", self.path.display()))
-        })
-    }
-
-    fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
-        self.with_engine(|e| {
-            let action = format!("count seen ids of {key}");
-            let loaded = e.seen.lock(&e.db, key, &action)?;
-            Ok(loaded.guard().len() as u64)
         })
     }
 
@@ -552,10 +565,6 @@ impl Store for SledStore {
 
     fn corrupt_entries(&self) -> Result<Vec<CorruptEntry>, StoreError> {
         self.with_engine(|e| e.corrupt_entries("list the corrupt entries among the dead letters"))
-    }
-
-    fn corrupt_entry_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_engine(|e| e.corrupt_entry_bytes(id, &format!("read corrupt entry {id}")))
     }
 }
 
