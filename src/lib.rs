@@ -1,8 +1,9 @@
 //! pollerd: polls REST APIs on an interval and delivers what changed as signed webhooks.
 //!
 //! Data flows one way: files → [`config`] → [`supervisor`] → [`poller`] (through an
-//! [`element`]) → [`store`] → [`delivery`]. Around it: [`watch`], [`admin`], [`metrics`],
-//! [`systemd`], [`logging`]; [`daemon`] assembles them, [`sim`] simulates their peers.
+//! [`element`]) → [`store`] → [`delivery`]. Around it: [`watch`], [`admin`], [`metrics`] and the
+//! [`internal_events`] that update it and write the log, [`systemd`], [`logging`]; [`daemon`]
+//! assembles them, [`sim`] simulates their peers.
 //!
 //! The pure parsers that `config` validates with and the downstream modules use are leaf modules
 //! that import none of the pipeline: [`callback`], [`signing`], [`hubs`], [`ceql`], [`dates`],
@@ -21,6 +22,7 @@ pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_util;
+pub mod internal_events;
 // As `ceql`.
 #[allow(clippy::arithmetic_side_effects)]
 pub mod hubs;

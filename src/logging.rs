@@ -3,11 +3,21 @@
 //!
 //! Structured fields keep their names end to end: `instance`, `resource` and `event_id` become the
 //! journal fields `INSTANCE`, `RESOURCE` and `EVENT_ID` (`journalctl INSTANCE=acme`).
+//!
+//! `instance` and `resource` mostly come from the span a poll loop or a delivery queue runs in
+//! (`crate::internal_events`), and every output shows them on each line logged inside it: the
+//! text format as `poll{instance=acme resource=contacts}:`, journald as the same `INSTANCE` and
+//! `RESOURCE` fields, JSON at the top level of the line as before ([`SpanFieldsOnTop`]). Those
+//! spans are kept whatever the filter, so a narrow `RUST_LOG` does not lose them.
 
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
-use tracing::Subscriber;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing::level_filters::LevelFilter;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::filter::{FilterExt as _, FilterFn};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::layer::{Filter, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -50,7 +60,10 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<LogTarget> {
             }
             Err(error) => {
                 let timestamps = !invocation_id;
-                install(filter, text_layer(timestamps))?;
+                install(
+                    filter,
+                    text_layer(timestamps, stderr_is_terminal(), std::io::stderr),
+                )?;
                 tracing::warn!(
                     %error,
                     "cannot open the journald socket; logging as text on stderr instead"
@@ -59,11 +72,14 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<LogTarget> {
             }
         },
         LogTarget::Text { timestamps } => {
-            install(filter, text_layer(timestamps))?;
+            install(
+                filter,
+                text_layer(timestamps, stderr_is_terminal(), std::io::stderr),
+            )?;
             Ok(target)
         }
         LogTarget::Json => {
-            install(filter, json_layer())?;
+            install(filter, json_layer(std::io::stderr))?;
             Ok(target)
         }
     }
@@ -86,9 +102,20 @@ type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 fn install(filter: EnvFilter, layer: BoxedLayer) -> anyhow::Result<()> {
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
+        .with(layer.with_filter(filter.or(context_spans())))
         .try_init()
         .context("cannot install the logger: one is already installed in this process")
+}
+
+/// The target of the spans that give log lines their context: a poll loop's, a delivery queue's
+/// (`crate::internal_events::poll_span`).
+pub const CONTEXT_SPAN_TARGET: &str = "pollerd::internal_events";
+
+/// The spans of [`CONTEXT_SPAN_TARGET`], enabled whatever the filter says: the lines the filter
+/// lets through inside them then still show their `instance` and `resource`.
+pub(crate) fn context_spans<S>() -> impl Filter<S> {
+    FilterFn::new(|meta: &Metadata<'_>| meta.is_span() && meta.target() == CONTEXT_SPAN_TARGET)
+        .with_max_level_hint(LevelFilter::INFO)
 }
 
 fn journald_layer() -> std::io::Result<BoxedLayer> {
@@ -99,13 +126,20 @@ fn journald_layer() -> std::io::Result<BoxedLayer> {
     Ok(layer.boxed())
 }
 
-fn text_layer<S>(timestamps: bool) -> Box<dyn Layer<S> + Send + Sync>
+/// Human-readable lines: `LEVEL span{fields}: target: message fields`, in colour when `ansi`
+/// (stderr is a terminal).
+pub(crate) fn text_layer<S, W>(
+    timestamps: bool,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(writer)
+        .with_ansi(ansi);
     if timestamps {
         layer.boxed()
     } else {
@@ -113,16 +147,72 @@ where
     }
 }
 
-fn json_layer<S>() -> Box<dyn Layer<S> + Send + Sync>
+/// One JSON object per line, every field at its top level.
+pub(crate) fn json_layer<S, W>(writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // Event fields at the top level, next to `level` and `timestamp`, for easy querying.
+    let json = format::Format::default().json().flatten_event(true);
     tracing_subscriber::fmt::layer()
-        .json()
-        // Event fields at the top level, next to `level` and `timestamp`, for easy querying.
-        .flatten_event(true)
-        .with_writer(std::io::stderr)
+        .fmt_fields(JsonFields::new())
+        .event_format(SpanFieldsOnTop(json))
+        .with_writer(writer)
         .boxed()
+}
+
+/// A JSON line with the fields of the spans around its event lifted to the top level, next to
+/// the event's own (an event's field wins over a span's, an inner span's over an outer one's), so
+/// that `jq .instance` finds the instance whether the line or its poll loop's span carries it.
+/// The `span` and `spans` objects the fields came from are left out.
+struct SpanFieldsOnTop<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SpanFieldsOnTop<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        writer.write_str(&lift_span_fields(line))
+    }
+}
+
+/// `line` (one JSON object and its newline) with its span fields on top; as it was if it is not
+/// an object.
+fn lift_span_fields(line: String) -> String {
+    use serde_json::Value;
+    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(&line) else {
+        return line;
+    };
+    object.remove("span");
+    if let Some(Value::Array(spans)) = object.remove("spans") {
+        for span in spans.into_iter().rev() {
+            let Value::Object(fields) = span else {
+                continue;
+            };
+            for (name, value) in fields {
+                if name != "name" {
+                    object.entry(name).or_insert(value);
+                }
+            }
+        }
+    }
+    match serde_json::to_string(&object) {
+        Ok(mut lifted) => {
+            lifted.push('\n');
+            lifted
+        }
+        Err(_) => line,
+    }
 }
 
 /// Decides where logs go from the environment, without touching it.
@@ -158,12 +248,71 @@ fn parse_dev_ino(value: &str) -> Option<(u64, u64)> {
     Some((dev.parse().ok()?, ino.parse().ok()?))
 }
 
+fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
 fn stderr_dev_ino() -> Option<(u64, u64)> {
     use std::os::fd::AsFd as _;
     use std::os::unix::fs::MetadataExt as _;
     let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
     let metadata = std::fs::File::from(fd).metadata().ok()?;
     Some((metadata.dev(), metadata.ino()))
+}
+
+/// The output [`written_while`] captures.
+#[cfg(test)]
+#[derive(Clone, Copy)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+/// What the text or JSON output writes while `log` runs, under `filter` and the spans kept
+/// whatever it says, as the daemon installs them (without colours or timestamps). For tests: the
+/// subscriber is this thread's only.
+#[cfg(test)]
+pub(crate) fn written_while(output: Output, filter: &str, log: impl FnOnce()) -> String {
+    let out = Captured::default();
+    let writer = out.clone();
+    let make_writer = move || writer.clone();
+    let layer: BoxedLayer = match output {
+        Output::Text => text_layer(false, false, make_writer),
+        Output::Json => json_layer(make_writer),
+    };
+    let filter = EnvFilter::try_new(filter)
+        .expect("a valid filter")
+        .or(context_spans());
+    let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
+    tracing::subscriber::with_default(subscriber, log);
+    out.text()
+}
+
+/// Bytes written, shared by the clones the writer hands out.
+#[cfg(test)]
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +419,22 @@ mod tests {
         assert_eq!(overridden.max_level_hint(), Some(LevelFilter::TRACE));
         let empty = filter_from(Some(" "), "error").unwrap();
         assert_eq!(empty.max_level_hint(), Some(LevelFilter::ERROR));
+    }
+
+    #[test]
+    fn a_json_field_of_the_line_wins_over_its_spans_and_an_inner_span_over_an_outer() {
+        let out = written_while(Output::Json, "info", || {
+            let _outer =
+                tracing::info_span!("outer", instance = "outer", resource = "outer").entered();
+            let _inner =
+                tracing::info_span!("inner", instance = "acme", resource = "contacts").entered();
+            tracing::info!(resource = "other", "named by the line");
+        });
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        assert_eq!(
+            (&line["instance"], &line["resource"]),
+            (&"acme".into(), &"other".into())
+        );
     }
 
     #[test]

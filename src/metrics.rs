@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Limits;
+use crate::task_guard::TaskKind;
 
 /// Content type of the OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,63 +42,174 @@ const DELIVERY_LATENCY_BUCKETS: [f64; 14] = [
 
 type LabelSet = [(&'static str, String); 1];
 
-/// A counter family with one label whose expected values are created up front: their series
-/// show 0 from the start (so `rate()` and alerts see them) and updating them takes no lock.
-#[derive(Clone)]
-struct LabelledCounter {
-    label: &'static str,
-    family: Family<LabelSet, Counter>,
-    known: Vec<(&'static str, Counter)>,
+/// The values of a metric label, every one known in advance: their series are created up front
+/// (they show 0 from the start, so `rate()` and alerts see them), and no value from outside can
+/// become a series.
+pub trait LabelValue: Copy + PartialEq + 'static {
+    /// Every value, in the order `/metrics` lists their series.
+    const ALL: &'static [Self];
+
+    /// The value as the label shows it.
+    fn as_label(self) -> &'static str;
 }
 
-impl LabelledCounter {
-    fn new(label: &'static str, known_values: &[&'static str]) -> LabelledCounter {
+/// How a poll run ended (`pollerd_polls_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    Ok,
+    Error,
+    /// The first run of a resource, which only sets its watermark.
+    Baseline,
+}
+
+impl LabelValue for PollOutcome {
+    const ALL: &'static [PollOutcome] =
+        &[PollOutcome::Ok, PollOutcome::Error, PollOutcome::Baseline];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            PollOutcome::Ok => "ok",
+            PollOutcome::Error => "error",
+            PollOutcome::Baseline => "baseline",
+        }
+    }
+}
+
+/// The type of the events counted by `pollerd_events_total{type}`: SPEC §5's event types, as
+/// the envelope writes them. (`poller::EventType` is the envelope's own; `metrics` sits below the
+/// poller, so it names the types itself.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Created,
+    Updated,
+}
+
+impl LabelValue for EventType {
+    const ALL: &'static [EventType] = &[EventType::Created, EventType::Updated];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            EventType::Created => "CREATED",
+            EventType::Updated => "UPDATED",
+        }
+    }
+}
+
+/// How a delivery attempt settled (`pollerd_deliveries_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx: the notification left its queue.
+    Ok,
+    /// Failed, tried again later.
+    Retry,
+    /// Moved to the dead letters.
+    Dead,
+}
+
+impl LabelValue for DeliveryOutcome {
+    const ALL: &'static [DeliveryOutcome] = &[
+        DeliveryOutcome::Ok,
+        DeliveryOutcome::Retry,
+        DeliveryOutcome::Dead,
+    ];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Ok => "ok",
+            DeliveryOutcome::Retry => "retry",
+            DeliveryOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// How a reload of the instance files ended (`pollerd_reloads_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Ok,
+    /// At least one file, or the directory, could not be used.
+    Error,
+}
+
+impl LabelValue for ReloadOutcome {
+    const ALL: &'static [ReloadOutcome] = &[ReloadOutcome::Ok, ReloadOutcome::Error];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            ReloadOutcome::Ok => "ok",
+            ReloadOutcome::Error => "error",
+        }
+    }
+}
+
+/// `pollerd_task_panics_total{task}`.
+impl LabelValue for TaskKind {
+    const ALL: &'static [TaskKind] = &[TaskKind::Poll, TaskKind::Delivery];
+
+    fn as_label(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// A counter family with one label, its series created for every value of `L` up front;
+/// updating them takes no lock.
+#[derive(Clone)]
+struct LabelledCounter<L> {
+    series: Vec<(L, Counter)>,
+}
+
+impl<L: LabelValue> LabelledCounter<L> {
+    fn register(
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        label: &'static str,
+    ) -> LabelledCounter<L> {
         let family = Family::<LabelSet, Counter>::default();
-        let known = known_values
+        let series = L::ALL
             .iter()
             .map(|value| {
-                let counter = family.get_or_create_owned(&[(label, (*value).to_string())]);
-                (*value, counter)
+                let labels = [(label, value.as_label().to_string())];
+                (*value, family.get_or_create_owned(&labels))
             })
             .collect();
-        LabelledCounter {
-            label,
-            family,
-            known,
-        }
+        registry.register(name, help, family);
+        LabelledCounter { series }
     }
 
-    fn inc_by(&self, value: &str, n: u64) {
-        match self.known.iter().find(|(known, _)| *known == value) {
-            Some((_, counter)) => {
-                counter.inc_by(n);
-            }
-            None => {
-                self.family
-                    .get_or_create(&[(self.label, value.to_string())])
-                    .inc_by(n);
-            }
+    fn inc_by(&self, value: L, n: u64) {
+        if let Some((_, counter)) = self.series.iter().find(|(known, _)| *known == value) {
+            counter.inc_by(n);
         }
     }
+}
+
+/// Registers `metric` as `name` and returns it (a clone shares its values).
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 struct Instruments {
     registry: Registry,
-    polls: LabelledCounter,
+    polls: LabelledCounter<PollOutcome>,
     poll_duration: Histogram,
     records_fetched: Counter,
     records_skipped: Counter,
-    events: LabelledCounter,
-    deliveries: LabelledCounter,
+    events: LabelledCounter<EventType>,
+    deliveries: LabelledCounter<DeliveryOutcome>,
     delivery_latency: Histogram,
     outbox_depth: Gauge,
     dead_letters: Gauge,
     corrupt_set_aside: Gauge,
-    reloads: LabelledCounter,
-    task_panics: LabelledCounter,
+    reloads: LabelledCounter<ReloadOutcome>,
+    task_panics: LabelledCounter<TaskKind>,
 }
 
-/// The daemon's metrics. Cloning is cheap and every clone updates the same values.
+/// The daemon's metrics. Cloning is cheap and every clone updates the same values. What updates
+/// them is the internal events (`crate::internal_events`), which write the log line too.
 #[derive(Clone)]
 pub struct Metrics {
     instruments: Arc<Instruments>,
@@ -110,103 +222,92 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Long on purpose: one registration per metric, in the order `/metrics` lists them (issue 14
-    /// item 2 replaces these with internal events that register themselves).
+    /// One registration per metric, in the order `/metrics` lists them.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("pollerd");
-        let polls = LabelledCounter::new("outcome", &["ok", "error", "baseline"]);
-        registry.register(
-            "polls",
-            "Poll runs by outcome (baseline: the first run of a resource, which only sets its watermark)",
-            polls.family.clone(),
-        );
-        let poll_duration = Histogram::new(POLL_DURATION_BUCKETS);
-        registry.register(
-            "poll_duration_seconds",
-            "Duration of poll runs",
-            poll_duration.clone(),
-        );
-        let records_fetched = Counter::default();
-        registry.register(
-            "records_fetched",
-            "Records read from providers",
-            records_fetched.clone(),
-        );
-        let records_skipped = Counter::default();
-        registry.register(
-            "records_skipped",
-            "Records skipped for a missing id or an unparseable date",
-            records_skipped.clone(),
-        );
-        let events = LabelledCounter::new("type", &["CREATED", "UPDATED"]);
-        registry.register(
-            "events",
-            "Events emitted, by event type",
-            events.family.clone(),
-        );
-        let deliveries = LabelledCounter::new("outcome", &["ok", "retry", "dead"]);
-        registry.register(
-            "deliveries",
-            "Notification delivery attempts by outcome",
-            deliveries.family.clone(),
-        );
-        let delivery_latency = Histogram::new(DELIVERY_LATENCY_BUCKETS);
-        registry.register(
-            "delivery_latency_seconds",
-            "Time from a notification's commit to its successful delivery",
-            delivery_latency.clone(),
-        );
-        let outbox_depth = Gauge::default();
-        registry.register(
-            "outbox_depth",
-            "Notifications waiting for delivery",
-            outbox_depth.clone(),
-        );
-        let dead_letters = Gauge::default();
-        registry.register(
-            "dead_letters",
-            "Dead letters kept until replayed or dropped",
-            dead_letters.clone(),
-        );
-        let corrupt_set_aside = Gauge::default();
-        registry.register(
-            "store_corrupt_set_aside",
-            "Store entries found corrupt and moved aside to the dead letters since the daemon started",
-            corrupt_set_aside.clone(),
-        );
-        let reloads = LabelledCounter::new("result", &["ok", "error"]);
-        registry.register(
-            "reloads",
-            "Configuration reloads by result",
-            reloads.family.clone(),
-        );
-        let task_panics = LabelledCounter::new("task", &["poll", "delivery"]);
-        registry.register(
-            "task_panics",
-            "Poll tasks and delivery workers that panicked (a bug) and were started again",
-            task_panics.family.clone(),
-        );
+        let mut r = Registry::with_prefix("pollerd");
+        let instruments = Instruments {
+            polls: LabelledCounter::register(
+                &mut r,
+                "polls",
+                "Poll runs by outcome (baseline: the first run of a resource, which only sets its watermark)",
+                "outcome",
+            ),
+            poll_duration: register(
+                &mut r,
+                "poll_duration_seconds",
+                "Duration of poll runs",
+                Histogram::new(POLL_DURATION_BUCKETS),
+            ),
+            records_fetched: register(
+                &mut r,
+                "records_fetched",
+                "Records read from providers",
+                Counter::default(),
+            ),
+            records_skipped: register(
+                &mut r,
+                "records_skipped",
+                "Records skipped for a missing id or an unparseable date",
+                Counter::default(),
+            ),
+            events: LabelledCounter::register(
+                &mut r,
+                "events",
+                "Events emitted, by event type",
+                "type",
+            ),
+            deliveries: LabelledCounter::register(
+                &mut r,
+                "deliveries",
+                "Notification delivery attempts by outcome",
+                "outcome",
+            ),
+            delivery_latency: register(
+                &mut r,
+                "delivery_latency_seconds",
+                "Time from a notification's commit to its successful delivery",
+                Histogram::new(DELIVERY_LATENCY_BUCKETS),
+            ),
+            outbox_depth: register(
+                &mut r,
+                "outbox_depth",
+                "Notifications waiting for delivery",
+                Gauge::default(),
+            ),
+            dead_letters: register(
+                &mut r,
+                "dead_letters",
+                "Dead letters kept until replayed or dropped",
+                Gauge::default(),
+            ),
+            corrupt_set_aside: register(
+                &mut r,
+                "store_corrupt_set_aside",
+                "Store entries found corrupt and moved aside to the dead letters since the daemon started",
+                Gauge::default(),
+            ),
+            reloads: LabelledCounter::register(
+                &mut r,
+                "reloads",
+                "Configuration reloads by result",
+                "result",
+            ),
+            task_panics: LabelledCounter::register(
+                &mut r,
+                "task_panics",
+                "Poll tasks and delivery workers that panicked (a bug) and were started again",
+                "task",
+            ),
+            // Last: every registration above borrowed it.
+            registry: r,
+        };
         Metrics {
-            instruments: Arc::new(Instruments {
-                registry,
-                polls,
-                poll_duration,
-                records_fetched,
-                records_skipped,
-                events,
-                deliveries,
-                delivery_latency,
-                outbox_depth,
-                dead_letters,
-                corrupt_set_aside,
-                reloads,
-                task_panics,
-            }),
+            instruments: Arc::new(instruments),
         }
     }
 
-    /// One poll run ended: `outcome` is "ok", "error" or "baseline".
-    pub fn poll(&self, outcome: &str, duration: Duration) {
+    /// One poll run ended.
+    pub fn poll(&self, outcome: PollOutcome, duration: Duration) {
         self.instruments.polls.inc_by(outcome, 1);
         self.instruments
             .poll_duration
@@ -221,14 +322,13 @@ impl Metrics {
         self.instruments.records_skipped.inc_by(n);
     }
 
-    /// `event_type` is "CREATED" or "UPDATED".
-    pub fn events(&self, event_type: &str, n: u64) {
+    pub fn events(&self, event_type: EventType, n: u64) {
         self.instruments.events.inc_by(event_type, n);
     }
 
-    /// One delivery attempt ended: `outcome` is "ok", "retry" or "dead". The latency (from the
-    /// notification's commit) is recorded when given, normally with "ok".
-    pub fn delivery(&self, outcome: &str, latency_from_commit: Option<Duration>) {
+    /// One delivery attempt ended. The latency (from the notification's commit) is recorded
+    /// when given, normally with [`DeliveryOutcome::Ok`].
+    pub fn delivery(&self, outcome: DeliveryOutcome, latency_from_commit: Option<Duration>) {
         self.instruments.deliveries.inc_by(outcome, 1);
         if let Some(latency) = latency_from_commit {
             self.instruments
@@ -249,13 +349,13 @@ impl Metrics {
         self.instruments.corrupt_set_aside.set(gauge_value(n));
     }
 
-    /// A reload ended: `result` is "ok" or "error".
-    pub fn reload(&self, result: &str) {
-        self.instruments.reloads.inc_by(result, 1);
+    /// A reload of the instance files ended.
+    pub fn reload(&self, outcome: ReloadOutcome) {
+        self.instruments.reloads.inc_by(outcome, 1);
     }
 
-    /// A task panicked and was started again: `task` is "poll" or "delivery".
-    pub fn task_panic(&self, task: &str) {
+    /// A task panicked and was started again.
+    pub fn task_panic(&self, task: TaskKind) {
         self.instruments.task_panics.inc_by(task, 1);
     }
 

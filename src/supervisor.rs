@@ -312,7 +312,7 @@ async fn guarded_poll_loop(
             // plain data, still whole, so status goes on being shown.
             poisoned.clear_poison();
             if let Some(metrics) = &metrics {
-                metrics.task_panic(kind.name());
+                metrics.task_panic(kind);
             }
         }),
     };

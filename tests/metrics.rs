@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pollerd::metrics::{self, Metrics};
+use pollerd::metrics::{self, DeliveryOutcome, EventType, Metrics, PollOutcome, ReloadOutcome};
+use pollerd::task_guard::TaskKind;
 use tokio_util::sync::CancellationToken;
 
 type Labels = BTreeMap<String, String>;
@@ -293,33 +294,33 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     let metrics = Metrics::new();
     // Updates through a clone land in the same registry.
     let poller_side = metrics.clone();
-    poller_side.poll("ok", Duration::from_millis(200));
-    poller_side.poll("ok", Duration::from_millis(1500));
-    poller_side.poll("ok", Duration::from_millis(20));
-    poller_side.poll("error", Duration::from_secs(7));
-    poller_side.poll("baseline", Duration::from_millis(100));
+    poller_side.poll(PollOutcome::Ok, Duration::from_millis(200));
+    poller_side.poll(PollOutcome::Ok, Duration::from_millis(1500));
+    poller_side.poll(PollOutcome::Ok, Duration::from_millis(20));
+    poller_side.poll(PollOutcome::Error, Duration::from_secs(7));
+    poller_side.poll(PollOutcome::Baseline, Duration::from_millis(100));
     poller_side.records_fetched(120);
     poller_side.records_fetched(30);
     poller_side.records_skipped(2);
-    poller_side.events("CREATED", 5);
-    poller_side.events("UPDATED", 7);
-    poller_side.events("UPDATED", 1);
-    metrics.delivery("ok", Some(Duration::from_millis(300)));
-    metrics.delivery("ok", Some(Duration::from_secs(90)));
-    metrics.delivery("retry", None);
-    metrics.delivery("retry", None);
-    metrics.delivery("retry", None);
-    metrics.delivery("dead", None);
+    poller_side.events(EventType::Created, 5);
+    poller_side.events(EventType::Updated, 7);
+    poller_side.events(EventType::Updated, 1);
+    metrics.delivery(DeliveryOutcome::Ok, Some(Duration::from_millis(300)));
+    metrics.delivery(DeliveryOutcome::Ok, Some(Duration::from_secs(90)));
+    metrics.delivery(DeliveryOutcome::Retry, None);
+    metrics.delivery(DeliveryOutcome::Retry, None);
+    metrics.delivery(DeliveryOutcome::Retry, None);
+    metrics.delivery(DeliveryOutcome::Dead, None);
     metrics.set_outbox_depth(9);
     metrics.set_outbox_depth(4);
     metrics.set_dead_letters(2);
     metrics.set_corrupt_set_aside(1);
-    metrics.reload("ok");
-    metrics.reload("error");
-    metrics.reload("ok");
-    metrics.task_panic("delivery");
-    metrics.task_panic("poll");
-    metrics.task_panic("delivery");
+    metrics.reload(ReloadOutcome::Ok);
+    metrics.reload(ReloadOutcome::Error);
+    metrics.reload(ReloadOutcome::Ok);
+    metrics.task_panic(TaskKind::Delivery);
+    metrics.task_panic(TaskKind::Poll);
+    metrics.task_panic(TaskKind::Delivery);
 
     let text = metrics.render();
     let exposition = parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"));
@@ -392,9 +393,23 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
 
 #[test]
 fn odd_label_values_are_escaped_and_parse_back() {
-    let metrics = Metrics::new();
-    metrics.reload("quote \" backslash \\ newline \n end");
-    let text = metrics.render();
+    // pollerd's label values are fixed words (enums); the parser must still read back whatever
+    // the encoder it uses writes of others.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("pollerd");
+    let reloads = prometheus_client::metrics::family::Family::<
+        [(&str, String); 1],
+        prometheus_client::metrics::counter::Counter,
+    >::default();
+    registry.register(
+        "reloads",
+        "Configuration reloads by result",
+        reloads.clone(),
+    );
+    reloads
+        .get_or_create(&[("result", "quote \" backslash \\ newline \n end".to_string())])
+        .inc();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let exposition = parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"));
     assert_eq!(
         exposition.value(
@@ -438,7 +453,7 @@ fn http_client() -> reqwest::Client {
 #[tokio::test]
 async fn the_http_server_answers_metrics_healthz_and_ready() {
     let metrics = Metrics::new();
-    metrics.events("CREATED", 3);
+    metrics.events(EventType::Created, 3);
     let ready_flag = Arc::new(AtomicBool::new(false));
     let ready = {
         let ready_flag = ready_flag.clone();
@@ -477,7 +492,7 @@ async fn the_http_server_answers_metrics_healthz_and_ready() {
     );
 
     // Updates after the start are served too: the server reads the live registry.
-    metrics.events("CREATED", 2);
+    metrics.events(EventType::Created, 2);
     let page = client.get(url("/metrics")).send().await.expect("metrics");
     let exposition = parse(&page.text().await.unwrap()).expect("served text parses");
     assert_eq!(

@@ -72,7 +72,7 @@ fn guarded_resource(
             first: Duration::from_millis(10),
             max: Duration::from_millis(40),
         },
-        on_panic: Box::new(move |kind| metrics.task_panic(kind.name())),
+        on_panic: Box::new(move |kind| metrics.task_panic(kind)),
     }
 }
 

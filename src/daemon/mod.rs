@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, ReloadStatus};
 use crate::config::{Environment, SecretSources, Settings};
-use crate::delivery::{Deliverer, DeliveryObserver};
+use crate::delivery::Deliverer;
 use crate::element::ProviderClient;
+use crate::internal_events::ReloadFinished;
 use crate::metrics::Metrics;
 use crate::poller::PollShared;
 use crate::store::{SledStore, Store};
@@ -37,18 +38,6 @@ pub struct Daemon {
     shared: PollShared,
 }
 
-struct MetricsObserver(Metrics);
-
-impl DeliveryObserver for MetricsObserver {
-    fn delivered(&self, outcome: &str, latency: Option<Duration>) {
-        self.0.delivery(outcome, latency);
-    }
-
-    fn worker_panicked(&self) {
-        self.0.task_panic("delivery");
-    }
-}
-
 impl Daemon {
     /// Opens the store and loads every instance file.
     pub async fn start(settings: Settings, env: &Environment) -> anyhow::Result<Daemon> {
@@ -63,8 +52,7 @@ impl Daemon {
             settings.store_cache_bytes,
         )?);
         let metrics = Metrics::new();
-        let observer: Arc<dyn DeliveryObserver> = Arc::new(MetricsObserver(metrics.clone()));
-        let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(observer))
+        let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(metrics.clone()))
             .context("building the webhook client")?;
         let client = ProviderClient::from_settings(&settings.polling)
             .context("building the provider client")?;
@@ -104,29 +92,20 @@ impl Daemon {
             .supervisor
             .reload(&self.settings.instances_dir, changed)
             .await;
-        if !summary.started.is_empty()
-            || !summary.restarted.is_empty()
-            || !summary.stopped.is_empty()
-        {
-            tracing::info!(
-                "instances: started {:?}, restarted {:?}, stopped {:?}, {} unchanged",
-                summary.started,
-                summary.restarted,
-                summary.stopped,
-                summary.unchanged
-            );
-        }
         *self.registry.write().expect("registry") = self.supervisor.views();
         *self.last_reload.lock().expect("reload") = Some(ReloadStatus {
             at: Utc::now(),
             ok: summary.errors.is_empty(),
             errors: summary.errors.clone(),
         });
-        self.metrics.reload(if summary.errors.is_empty() {
-            "ok"
-        } else {
-            "error"
-        });
+        ReloadFinished {
+            started: &summary.started,
+            restarted: &summary.restarted,
+            stopped: &summary.stopped,
+            unchanged: summary.unchanged,
+            errors: summary.errors.len(),
+        }
+        .emit(&self.metrics);
         summary
     }
 

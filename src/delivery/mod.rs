@@ -30,6 +30,7 @@ pub use proxy::ProxySettings;
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
+use crate::metrics::Metrics;
 use crate::store::{ResourceKey, Store, StoreError};
 use crate::task_guard::{Backoff, GuardedTask, TaskKind, TaskPanics, run_restarting};
 use client_pool::ClientPool;
@@ -40,15 +41,6 @@ const WORKER_RESTART: Backoff = Backoff {
     first: Duration::from_secs(1),
     max: Duration::from_secs(60),
 };
-
-/// Told about each delivery, for metrics.
-pub trait DeliveryObserver: Send + Sync {
-    /// `outcome` is "ok", "retry" or "dead"; latency is from commit to 2xx.
-    fn delivered(&self, outcome: &str, latency: Option<Duration>);
-
-    /// A delivery worker panicked (a bug) and is started again.
-    fn worker_panicked(&self) {}
-}
 
 #[derive(Clone)]
 pub struct Deliverer {
@@ -67,7 +59,8 @@ struct Inner {
     stopping: CancellationToken,
     /// The grace period is over: abandon requests in flight (they stay in the outbox).
     abandon: CancellationToken,
-    observer: Option<Arc<dyn DeliveryObserver>>,
+    /// Where the internal events of delivery count (none in tests and `pollerd poll`).
+    metrics: Option<Metrics>,
     /// Panics of delivery workers, and of the poll tasks the supervisor runs (`status` shows
     /// both, per resource).
     task_panics: TaskPanics,
@@ -101,18 +94,18 @@ impl Deliverer {
     pub fn new(
         store: Arc<dyn Store>,
         settings: &DeliverySettings,
-        observer: Option<Arc<dyn DeliveryObserver>>,
+        metrics: Option<Metrics>,
     ) -> Result<Deliverer, ClientError> {
         let proxies = ProxySettings::from_env();
         proxies.log();
-        Deliverer::with_proxies(store, settings, observer, proxies)
+        Deliverer::with_proxies(store, settings, metrics, proxies)
     }
 
     /// Deliveries through `proxies` (the environment is not read).
     pub fn with_proxies(
         store: Arc<dyn Store>,
         settings: &DeliverySettings,
-        observer: Option<Arc<dyn DeliveryObserver>>,
+        metrics: Option<Metrics>,
         proxies: ProxySettings,
     ) -> Result<Deliverer, ClientError> {
         Ok(Deliverer {
@@ -125,7 +118,7 @@ impl Deliverer {
                 grace_period: settings.grace_period,
                 stopping: CancellationToken::new(),
                 abandon: CancellationToken::new(),
-                observer,
+                metrics,
                 task_panics: TaskPanics::default(),
             }),
         })
@@ -217,14 +210,14 @@ async fn guarded_work_queue(inner: Arc<Inner>, key: ResourceKey) {
         key: key.clone(),
         panics: inner.task_panics.clone(),
         backoff: WORKER_RESTART,
-        on_panic: Box::new(move |_| {
+        on_panic: Box::new(move |kind| {
             // The panic may have struck while a lock was held; what they guard is plain data,
             // still whole, so the other workers go on.
             poisoned.workers.clear_poison();
             poisoned.routes.clear_poison();
             poisoned.clients.clear_poison();
-            if let Some(observer) = &poisoned.observer {
-                observer.worker_panicked();
+            if let Some(metrics) = &poisoned.metrics {
+                metrics.task_panic(kind);
             }
         }),
     };

@@ -11,7 +11,10 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use super::Inner;
+use tracing::Instrument as _;
+
 use super::attempt::{self, Outcome, Route};
+use crate::internal_events::{DeadLettered, DeliveryFailed, NotificationDelivered, delivery_span};
 use crate::store::{OutboxEntry, ResourceKey, StoreError};
 
 /// Most queue entries a worker reads from the store at once: one read serves several
@@ -25,14 +28,16 @@ fn prefetch_limit(last_body_len: usize) -> usize {
     (PREFETCH_MAX_BYTES / last_body_len.max(1)).clamp(1, PREFETCH_MAX_ENTRIES)
 }
 
-/// Delivers one queue's notifications in order until it is empty or delivery stops.
+/// Delivers one queue's notifications in order until it is empty or delivery stops, inside the
+/// queue's [`delivery_span`].
 ///
 /// Entries are read from the store a few at a time into `ahead`. Only this worker changes the
 /// front of its queue (commits and replays append behind it), so what it read stays true while
 /// its deliveries succeed; after anything else (a retry, a dead letter, a store error, a wait)
 /// it drops what it read ahead and reads the queue again.
 pub(super) async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
-    let mut worker = QueueWorker {
+    let span = delivery_span(&key.instance, &key.resource);
+    let worker = QueueWorker {
         inner,
         key,
         failing: false,
@@ -40,19 +45,26 @@ pub(super) async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
         ahead: VecDeque::new(),
         read_limit: 1,
     };
-    while let Some(mut head) = worker.next_head().await {
-        let Some(route) = worker.route() else {
-            return;
-        };
-        // Retries send the very bytes the store holds; `Bytes` shares them without copying.
-        let body = Bytes::from(std::mem::take(&mut head.body));
-        worker.read_limit = prefetch_limit(body.len());
-        let Some(outcome) = worker.attempt(&route, &head, &body).await else {
-            return;
-        };
-        let settlement = settle(outcome, head.attempts, &worker.inner.schedule);
-        if worker.record(&head, &route, settlement).await.is_break() {
-            return;
+    worker.run().instrument(span).await;
+}
+
+impl QueueWorker {
+    /// The worker's loop: next head → route → attempt → settle → record.
+    async fn run(mut self) {
+        while let Some(mut head) = self.next_head().await {
+            let Some(route) = self.route() else {
+                return;
+            };
+            // Retries send the very bytes the store holds; `Bytes` shares them without copying.
+            let body = Bytes::from(std::mem::take(&mut head.body));
+            self.read_limit = prefetch_limit(body.len());
+            let Some(outcome) = self.attempt(&route, &head, &body).await else {
+                return;
+            };
+            let settlement = settle(outcome, head.attempts, &self.inner.schedule);
+            if self.record(&head, &route, settlement).await.is_break() {
+                return;
+            }
         }
     }
 }
@@ -131,7 +143,7 @@ impl QueueWorker {
                 self.store_trouble = self.store_trouble.saturating_add(1);
                 // Once per outage, not once per retry: the store logs its own failure too.
                 if self.store_trouble == 1 {
-                    tracing::error!(instance = %self.key.instance, resource = %self.key.resource, "reading the outbox: {e}; retrying");
+                    tracing::error!("reading the outbox: {e}; retrying");
                 }
                 let wait = Duration::from_secs(self.store_trouble.min(30) as u64);
                 if pause(&self.inner, wait).await {
@@ -155,7 +167,7 @@ impl QueueWorker {
 
     fn store_works_again(&mut self) {
         if self.store_trouble > 0 {
-            tracing::info!(instance = %self.key.instance, resource = %self.key.resource, "reading the outbox works again");
+            tracing::info!("reading the outbox works again");
             self.store_trouble = 0;
         }
     }
@@ -167,7 +179,6 @@ impl QueueWorker {
         let route = self.inner.routes.get(&key.instance);
         if route.is_none() {
             tracing::warn!(
-                instance = %key.instance, resource = %key.resource,
                 "notifications are queued for an instance that is not loaded; they wait until it is"
             );
             self.inner.workers.leave(key);
@@ -210,9 +221,7 @@ impl QueueWorker {
             return ControlFlow::Continue(());
         };
         tracing::error!(
-            instance = self.key.instance.as_str(),
-            resource = self.key.resource.as_str(),
-            event_id = head.event_id.as_str(),
+            event_id = %head.event_id,
             "recording the delivery outcome: {e}"
         );
         if pause(&self.inner, Duration::from_secs(1)).await {
@@ -222,8 +231,8 @@ impl QueueWorker {
         }
     }
 
-    /// Logs the settlement (a failure once until the queue recovers), tells the observer, and
-    /// writes it to the store.
+    /// Emits the settlement (a failure is logged once until the queue recovers) and writes it
+    /// to the store.
     fn store_settlement(
         &mut self,
         head: &OutboxEntry,
@@ -231,23 +240,16 @@ impl QueueWorker {
         settlement: Settlement,
     ) -> Result<(), StoreError> {
         let (inner, key) = (&self.inner, &self.key);
-        let span = (
-            key.instance.as_str(),
-            key.resource.as_str(),
-            head.event_id.as_str(),
-        );
+        let metrics = inner.metrics.as_ref();
+        let event_id = head.event_id.as_str();
         match settlement {
             Settlement::Ack => {
-                if self.failing {
-                    tracing::info!(
-                        instance = span.0,
-                        resource = span.1,
-                        event_id = span.2,
-                        "delivery recovered"
-                    );
-                    self.failing = false;
+                NotificationDelivered {
+                    event_id,
+                    latency: (Utc::now() - head.created_at).to_std().ok(),
+                    recovered: std::mem::take(&mut self.failing),
                 }
-                observe(inner, "ok", (Utc::now() - head.created_at).to_std().ok());
+                .emit(metrics);
                 inner.store.ack(key, head.seq)
             }
             Settlement::Retry {
@@ -255,18 +257,15 @@ impl QueueWorker {
                 delay,
                 error,
             } => {
-                if !self.failing {
-                    tracing::warn!(
-                        instance = span.0,
-                        resource = span.1,
-                        event_id = span.2,
-                        "delivery to {} failed ({error}); retrying in {:.0?}, later notifications of this resource wait",
-                        route.shown_url,
-                        delay
-                    );
-                    self.failing = true;
+                DeliveryFailed {
+                    event_id,
+                    url: &route.shown_url,
+                    error: &error,
+                    attempt: failures,
+                    retry_in: delay,
+                    repeated: std::mem::replace(&mut self.failing, true),
                 }
-                observe(inner, "retry", None);
+                .emit(metrics);
                 let at = crate::time_math::utc_after(Utc::now(), delay);
                 inner
                     .store
@@ -277,7 +276,16 @@ impl QueueWorker {
                 status,
                 error,
                 why,
-            } => bury(inner, key, head, attempts, status, &error, &why),
+            } => {
+                DeadLettered {
+                    event_id,
+                    why: &why,
+                }
+                .emit(metrics);
+                inner
+                    .store
+                    .dead_letter(key, head.seq, attempts, status, &error)
+            }
         }
     }
 }
@@ -330,32 +338,6 @@ fn settle(outcome: Outcome, attempts: u32, schedule: &[Duration]) -> Settlement 
             why: format!("the receiver rejected the notification ({error})"),
             error,
         },
-    }
-}
-
-/// Moves the head to the dead letters, loudly: the queue moves on without it.
-fn bury(
-    inner: &Inner,
-    key: &ResourceKey,
-    head: &OutboxEntry,
-    attempts: u32,
-    status: Option<u16>,
-    error: &str,
-    why: &str,
-) -> Result<(), StoreError> {
-    tracing::error!(
-        instance = %key.instance, resource = %key.resource, event_id = %head.event_id,
-        "{why}; moved to dead letters (pollerd dead-letters replay {})", head.event_id
-    );
-    observe(inner, "dead", None);
-    inner
-        .store
-        .dead_letter(key, head.seq, attempts, status, error)
-}
-
-fn observe(inner: &Inner, outcome: &str, latency: Option<Duration>) {
-    if let Some(o) = &inner.observer {
-        o.delivered(outcome, latency);
     }
 }
 

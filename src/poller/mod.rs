@@ -26,6 +26,7 @@ pub use notification::EventType;
 
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Cursor, Element, FetchError, ProviderClient};
+use crate::internal_events::RunResumed;
 use crate::store::{NewNotification, PageCommit, ResourceKey, Store, StoreError};
 use scan::RunContext;
 
@@ -289,10 +290,7 @@ pub async fn run_resource(
     };
     let start = match (resume.take(), watermark, resource.backfill_since) {
         (Some(stopped), _, _) if stopped.watermark == watermark => {
-            tracing::info!(
-                instance = %instance.name, resource = %resource.name,
-                "resuming the failed run after the last page it committed"
-            );
+            RunResumed.emit();
             stopped.start
         }
         (_, Some(w), _) => ScanStart::first_page(lower_bound(w, resource), Some(w)),

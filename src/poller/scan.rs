@@ -12,6 +12,7 @@ use super::notification::{self, EventRecord, EventType};
 use super::{MAX_PAGES, PollError, RunReport, RunSink, ScanStart, lower_bound, run_clock};
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Element, FetchError, Page, ProviderClient};
+use crate::internal_events::RecordSkipped;
 use crate::store::{NewNotification, PageCommit, ResourceKey, StoreError};
 
 /// What a run polls, and through which client.
@@ -153,18 +154,25 @@ impl<'a, S: RunSink> Scan<'a, S> {
         let (run, from) = (self.run, self.at.from);
         let resource = run.resource;
         let (extractor, report) = (&self.extractor, &mut self.report);
-        let extracted = page.records.iter().enumerate().filter_map(|(index, record)| {
-            extractor
-                .candidate(index, record)
-                .map_err(|skip| {
-                    report.skipped = report.skipped.saturating_add(1);
-                    tracing::warn!(
-                        instance = %run.instance.name, resource = %resource.name,
-                        "skipped record {} of page {}: {skip}", index.saturating_add(1), report.pages
-                    );
-                })
-                .ok()
-        });
+        let extracted = page
+            .records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                extractor
+                    .candidate(index, record)
+                    .map_err(|why| {
+                        report.skipped = report.skipped.saturating_add(1);
+                        let page = report.pages;
+                        RecordSkipped {
+                            index,
+                            page,
+                            why: &why,
+                        }
+                        .emit();
+                    })
+                    .ok()
+            });
         let in_dates = extracted.filter(|c| {
             let before_bound = resource.filter_by_updated_date && c.updated <= from;
             // After the run's start: the next run picks it up.

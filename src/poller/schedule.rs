@@ -8,9 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{PollError, PollShared, RunReport, run_resource};
+use tracing::Instrument as _;
+
+use super::{PollError, PollShared, Resume, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::Element;
+use crate::internal_events::{
+    PollFailed, PollFinished, PollRecovered, ProviderClockTrusted, ProviderClockUntrusted,
+    poll_span,
+};
 use crate::store::ResourceKey;
 
 /// What the daemon can tell about a resource (for `pollerd status`).
@@ -49,8 +55,8 @@ fn random_below(max: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(0..max.as_nanos() as u64))
 }
 
-/// Polls one resource until `cancel` fires. Runs are never overlapped: the next starts an
-/// interval after the previous one ended.
+/// Polls one resource until `cancel` fires, inside the resource's [`poll_span`]. Runs are never
+/// overlapped: the next starts an interval after the previous one ended.
 pub async fn poll_loop(
     shared: PollShared,
     instance: Arc<InstanceSpec>,
@@ -59,38 +65,134 @@ pub async fn poll_loop(
     status: SharedStatus,
     cancel: CancellationToken,
 ) {
+    let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
     let _alive = AliveGuard::enter(&shared, key);
-    let interval = instance.refresh_interval;
-    let mut delay = first_run_delay(interval);
-    let mut failing: Option<String> = None;
-    let mut clock_untrusted = false;
-    // Where a failed run stopped, for the next attempt (see `Resume`).
-    let mut resume = None;
-    loop {
-        set_next(&status, delay);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+    let poll = ResourcePoll {
+        shared,
+        instance,
+        element,
+        resource,
+        status,
+        failing: None,
+        clock_untrusted: false,
+        resume: None,
+    };
+    poll.run(cancel).instrument(span).await;
+}
+
+/// One resource's poll loop, and what it remembers from one run to the next.
+struct ResourcePoll {
+    shared: PollShared,
+    instance: Arc<InstanceSpec>,
+    element: Element,
+    resource: ResourceSpec,
+    status: SharedStatus,
+    /// The class of the error the last runs failed with: logged once, until they recover.
+    failing: Option<String>,
+    /// The provider's `Date` is not trusted: warned once, until it is again.
+    clock_untrusted: bool,
+    /// Where a failed run stopped, for the next attempt (see `Resume`).
+    resume: Option<Resume>,
+}
+
+impl ResourcePoll {
+    async fn run(mut self, cancel: CancellationToken) {
+        let interval = self.instance.refresh_interval;
+        let mut delay = first_run_delay(interval);
+        loop {
+            set_next(&self.status, delay);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+            };
+            // Stopping may cut a run between or inside page fetches: every commit is atomic,
+            // and the watermark only moves when a run completes, so nothing is lost or doubled.
+            let started = std::time::Instant::now();
+            let run = run_resource(
+                &self.shared,
+                &self.instance,
+                &self.element,
+                &self.resource,
+                &mut self.resume,
+            );
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = run => r,
+            };
+            drop(permit);
+            self.observe(&result, started.elapsed());
+            self.record(result);
+            delay = interval.saturating_add(jitter(interval));
         }
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = shared.permits.clone().acquire_owned() => p.expect("never closed"),
-        };
-        // Stopping may cut a run between or inside page fetches: every commit is atomic, and
-        // the watermark only moves when a run completes, so nothing is lost or doubled.
-        let started = std::time::Instant::now();
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = run_resource(&shared, &instance, &element, &resource, &mut resume) => r,
-        };
-        drop(permit);
-        if let Some(m) = &shared.metrics {
-            observe(m, &result, started.elapsed());
+    }
+
+    /// Emits what the run tells: its end, and a change of state (failing, recovered, the
+    /// provider's clock trusted or not).
+    fn observe(&mut self, result: &Result<RunReport, PollError>, took: Duration) {
+        match result {
+            Ok(report) => {
+                self.warn_of_clock_changes(report);
+                if let Some(class) = self.failing.take() {
+                    PollRecovered { was: &class }.emit();
+                }
+                PollFinished {
+                    baseline: report.baseline,
+                    records: report.records,
+                    events: report.events,
+                    created: report.created,
+                    notifications: report.notifications,
+                    skipped: report.skipped,
+                    took,
+                }
+                .emit(self.shared.metrics.as_ref());
+            }
+            Err(error) => {
+                let class = error.class();
+                let repeated = self.failing.as_deref() == Some(class.as_str());
+                PollFailed {
+                    error,
+                    repeated,
+                    took,
+                }
+                .emit(self.shared.metrics.as_ref());
+                self.failing = Some(class);
+            }
         }
-        warn_of_clock_changes(&instance, &resource, &mut clock_untrusted, &result);
-        record(&instance, &resource, &status, &mut failing, result);
-        delay = interval.saturating_add(jitter(interval));
+    }
+
+    /// One warning when a provider's `Date` stops being trusted, one line when it is again.
+    fn warn_of_clock_changes(&mut self, report: &RunReport) {
+        match (&report.untrusted_date, self.clock_untrusted) {
+            (Some(date), false) => {
+                ProviderClockUntrusted { date }.emit();
+                self.clock_untrusted = true;
+            }
+            (None, true) => {
+                ProviderClockTrusted.emit();
+                self.clock_untrusted = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// What `status` shows of the run.
+    fn record(&self, result: Result<RunReport, PollError>) {
+        let mut s = self.status.lock().expect("status");
+        s.last_poll = Some(Utc::now());
+        s.runs = s.runs.saturating_add(1);
+        match result {
+            Ok(report) => {
+                s.events_emitted = s.events_emitted.saturating_add(report.events as u64);
+                s.last_error = None;
+                s.last_report = Some(report);
+            }
+            Err(e) => s.last_error = Some(e.to_string()),
+        }
     }
 }
 
@@ -126,81 +228,9 @@ impl Drop for AliveGuard {
     }
 }
 
-fn observe(m: &crate::metrics::Metrics, result: &Result<RunReport, PollError>, took: Duration) {
-    match result {
-        Ok(r) => {
-            m.poll(if r.baseline { "baseline" } else { "ok" }, took);
-            m.records_fetched(r.records as u64);
-            m.records_skipped(r.skipped as u64);
-            m.events("CREATED", r.created as u64);
-            m.events("UPDATED", r.events.saturating_sub(r.created) as u64);
-        }
-        Err(_) => m.poll("error", took),
-    }
-}
-
-/// One warning when a provider's `Date` stops being trusted, one line when it is again.
-fn warn_of_clock_changes(
-    instance: &InstanceSpec,
-    resource: &ResourceSpec,
-    untrusted: &mut bool,
-    result: &Result<RunReport, PollError>,
-) {
-    let Ok(report) = result else { return };
-    match (&report.untrusted_date, *untrusted) {
-        (Some(date), false) => {
-            tracing::warn!(instance = %instance.name, resource = %resource.name, "{date}; check the provider's clock or raise [polling] max_clock_skew");
-            *untrusted = true;
-        }
-        (None, true) => {
-            tracing::info!(instance = %instance.name, resource = %resource.name, "the provider's Date header agrees with the local clock again");
-            *untrusted = false;
-        }
-        _ => {}
-    }
-}
-
 fn set_next(status: &SharedStatus, delay: Duration) {
     let next = crate::time_math::utc_after(Utc::now(), delay);
     status.lock().expect("status").next_poll = Some(next);
-}
-
-fn record(
-    instance: &InstanceSpec,
-    resource: &ResourceSpec,
-    status: &SharedStatus,
-    failing: &mut Option<String>,
-    result: Result<RunReport, PollError>,
-) {
-    let mut s = status.lock().expect("status");
-    s.last_poll = Some(Utc::now());
-    s.runs = s.runs.saturating_add(1);
-    match result {
-        Ok(report) => {
-            if let Some(class) = failing.take() {
-                tracing::info!(instance = %instance.name, resource = %resource.name, "polling recovered (was failing: {class})");
-            }
-            if report.events > 0 {
-                tracing::info!(
-                    instance = %instance.name, resource = %resource.name,
-                    "{} event(s) in {} notification(s) from {} record(s)", report.events, report.notifications, report.records
-                );
-            }
-            s.events_emitted = s.events_emitted.saturating_add(report.events as u64);
-            s.last_error = None;
-            s.last_report = Some(report);
-        }
-        Err(e) => {
-            let class = e.class();
-            if failing.as_deref() != Some(class.as_str()) {
-                tracing::error!(instance = %instance.name, resource = %resource.name, "polling failed: {e}");
-                *failing = Some(class);
-            } else {
-                tracing::debug!(instance = %instance.name, resource = %resource.name, "polling still failing: {e}");
-            }
-            s.last_error = Some(e.to_string());
-        }
-    }
 }
 
 #[cfg(test)]
