@@ -8,12 +8,15 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::config::InstanceSpec;
+use crate::object_id::ObjectId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum EventType {
     Created,
     Updated,
+    /// A known record that a complete reconcile scan no longer found ([`super::reconcile`]).
+    Deleted,
 }
 
 /// One record that became an event.
@@ -27,7 +30,9 @@ pub struct EventRecord<'a> {
 }
 
 /// A stable id for a notification: the same events (instance, resource, object ids and their
-/// updated dates) always give the same id, shaped like a UUID.
+/// dates) always give the same id, shaped like a UUID. A DELETED event also hashes its type, so it
+/// never shares an id with an update stamped at the reconcile's start; CREATED and UPDATED do
+/// not, so their ids stay what they have always been.
 pub fn event_id(instance: &str, resource: &str, events: &[EventRecord<'_>]) -> String {
     let mut h = Sha256::new();
     for part in [instance, resource] {
@@ -38,6 +43,9 @@ pub fn event_id(instance: &str, resource: &str, events: &[EventRecord<'_>]) -> S
         h.update((e.object_id.len() as u64).to_be_bytes());
         h.update(e.object_id.as_bytes());
         h.update(e.updated.timestamp_millis().to_be_bytes());
+        if e.event_type == EventType::Deleted {
+            h.update(b"DELETED");
+        }
     }
     let d = h.finalize();
     let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
@@ -167,6 +175,16 @@ pub fn envelope(
     out
 }
 
+/// What `raw.<objectType>` holds for a deleted record: only its id, under the resource's id field
+/// (`{"id": 42}`; a dotted field nests: `{"_info": {"id": 42}}`).
+pub fn deleted_record(id_field: &str, id: &ObjectId) -> Box<RawValue> {
+    let value = id_field.rsplit('.').fold(
+        id.to_json(),
+        |inner, name| serde_json::json!({ name: inner }),
+    );
+    serde_json::value::to_raw_value(&value).expect("a JSON value always serialises")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +213,39 @@ mod tests {
                 "contacts",
                 &[ev("1", t + chrono::Duration::seconds(1))]
             )
+        );
+    }
+
+    #[test]
+    fn a_deleted_record_holds_only_its_id_under_the_id_field() {
+        let id = ObjectId::from_text("42");
+        assert_eq!(deleted_record("id", &id).get(), r#"{"id":42}"#);
+        assert_eq!(
+            deleted_record("_info.id", &ObjectId::from_text("a7")).get(),
+            r#"{"_info":{"id":"a7"}}"#
+        );
+    }
+
+    #[test]
+    fn a_deleted_event_never_shares_the_id_of_an_update_at_the_same_instant() {
+        let r = RawValue::from_string(r#"{"id": 1}"#.to_string()).unwrap();
+        let t = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let ev = |event_type| EventRecord {
+            object_id: "1".into(),
+            updated: t,
+            event_type,
+            record: &r,
+        };
+        let updated = event_id("i", "contacts", &[ev(EventType::Updated)]);
+        assert_eq!(
+            updated,
+            event_id("i", "contacts", &[ev(EventType::Created)])
+        );
+        assert_ne!(
+            updated,
+            event_id("i", "contacts", &[ev(EventType::Deleted)])
         );
     }
 }
