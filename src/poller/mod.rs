@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 
 pub use extract::{Candidate, Skip};
 pub use notification::EventType;
 
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Cursor, Element, FetchError, ProviderClient};
-use crate::internal_events::RunResumed;
+use crate::internal_events::{RunResumed, poll_span};
 use crate::store::{NewNotification, PageCommit, ResourceKey, Store, StoreError};
 use scan::RunContext;
 
@@ -345,7 +346,7 @@ async fn baseline(run: RunContext<'_>, sink: &mut impl RunSink) -> Result<RunRep
 }
 
 /// Fetches every page from `from` on and commits what is new, page by page; sets the watermark
-/// only when every page was read.
+/// only when every page was read. Runs in the resource's [`poll_span`], as the daemon's runs do.
 pub async fn scan(
     client: &ProviderClient,
     sink: &mut impl RunSink,
@@ -360,5 +361,7 @@ pub async fn scan(
         element,
         resource,
     };
-    scan::scan_from(run, sink, ScanStart::first_page(from, None), &mut None).await
+    scan::scan_from(run, sink, ScanStart::first_page(from, None), &mut None)
+        .instrument(poll_span(&instance.name, &resource.name))
+        .await
 }
