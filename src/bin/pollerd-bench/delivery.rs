@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::Bench;
 use crate::harness::{DaemonDir, WAIT_LIMIT};
 use crate::instances::{InstanceShape, instance};
-use crate::receiver::FastReceiver;
+use crate::receiver::{FastReceiver, Seen};
 use crate::report::{Metric, Target, metric, quantile, targeted};
 
 /// Notifications per store commit while filling, as one page's worth.
@@ -44,40 +44,65 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
     let scale = bench.scale;
     let n = scale.delivery_notifications;
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
-    // Dated well before the watermark the fill sets, so the daemon's polls emit nothing.
+    let templates = contact_templates(&sim).await?;
+    let receiver = FastReceiver::start().await?;
+    let dir = DaemonDir::new(&format!(
+        "[delivery]\nmax_in_flight = {}\n",
+        scale.max_in_flight
+    ))?;
+    let specs = write_instances(&sim, &dir, &receiver.url(), scale.delivery_queues, batch)?;
+    let state = dir.state();
+    let fill_started = Instant::now();
+    let bodies =
+        tokio::task::spawn_blocking(move || fill(&state, &specs, &templates, n, batch as usize))
+            .await??;
+    let fill_seconds = fill_started.elapsed().as_secs_f64();
+    let daemon = deliver_outbox(bench, &dir, &receiver, n).await?;
+    let ceiling = ceiling_run(Arc::new(bodies), scale.max_in_flight).await?;
+    Ok(batch_metrics(batch, daemon, ceiling, fill_seconds))
+}
+
+/// [`TEMPLATES`] contacts created in the simulator, as the poller holds records: the
+/// provider's JSON text. Dated well before the watermark the fill sets, so the daemon's polls
+/// emit nothing.
+async fn contact_templates(sim: &ConnectWiseSim) -> anyhow::Result<Vec<Box<RawValue>>> {
     let dated = Utc::now() - chrono::Duration::hours(1);
     let templates_sim = sim.clone();
     let ids = tokio::task::spawn_blocking(move || {
         templates_sim.create_many(RecordKind::Contact, TEMPLATES, Some(dated))
     })
     .await?;
-    // As the poller holds records: the provider's JSON text.
-    let templates: Vec<Box<RawValue>> = ids
+    Ok(ids
         .iter()
         .map(|id| {
             let record = sim.record(RecordKind::Contact, *id).expect("created");
             serde_json::value::to_raw_value(&record).expect("a JSON value serialises")
         })
-        .collect();
+        .collect())
+}
 
-    let receiver = FastReceiver::start().await?;
-    let dir = DaemonDir::new(&format!(
-        "[delivery]\nmax_in_flight = {}\n",
-        scale.max_in_flight
-    ))?;
+/// One instance per queue, one contacts resource each, notifying `callback` in batches of
+/// `batch`; returns their specs as the daemon loads them.
+fn write_instances(
+    sim: &ConnectWiseSim,
+    dir: &DaemonDir,
+    callback: &str,
+    queues: usize,
+    batch: u32,
+) -> anyhow::Result<Vec<InstanceSpec>> {
     let mut specs = Vec::new();
-    for q in 0..scale.delivery_queues {
+    for q in 0..queues {
         let name = format!("delivery-{q:03}");
         let shape = InstanceShape {
             name: &name,
-            callback: &receiver.url(),
+            callback,
             interval_minutes: 15.0,
             resources: 1,
             batch_size: batch,
             page_size: 1000,
             backfill_since: None,
         };
-        let path = dir.write_instance(&name, &instance(&sim, &shape))?;
+        let path = dir.write_instance(&name, &instance(sim, &shape))?;
         let loaded = load_instance_file(&path, &SecretSources::default());
         specs.push(
             loaded
@@ -85,33 +110,64 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
                 .with_context(|| format!("{}: {:?}", path.display(), loaded.diagnostics))?,
         );
     }
-    let state = dir.state();
-    let fill_started = Instant::now();
-    let bodies =
-        tokio::task::spawn_blocking(move || fill(&state, &specs, &templates, n, batch as usize))
-            .await??;
-    let fill_seconds = fill_started.elapsed().as_secs_f64();
-    let bodies = Arc::new(bodies);
+    Ok(specs)
+}
 
+/// What the daemon's delivery of the filled outbox showed.
+struct DaemonRun {
+    seen: Seen,
+    cpu_seconds: f64,
+}
+
+/// Starts the daemon on the filled outbox and waits until `receiver` has all `n` notifications.
+async fn deliver_outbox(
+    bench: &Bench,
+    dir: &DaemonDir,
+    receiver: &FastReceiver,
+    n: usize,
+) -> anyhow::Result<DaemonRun> {
     let mut daemon = dir.start(&bench.pollerd).await?;
     daemon.wait_ready().await?;
     let cpu_before = daemon.sample()?.cpu_seconds;
-    wait_count(&receiver, n, || daemon.sample().is_ok()).await?;
+    wait_count(receiver, n, || daemon.sample().is_ok()).await?;
     let sample = daemon.sample()?;
     daemon.stop().await?;
+    Ok(DaemonRun {
+        seen: receiver.seen(),
+        cpu_seconds: sample.cpu_seconds - cpu_before,
+    })
+}
+
+/// The ceiling's rate and request latencies.
+struct CeilingRun {
+    notifications_per_s: f64,
+    latencies_us: Vec<i64>,
+}
+
+/// The same bodies posted by [`ceiling`] to a fresh receiver.
+async fn ceiling_run(bodies: Arc<Vec<Bytes>>, concurrency: usize) -> anyhow::Result<CeilingRun> {
+    let receiver = FastReceiver::start().await?;
+    let latencies_us = ceiling(&receiver.url(), bodies, concurrency).await?;
     let seen = receiver.seen();
+    Ok(CeilingRun {
+        notifications_per_s: seen.notifications as f64 / seen.span.as_secs_f64(),
+        latencies_us,
+    })
+}
+
+/// One batch size's metrics, in the order the report prints them; only batch 1 has a target
+/// against the ceiling.
+fn batch_metrics(
+    batch: u32,
+    daemon: DaemonRun,
+    mut ceiling: CeilingRun,
+    fill_seconds: f64,
+) -> Vec<Metric> {
+    let seen = daemon.seen;
     let rate = seen.notifications as f64 / seen.span.as_secs_f64();
     let mut latencies = seen.latencies_us;
-
-    let ceiling_receiver = FastReceiver::start().await?;
-    let ceiling_latencies =
-        ceiling(&ceiling_receiver.url(), bodies.clone(), scale.max_in_flight).await?;
-    let ceiling_seen = ceiling_receiver.seen();
-    let ceiling_rate = ceiling_seen.notifications as f64 / ceiling_seen.span.as_secs_f64();
-    let mut ceiling_latencies = ceiling_latencies;
-
     let b = format!("batch{batch}");
-    let ratio = rate / ceiling_rate;
+    let ratio = rate / ceiling.notifications_per_s;
     let mut metrics = vec![
         metric(format!("{b}_notifications_per_s"), "notif/s", rate),
         metric(
@@ -132,17 +188,17 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
         metric(
             format!("{b}_ceiling_notifications_per_s"),
             "notif/s",
-            ceiling_rate,
+            ceiling.notifications_per_s,
         ),
         metric(
             format!("{b}_ceiling_request_p50"),
             "ms",
-            quantile(&mut ceiling_latencies, 0.5) / 1000.0,
+            quantile(&mut ceiling.latencies_us, 0.5) / 1000.0,
         ),
         metric(
             format!("{b}_ceiling_request_p99"),
             "ms",
-            quantile(&mut ceiling_latencies, 0.99) / 1000.0,
+            quantile(&mut ceiling.latencies_us, 0.99) / 1000.0,
         ),
     ];
     let ratio_name = format!("{b}_ratio_to_ceiling");
@@ -151,13 +207,9 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
     } else {
         metric(ratio_name, "x", ratio)
     });
-    metrics.push(metric(
-        format!("{b}_daemon_cpu"),
-        "s",
-        sample.cpu_seconds - cpu_before,
-    ));
+    metrics.push(metric(format!("{b}_daemon_cpu"), "s", daemon.cpu_seconds));
     metrics.push(metric(format!("{b}_fill"), "s", fill_seconds));
-    Ok(metrics)
+    metrics
 }
 
 /// Waits until the receiver has `n` notifications; `alive` says whether to keep waiting.

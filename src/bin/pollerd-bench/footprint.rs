@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
 
 use crate::Bench;
-use crate::harness::{DaemonDir, WAIT_LIMIT, closed_port};
+use crate::harness::{BenchDaemon, DaemonDir, ProcSample, WAIT_LIMIT, closed_port};
 use crate::instances::{InstanceShape, RESOURCES, instance};
 use crate::report::{Metric, Target, metric, targeted};
 
@@ -29,6 +29,25 @@ async fn measure(
 ) -> anyhow::Result<Vec<Metric>> {
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let dir = DaemonDir::new("")?;
+    write_instances(&sim, &dir, instances)?;
+    let mut daemon = dir.start(&bench.pollerd).await?;
+    let ready = daemon.wait_ready().await?;
+    wait_baselines(&mut daemon, instances * RESOURCES.len()).await?;
+    let idle = idle_window(&daemon, bench.scale.idle).await?;
+    daemon.stop().await?;
+    let label = format!("{instances}x3");
+    Ok(footprint_metrics(
+        &label,
+        &idle,
+        ready,
+        rss_target_mib,
+        cpu_and_ready,
+    ))
+}
+
+/// `instances` instances of every resource, polling the simulator every 15 minutes and
+/// notifying a closed port (an idle simulator gives them nothing to send).
+fn write_instances(sim: &ConnectWiseSim, dir: &DaemonDir, instances: usize) -> anyhow::Result<()> {
     let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
     for i in 0..instances {
         let name = format!("footprint-{i:04}");
@@ -41,11 +60,13 @@ async fn measure(
             page_size: 1000,
             backfill_since: None,
         };
-        dir.write_instance(&name, &instance(&sim, &shape))?;
+        dir.write_instance(&name, &instance(sim, &shape))?;
     }
-    let resources = instances * RESOURCES.len();
-    let mut daemon = dir.start(&bench.pollerd).await?;
-    let ready = daemon.wait_ready().await?;
+    Ok(())
+}
+
+/// Until `resources` resources have a watermark: every first (baseline) poll committed.
+async fn wait_baselines(daemon: &mut BenchDaemon, resources: usize) -> anyhow::Result<()> {
     daemon
         .wait_status("every baseline poll committed", WAIT_LIMIT, |s| {
             s.instances
@@ -56,8 +77,20 @@ async fn measure(
                 >= resources
         })
         .await?;
+    Ok(())
+}
+
+/// The daemon's memory and CPU over an idle window.
+struct IdleWindow {
+    before: ProcSample,
+    after: ProcSample,
+    /// RSS once a second, sorted.
+    rss: Vec<u64>,
+    seconds: f64,
+}
+
+async fn idle_window(daemon: &BenchDaemon, idle: Duration) -> anyhow::Result<IdleWindow> {
     let before = daemon.sample()?;
-    let idle = bench.scale.idle;
     let started = Instant::now();
     let mut rss = Vec::new();
     while started.elapsed() < idle {
@@ -65,13 +98,27 @@ async fn measure(
         rss.push(daemon.sample()?.rss_bytes);
     }
     let after = daemon.sample()?;
-    let idle_seconds = started.elapsed().as_secs_f64();
-    daemon.stop().await?;
+    let seconds = started.elapsed().as_secs_f64();
     rss.sort_unstable();
-    let steady = rss[rss.len() / 2] as f64 / MIB;
-    let cpu_percent = (after.cpu_seconds - before.cpu_seconds) / idle_seconds * 100.0;
+    Ok(IdleWindow {
+        before,
+        after,
+        rss,
+        seconds,
+    })
+}
+
+/// Steady and peak RSS, idle CPU, start → READY and the CPU the start took, in that order.
+fn footprint_metrics(
+    label: &str,
+    idle: &IdleWindow,
+    ready: Duration,
+    rss_target_mib: f64,
+    cpu_and_ready: Option<(f64, f64)>,
+) -> Vec<Metric> {
+    let steady = idle.rss[idle.rss.len() / 2] as f64 / MIB;
+    let cpu_percent = (idle.after.cpu_seconds - idle.before.cpu_seconds) / idle.seconds * 100.0;
     let ready_ms = ready.as_secs_f64() * 1000.0;
-    let label = format!("{instances}x3");
     let mut out = vec![
         targeted(
             format!("steady_rss_{label}"),
@@ -82,7 +129,7 @@ async fn measure(
         metric(
             format!("peak_rss_{label}"),
             "MiB",
-            after.peak_rss_bytes as f64 / MIB,
+            idle.after.peak_rss_bytes as f64 / MIB,
         ),
     ];
     match cpu_and_ready {
@@ -108,7 +155,7 @@ async fn measure(
     out.push(metric(
         format!("start_cpu_{label}"),
         "s",
-        before.cpu_seconds,
+        idle.before.cpu_seconds,
     ));
-    Ok(out)
+    out
 }
