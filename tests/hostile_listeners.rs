@@ -123,10 +123,9 @@ const SMALL: Limits = Limits {
     header_read_timeout: Duration::from_millis(600),
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_listener_closes_idle_clients_and_refuses_beyond_its_cap() {
-    let cancel = CancellationToken::new();
-    let addr = metrics::serve_within(
+/// A metrics listener on 127.0.0.1 with the [`SMALL`] limits, until `cancel`.
+async fn small_metrics_listener(cancel: &CancellationToken) -> SocketAddr {
+    metrics::serve_within(
         "127.0.0.1:0".parse().unwrap(),
         Metrics::new(),
         Arc::new(|| true),
@@ -134,7 +133,13 @@ async fn the_metrics_listener_closes_idle_clients_and_refuses_beyond_its_cap() {
         cancel.clone(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_closes_idle_clients_and_refuses_beyond_its_cap() {
+    let cancel = CancellationToken::new();
+    let addr = small_metrics_listener(&cancel).await;
     let idle = IdleClients::tcp(addr, 10).await;
     // The cap is held: a scrape now is closed unanswered.
     assert_eq!(tcp_get(addr, "/healthz").await, None);
@@ -150,15 +155,7 @@ async fn the_metrics_listener_closes_idle_clients_and_refuses_beyond_its_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_its_head_too_slowly_is_closed_at_the_timeout() {
     let cancel = CancellationToken::new();
-    let addr = metrics::serve_within(
-        "127.0.0.1:0".parse().unwrap(),
-        Metrics::new(),
-        Arc::new(|| true),
-        SMALL,
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = small_metrics_listener(&cancel).await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     // A byte every 100 ms never completes a head; it must not keep the connection open.

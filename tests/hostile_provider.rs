@@ -73,6 +73,23 @@ impl World {
         last
     }
 
+    /// Every request meets `fault` and five contacts change meanwhile: waits until status shows an
+    /// error containing `text`; returns it and the contacts' ids.
+    async fn failing_with(&self, fault: Fault, text: &str) -> (String, Vec<u64>) {
+        self.sim.inject(fault, FaultScope::always());
+        let ids = self.sim.create_many(RecordKind::Contact, 5, None);
+        (self.wait_for_error(text).await, ids)
+    }
+
+    /// Every run fails on `fault` (status shows `text`) and the watermark holds; once the fault
+    /// is gone the changes made meanwhile arrive. Returns the error status showed.
+    async fn fails_then_recovers(&self, fault: Fault, text: &str) -> String {
+        let (error, ids) = self.failing_with(fault, text).await;
+        self.assert_watermark_holds_while_failing().await;
+        self.recovers_delivering(&ids).await;
+        error
+    }
+
     /// Requests that met an injected fault.
     fn faulted_requests(&self) -> usize {
         self.sim
@@ -239,16 +256,13 @@ async fn awkward_but_valid_link_headers_are_followed_to_the_last_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_link_fails_the_run_and_keeps_the_watermark() {
     let mut world = World::start("", |_| {}).await;
-    world
-        .sim
-        .inject(Fault::UnreadableLink, FaultScope::always());
-    let ids = world.sim.create_many(RecordKind::Contact, 5, None);
     let error = world
-        .wait_for_error("a Link header's <target> is not closed")
+        .fails_then_recovers(
+            Fault::UnreadableLink,
+            "a Link header's <target> is not closed",
+        )
         .await;
     assert!(error.contains("the scan stops here"), "{error}");
-    world.assert_watermark_holds_while_failing().await;
-    world.recovers_delivering(&ids).await;
     world.assert_healthy();
 }
 
@@ -273,13 +287,11 @@ async fn a_link_to_another_origin_is_refused_when_the_link_is_followed() {
         v["configuration"]["event.poller.configuration"]["contacts"]["paging"] = "page".into();
     })
     .await;
-    world.sim.inject(
-        Fault::LinkOrigin(format!("http://{}", thief.addr)),
-        FaultScope::always(),
-    );
-    let ids = world.sim.create_many(RecordKind::Contact, 5, None);
-    let error = world
-        .wait_for_error("refusing to follow a next-page link to another origin")
+    let (error, ids) = world
+        .failing_with(
+            Fault::LinkOrigin(format!("http://{}", thief.addr)),
+            "refusing to follow a next-page link to another origin",
+        )
         .await;
     assert!(
         error.contains(&format!("another origin (http://{})", thief.addr)),
@@ -293,16 +305,13 @@ async fn a_link_to_another_origin_is_refused_when_the_link_is_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_keyset_page_whose_last_record_has_no_id_fails_the_run() {
     let mut world = World::start("", |_| {}).await;
-    world
-        .sim
-        .inject(Fault::LastRecordWithoutId, FaultScope::always());
-    let ids = world.sim.create_many(RecordKind::Contact, 5, None);
     let error = world
-        .wait_for_error("there is a next page, but the last record has no usable id")
+        .fails_then_recovers(
+            Fault::LastRecordWithoutId,
+            "there is a next page, but the last record has no usable id",
+        )
         .await;
     assert!(error.contains("resource contacts, page 1"), "{error}");
-    world.assert_watermark_holds_while_failing().await;
-    world.recovers_delivering(&ids).await;
     world.assert_healthy();
 }
 

@@ -74,6 +74,19 @@ impl Fixture {
             .await
     }
 
+    /// Writes `zz-final.json` and receives up to its report: every one of `written` was named on
+    /// the way.
+    async fn assert_all_reported(&mut self, written: &[String]) {
+        std::fs::write(self.path("zz-final.json"), "{}").unwrap();
+        let batches = self.receive_path("zz-final.json").await;
+        let reported = names(&batches);
+        let missing: Vec<&String> = written.iter().filter(|n| !reported.contains(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "not reported: {missing:?}; got {batches:?}"
+        );
+    }
+
     async fn receive_rescan(&mut self) -> Vec<Changes> {
         self.receive_until("a rescan", |c| c.rescan).await
     }
@@ -271,14 +284,7 @@ async fn a_burst_of_writes_names_every_file() {
             std::fs::write(f.path(name), format!("{{\"round\": {round}}}")).unwrap();
         }
     }
-    std::fs::write(f.path("zz-final.json"), "{}").unwrap();
-    let batches = f.receive_path("zz-final.json").await;
-    let reported = names(&batches);
-    let missing: Vec<&String> = files.iter().filter(|n| !reported.contains(n)).collect();
-    assert!(
-        missing.is_empty(),
-        "not reported: {missing:?}; got {batches:?}"
-    );
+    f.assert_all_reported(&files).await;
 }
 
 #[tokio::test]
@@ -304,14 +310,7 @@ async fn a_consumer_that_stops_reading_misses_nothing() {
         std::fs::write(f.path(&name), "{}").unwrap();
         written.push(name);
     }
-    std::fs::write(f.path("zz-final.json"), "{}").unwrap();
-    let batches = f.receive_path("zz-final.json").await;
-    let reported = names(&batches);
-    let missing: Vec<&String> = written.iter().filter(|n| !reported.contains(n)).collect();
-    assert!(
-        missing.is_empty(),
-        "not reported: {missing:?}; got {batches:?}"
-    );
+    f.assert_all_reported(&written).await;
 }
 
 #[tokio::test]
