@@ -222,7 +222,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// One registration per metric, in the order `/metrics` lists them.
+    /// Long on purpose: one registration per metric, in the order `/metrics` lists them.
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("pollerd");
         let instruments = Instruments {
