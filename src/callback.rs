@@ -1,19 +1,31 @@
 //! A callback URL made ready to send to: parsed once, its user name and password taken out of
-//! the URL and turned into Basic credentials. `config` checks the URL with it and `delivery`
-//! sends to it, so it depends on neither.
+//! the URL and turned into Basic credentials. `config` makes one when it loads a file and
+//! `delivery` sends to it, so it depends on neither.
 
 use hyper::Uri;
 use hyper::header::HeaderValue;
 
 use crate::http_util::basic_authorization;
+use crate::url_display::shown_url;
 
 /// A callback URL made ready to send to, once per target: the request URI without user name
-/// and password, and those as Basic credentials (as reqwest sent them).
-#[derive(Debug)]
+/// and password, and those as Basic credentials (as reqwest sent them). Debug shows the URL as
+/// [`shown_url`] does, never its credentials or query.
+#[derive(Clone)]
 pub struct Endpoint {
     pub uri: Uri,
-    /// Marked sensitive: never shown by `Debug`.
+    /// Marked sensitive.
     pub authorization: Option<HeaderValue>,
+    shown: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.shown)
+            .field("basic_credentials", &self.authorization.is_some())
+            .finish()
+    }
 }
 
 /// A callback URL that cannot be sent to. The texts never repeat the URL (it may hold a
@@ -34,7 +46,13 @@ pub enum EndpointError {
 
 impl Endpoint {
     pub fn parse(callback_url: &str) -> Result<Endpoint, EndpointError> {
-        let mut url = url::Url::parse(callback_url)?;
+        Endpoint::from_url(&url::Url::parse(callback_url)?)
+    }
+
+    /// The endpoint of an already parsed callback URL.
+    pub fn from_url(url: &url::Url) -> Result<Endpoint, EndpointError> {
+        let shown = shown_url(url);
+        let mut url = url.clone();
         if !matches!(url.scheme(), "http" | "https") {
             return Err(EndpointError::Scheme(url.scheme().to_string()));
         }
@@ -62,7 +80,13 @@ impl Endpoint {
         Ok(Endpoint {
             uri: url.as_str().parse()?,
             authorization,
+            shown,
         })
+    }
+
+    /// The callback URL for logs, errors and status, as [`shown_url`] shows URLs.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 }
 

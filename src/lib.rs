@@ -7,7 +7,7 @@
 //!
 //! The pure parsers that `config` validates with and the downstream modules use are leaf modules
 //! that import none of the pipeline: [`callback`], [`signing`], [`hubs`], [`ceql`], [`dates`],
-//! [`template`] (tests/architecture.rs holds `config` and them to it).
+//! [`template`], [`tls_roots`] (tests/architecture.rs holds `config` and them to it).
 
 pub mod admin;
 pub mod callback;
@@ -39,5 +39,6 @@ pub mod systemd;
 pub mod task_guard;
 pub mod template;
 pub mod time_math;
+pub mod tls_roots;
 pub mod url_display;
 pub mod watch;

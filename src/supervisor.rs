@@ -340,7 +340,7 @@ async fn stop(running: Running) {
 /// Where `n` sends to, from what config parsed.
 fn target(n: &config::NotificationSpec) -> Target {
     Target {
-        callback_url: n.callback_url.clone(),
+        callback: n.callback.clone(),
         signature_key: n.signature_key.clone(),
         webhook_secret: n.webhook_secret.clone(),
     }

@@ -13,7 +13,15 @@ use std::path::{Path, PathBuf};
 const DOWNSTREAM: [&str; 5] = ["delivery", "element", "poller", "store", "supervisor"];
 
 /// Pure parsers that `config` validates with and the downstream modules use.
-const LEAF_MODULES: [&str; 6] = ["callback", "signing", "hubs", "ceql", "dates", "template"];
+const LEAF_MODULES: [&str; 7] = [
+    "callback",
+    "signing",
+    "hubs",
+    "ceql",
+    "dates",
+    "template",
+    "tls_roots",
+];
 
 /// File cycles that exist today and are allowed until they are taken apart. A cycle found must
 /// lie within one of these; any other cycle fails.

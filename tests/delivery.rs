@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
+use pollerd::callback::Endpoint;
 use pollerd::config::Secret;
 use pollerd::config::settings::DeliverySettings;
 use pollerd::delivery::{Deliverer, Target};
@@ -59,7 +60,7 @@ fn enqueue(store: &Arc<dyn Store>, key: &ResourceKey, prefix: &str, n: usize) ->
 
 fn target(url: String) -> Target {
     Target {
-        callback_url: url,
+        callback: Endpoint::parse(&url).unwrap(),
         signature_key: None,
         webhook_secret: None,
     }
@@ -84,7 +85,7 @@ async fn notifications_carry_ids_timestamps_and_both_signatures() {
     deliverer.set_target(
         "inst",
         Target {
-            callback_url: receiver.url(),
+            callback: Endpoint::parse(&receiver.url()).unwrap(),
             signature_key: Some(Secret::new("MySecretEventSignatureKey")),
             webhook_secret: Some(WebhookSecret::parse(secret).unwrap()),
         },

@@ -283,12 +283,20 @@ fn required(cx: &mut Ctx, conf: &Map<String, Value>, key: &str) -> Option<String
     }
 }
 
-/// An absolute http(s) URL with a host.
+/// An absolute http(s) URL with a host, as written.
 pub(super) fn check_url(cx: &mut Ctx, pointer: &str, name: &str, url: &str) -> Option<String> {
+    checked_url(cx, pointer, name, url).map(|_| url.to_string())
+}
+
+/// An absolute http(s) URL with a host, parsed.
+pub(super) fn checked_url(
+    cx: &mut Ctx,
+    pointer: &str,
+    name: &str,
+    url: &str,
+) -> Option<reqwest::Url> {
     match reqwest::Url::parse(url) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
-            Some(url.to_string())
-        }
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Some(u),
         Ok(u) => {
             cx.error(
                 pointer,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::diagnostics::{Diagnostic, Diagnostics};
-use super::element::{check_url, conf_pointer, element, element_key};
+use super::element::{checked_url, conf_pointer, element, element_key};
 use super::fields::Ctx;
 use super::resource;
 use super::secret::{Secret, SecretRef, SecretSources, resolve_references};
@@ -271,7 +271,7 @@ fn fingerprint(value: &Value, tls_ca: Option<&TlsCa>) -> u64 {
     let mut h = DefaultHasher::new();
     feed(value, &mut h);
     if let Some(ca) = tls_ca {
-        ca.pem.hash(&mut h);
+        ca.identity().hash(&mut h);
     }
     h.finish()
 }
@@ -302,18 +302,17 @@ fn tags(cx: &mut Ctx, v: Option<&Value>) -> Option<Vec<String>> {
 /// `Some(None)`: events disabled (valid). `None`: errors were reported.
 fn notifications(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<NotificationSpec>> {
     let enabled = events_enabled(cx, conf)?;
-    let callback = callback_url(cx, conf, enabled);
-    if let Some(url) = &callback {
-        warn_plain_http_callback(cx, url);
-    }
+    let callback = callback(cx, conf, enabled);
     let signature_key = optional_secret(cx, conf, "event.notification.signature.key");
     let webhook_secret = webhook_secret(cx, conf);
     let batch_size = batch_size(cx, conf)?;
     if !enabled {
         return Some(None);
     }
+    let (callback_url, callback) = callback?;
     Some(Some(NotificationSpec {
-        callback_url: callback?,
+        callback_url,
+        callback,
         signature_key,
         webhook_secret,
         batch_size,
@@ -329,38 +328,38 @@ fn events_enabled(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<bool> {
     }
 }
 
-/// `event.notification.callback.url`, required when events are enabled.
-fn callback_url(cx: &mut Ctx, conf: &Map<String, Value>, enabled: bool) -> Option<String> {
+/// `event.notification.callback.url`, required when events are enabled: as written, and made
+/// into the endpoint deliveries send to.
+fn callback(cx: &mut Ctx, conf: &Map<String, Value>, enabled: bool) -> Option<(String, Endpoint)> {
     let key = "event.notification.callback.url";
     let p = conf_pointer(key);
-    let callback = match conf.get(key) {
-        Some(v) => cx
-            .required_string(&p, key, v)
-            .and_then(|u| check_url(cx, &p, key, &u)),
+    let written = match conf.get(key) {
+        Some(v) => cx.required_string(&p, key, v)?,
         None if enabled => {
             cx.error(
                 "/configuration",
                 "events are enabled but \"event.notification.callback.url\" is missing",
             );
-            None
+            return None;
         }
-        None => None,
+        None => return None,
     };
+    let url = checked_url(cx, &p, key, &written)?;
     // What deliveries would refuse (a user name that does not decode, a URL hyper cannot send
     // to) is an error now, not a dead letter later.
-    callback.filter(|url| match Endpoint::parse(url) {
-        Ok(_) => true,
+    match Endpoint::from_url(&url) {
+        Ok(endpoint) => {
+            warn_plain_http_callback(cx, &url, &endpoint);
+            Some((written, endpoint))
+        }
         Err(e) => {
             cx.error(&p, format!("{key}: {e}"));
-            false
+            None
         }
-    })
+    }
 }
 
-fn warn_plain_http_callback(cx: &mut Ctx, url: &str) {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        return;
-    };
+fn warn_plain_http_callback(cx: &mut Ctx, u: &reqwest::Url, endpoint: &Endpoint) {
     let loopback = match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -370,7 +369,7 @@ fn warn_plain_http_callback(cx: &mut Ctx, url: &str) {
     if u.scheme() == "http" && !loopback {
         cx.warning(format!(
             "callback URL {} uses plain http:// to a non-loopback host: notifications and their signatures travel unencrypted",
-            crate::url_display::shown_url(&u)
+            endpoint.shown()
         ));
     }
 }

@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::secret::Secret;
+use crate::callback::Endpoint;
 use crate::dates::{DatePattern, Zone};
 use crate::signing::WebhookSecret;
 use crate::template::UrlTemplate;
+pub use crate::tls_roots::TlsCa;
 
 #[derive(Clone, Debug)]
 pub struct InstanceSpec {
@@ -34,19 +36,6 @@ pub struct InstanceSpec {
 impl InstanceSpec {
     pub fn resource(&self, name: &str) -> Option<&ResourceSpec> {
         self.resources.iter().find(|r| r.name == name)
-    }
-}
-
-/// A PEM bundle of CA certificates, as read (and checked) when the file was loaded.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsCa {
-    pub path: PathBuf,
-    pub pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for TlsCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsCa").field("path", &self.path).finish()
     }
 }
 
@@ -117,7 +106,10 @@ pub enum HttpAuth {
 
 #[derive(Clone)]
 pub struct NotificationSpec {
+    /// `event.notification.callback.url` as written.
     pub callback_url: String,
+    /// The same URL ready to send to: what deliveries use.
+    pub callback: Endpoint,
     pub signature_key: Option<Secret>,
     /// The `whsec_…` Standard Webhooks secret, decoded into its key bytes (Debug shows
     /// `whsec_***`).
@@ -128,12 +120,10 @@ pub struct NotificationSpec {
 
 impl std::fmt::Debug for NotificationSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The callback URL may hold a password or a token in its query.
+        // The callback URL may hold a password or a token in its query: only the endpoint,
+        // which shows neither, is shown.
         f.debug_struct("NotificationSpec")
-            .field(
-                "callback_url",
-                &crate::url_display::shown_url_text(&self.callback_url),
-            )
+            .field("callback", &self.callback)
             .field("signature_key", &self.signature_key)
             .field("webhook_secret", &self.webhook_secret)
             .field("batch_size", &self.batch_size)

@@ -1,6 +1,6 @@
 //! `tls.caFile`: a PEM bundle of private CA certificates an instance trusts in addition to the
-//! system roots, for its provider requests and its webhook deliveries. It only adds trust:
-//! nothing in pollerd turns certificate verification off.
+//! system roots, for its provider requests and its webhook deliveries, loaded once here
+//! ([`TlsCa`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::fields::Ctx;
 use super::source::child_pointer;
-use super::spec::TlsCa;
+use crate::tls_roots::TlsCa;
 
 pub const TLS_CA_FILE_KEY: &str = "tls.caFile";
 
@@ -24,41 +24,11 @@ pub fn tls_ca(cx: &mut Ctx, conf: &Map<String, Value>) -> Option<Option<TlsCa>> 
         Some(dir) if Path::new(&written).is_relative() => dir.join(&written),
         _ => PathBuf::from(&written),
     };
-    match read_ca_bundle(&path) {
-        Ok(pem) => Some(Some(TlsCa { path, pem })),
-        Err(message) => {
-            cx.error(&pointer, format!("{TLS_CA_FILE_KEY}: {message}"));
+    match TlsCa::load(&path) {
+        Ok(ca) => Some(Some(ca)),
+        Err(e) => {
+            cx.error(&pointer, format!("{TLS_CA_FILE_KEY}: {e}"));
             None
         }
     }
-}
-
-/// Reads a PEM bundle and checks that it holds at least one certificate rustls accepts as a
-/// trust anchor. Errors name the path, never the file's content.
-pub fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
-    let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        format!(
-            "{shown} is not a PEM certificate bundle: {}",
-            crate::http_util::error_chain(&e)
-        )
-    })?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    // Building a client is what parses each certificate as a trust anchor.
-    let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false);
-    for certificate in certificates {
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().map_err(|e| {
-        format!(
-            "{shown} holds a certificate that cannot be trusted: {}",
-            crate::http_util::error_chain(&e)
-        )
-    })?;
-    Ok(pem)
 }

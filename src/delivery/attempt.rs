@@ -20,12 +20,12 @@ use crate::config::Secret;
 use crate::http_util::{error_chain, parse_retry_after, snippet};
 use crate::signing::{SigningKey, WebhookSecret};
 use crate::store::OutboxEntry;
-use crate::url_display::shown_url_text;
 
 /// Where an instance's notifications go and how they are signed.
 #[derive(Clone)]
 pub struct Target {
-    pub callback_url: String,
+    /// The callback URL, parsed when the instance file was loaded.
+    pub callback: Endpoint,
     pub signature_key: Option<Secret>,
     pub webhook_secret: Option<WebhookSecret>,
 }
@@ -33,7 +33,7 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("callback_url", &shown_url_text(&self.callback_url))
+            .field("callback_url", &self.callback.shown())
             .field(
                 "signed",
                 &(self.signature_key.is_some() || self.webhook_secret.is_some()),
@@ -62,14 +62,12 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 
 /// A [`Target`] made ready to send to, once per target rather than once per notification: its
-/// URL parsed and its signing keys expanded.
+/// signing keys expanded.
 #[derive(Debug)]
 pub struct Route {
     pub target: Target,
-    /// The callback URL for logs, errors and status, as [`shown_url_text`] shows URLs.
+    /// The callback URL for logs, errors and status, as `url_display` shows URLs.
     pub shown_url: String,
-    /// Why the URL cannot be sent to, when it cannot: every attempt then fails with that.
-    endpoint: Result<Endpoint, String>,
     elements_key: Option<SigningKey>,
     standard_key: Option<SigningKey>,
 }
@@ -77,8 +75,7 @@ pub struct Route {
 impl Route {
     pub fn new(target: Target) -> Route {
         Route {
-            endpoint: Endpoint::parse(&target.callback_url).map_err(|e| error_chain(&e)),
-            shown_url: shown_url_text(&target.callback_url),
+            shown_url: target.callback.shown().to_string(),
             elements_key: target
                 .signature_key
                 .as_ref()
@@ -162,9 +159,6 @@ pub async fn attempt(
 /// Why a request could not be made from a route and an entry.
 #[derive(Debug, thiserror::Error)]
 enum RequestError {
-    /// Why the callback URL cannot be sent to, told once when the route was made.
-    #[error("{0}")]
-    Endpoint(String),
     #[error("the event id is not a valid header value")]
     EventId(#[source] hyper::header::InvalidHeaderValue),
     #[error("a signature is not a valid header value")]
@@ -178,10 +172,7 @@ fn request(
     body: &Bytes,
     now: DateTime<Utc>,
 ) -> Result<Request<Full<Bytes>>, RequestError> {
-    let endpoint = route
-        .endpoint
-        .as_ref()
-        .map_err(|why| RequestError::Endpoint(why.clone()))?;
+    let endpoint = &route.target.callback;
     let id = HeaderValue::from_str(&entry.event_id).map_err(RequestError::EventId)?;
     let timestamp = now.timestamp();
     let mut request = Request::new(Full::new(body.clone()));

@@ -29,12 +29,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::time::Instant;
 
 use super::proxy::{self, ProxiedStream, ProxyConnector, ProxySettings};
 use crate::config::settings::DeliverySettings;
+use crate::tls_roots::TlsCa;
 
 /// The longest a connection may take to open (TCP and TLS), unless the attempt's timeout is
 /// shorter.
@@ -51,8 +50,6 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ClientError {
     #[error("the system's root certificates could not be loaded: {0}")]
     NativeRoots(String),
-    #[error("the CA bundle is not a PEM certificate bundle")]
-    CaBundle(#[source] rustls::pki_types::pem::Error),
     #[error("a certificate of the CA bundle cannot be trusted")]
     CaCertificate(#[source] rustls::Error),
     #[error("setting up TLS")]
@@ -118,12 +115,12 @@ impl std::fmt::Debug for WebhookClient {
 }
 
 impl WebhookClient {
-    /// A client trusting the system roots, and also `extra_ca_pem` (an instance's `tls.caFile`)
+    /// A client trusting the system roots, and also `extra_ca` (an instance's `tls.caFile`)
     /// when given, connecting through the proxies of `proxies`. Nothing turns certificate
     /// verification off; through a tunnel, the receiver's certificate is verified as without one.
     pub fn new(
         settings: &DeliverySettings,
-        extra_ca_pem: Option<&[u8]>,
+        extra_ca: Option<&TlsCa>,
         proxies: &ProxySettings,
     ) -> Result<WebhookClient, ClientError> {
         let connect_timeout = settings.timeout.min(CONNECT_TIMEOUT_MAX);
@@ -137,7 +134,7 @@ impl WebhookClient {
         tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
         tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(extra_ca_pem)?)
+            .with_tls_config(tls_config(extra_ca)?)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(ProxyConnector {
@@ -192,14 +189,13 @@ impl WebhookClient {
     }
 }
 
-/// rustls with ring, TLS 1.2 and 1.3, trusting the system roots and `extra_ca_pem`.
-fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+/// rustls with ring, TLS 1.2 and 1.3, trusting the system roots and `extra_ca`.
+fn tls_config(extra_ca: Option<&TlsCa>) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = RootCertStore::empty();
-    if let Some(pem) = extra_ca_pem {
-        for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate.map_err(ClientError::CaBundle)?;
-            roots.add(certificate).map_err(ClientError::CaCertificate)?;
-        }
+    for certificate in extra_ca.map(TlsCa::certificates).unwrap_or_default() {
+        roots
+            .add(certificate.clone())
+            .map_err(ClientError::CaCertificate)?;
     }
     add_native_roots(&mut roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

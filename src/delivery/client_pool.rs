@@ -17,8 +17,8 @@ pub(super) struct ClientPool {
     proxies: ProxySettings,
     /// Clients of instances with `tls.caFile`, built once per CA bundle.
     by_instance: RwLock<HashMap<String, (TlsCa, Arc<WebhookClient>)>>,
-    /// The client of each CA bundle in use, by its PEM text.
-    by_ca: Mutex<HashMap<Vec<u8>, Weak<WebhookClient>>>,
+    /// The client of each CA bundle in use, by its [`TlsCa::identity`].
+    by_ca: Mutex<HashMap<[u8; 32], Weak<WebhookClient>>>,
 }
 
 impl ClientPool {
@@ -53,16 +53,12 @@ impl ClientPool {
             return Ok(());
         }
         let mut by_ca = self.by_ca.lock().expect("clients by CA");
-        let client = match by_ca.get(&ca.pem).and_then(Weak::upgrade) {
+        let client = match by_ca.get(&ca.identity()).and_then(Weak::upgrade) {
             Some(shared) => shared,
             None => {
-                let built = Arc::new(WebhookClient::new(
-                    &self.settings,
-                    Some(&ca.pem),
-                    &self.proxies,
-                )?);
+                let built = Arc::new(WebhookClient::new(&self.settings, Some(ca), &self.proxies)?);
                 by_ca.retain(|_, client| client.strong_count() > 0);
-                by_ca.insert(ca.pem.clone(), Arc::downgrade(&built));
+                by_ca.insert(ca.identity(), Arc::downgrade(&built));
                 built
             }
         };

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::attempt::Outcome;
 use super::client::WebhookClient;
-use super::client_tests::{BODY, private_ca, retry_error, send, settings, tls_server};
+use super::client_tests::{BODY, private_ca, retry_error, send, settings, test_ca, tls_server};
 use super::proxy::{ProxyProblem, ProxySettings};
 use crate::sim::receiver::Receiver;
 
@@ -32,8 +32,9 @@ fn proxies(variables: &[(&str, &str)]) -> ProxySettings {
     ProxySettings::from_variables(|name| variables.get(name).cloned())
 }
 
-fn client_via(proxies: &ProxySettings, ca_pem: Option<&[u8]>) -> WebhookClient {
-    WebhookClient::new(&settings(Duration::from_secs(10)), ca_pem, proxies).unwrap()
+fn client_via(proxies: &ProxySettings, ca_pem: Option<&str>) -> WebhookClient {
+    let ca = ca_pem.map(test_ca);
+    WebhookClient::new(&settings(Duration::from_secs(10)), ca.as_ref(), proxies).unwrap()
 }
 
 /// What a test proxy was asked: the request line (or CONNECT line) and `Proxy-Authorization`.
@@ -240,7 +241,7 @@ async fn an_https_callback_goes_through_a_connect_tunnel_with_tls_to_the_receive
     assert!(error.contains("UnknownIssuer"), "{error}");
     assert!(seen.lock().unwrap().is_empty());
 
-    let http = client_via(&settings, Some(ca_pem.as_bytes()));
+    let http = client_via(&settings, Some(&ca_pem));
     assert_eq!(
         send(&http, &url, "evt-2").await,
         Outcome::Delivered { status: 200 }

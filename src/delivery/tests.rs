@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Deliverer, Target};
+use crate::callback::Endpoint;
 use crate::config::settings::DeliverySettings;
 use crate::sim::receiver::{Behaviour, ReceivedRequest, Receiver};
 use crate::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
@@ -52,7 +53,7 @@ async fn a_backlog_read_ahead_still_waits_behind_a_retry_and_skips_a_dead_letter
     deliverer.set_target(
         "backlog",
         Target {
-            callback_url: receiver.url(),
+            callback: Endpoint::parse(&receiver.url()).unwrap(),
             signature_key: None,
             webhook_secret: None,
         },
@@ -93,16 +94,15 @@ fn instances_trusting_the_same_ca_bundle_share_one_client() {
         Arc::new(SledStore::open(&dir.path().join("state"), 8 << 20).unwrap());
     let settings = super::client_tests::settings(Duration::from_secs(5));
     let deliverer = Deliverer::new(store, &settings, None).unwrap();
-    let bundle = |name: &str| crate::config::TlsCa {
-        path: format!("/etc/pollerd/{name}.pem").into(),
-        pem: super::client_tests::private_ca(&[]).0.into_bytes(),
+    let read = |name: &str, pem: &str| {
+        crate::config::TlsCa::from_pem(format!("/etc/pollerd/{name}.pem").into(), pem.as_bytes())
+            .unwrap()
     };
-    let (internal, partner) = (bundle("internal"), bundle("partner"));
+    let internal_pem = super::client_tests::private_ca(&[]).0;
+    let internal = read("internal", &internal_pem);
+    let partner = read("partner", &super::client_tests::private_ca(&[]).0);
     // The same bundle read from another path is the same trust: one client.
-    let internal_copy = crate::config::TlsCa {
-        path: "/etc/pollerd/copy.pem".into(),
-        pem: internal.pem.clone(),
-    };
+    let internal_copy = read("copy", &internal_pem);
     deliverer.set_trusted_ca("a", Some(&internal)).unwrap();
     deliverer.set_trusted_ca("b", Some(&internal)).unwrap();
     deliverer.set_trusted_ca("c", Some(&internal_copy)).unwrap();

@@ -16,12 +16,12 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use super::{FetchError, RawRecord, origin_text, raw, same_origin};
-use crate::config::TlsCa;
 use crate::config::settings::{DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RESPONSE_SIZE};
 use crate::http_util::{
     error_chain, is_json_media_type, next_link, parse_http_date, parse_retry_after, shown_text,
     snippet,
 };
+use crate::tls_roots::TlsCa;
 use crate::url_display::shown_url;
 
 /// The longest a provider's 429 can pause its tenant; a longer `Retry-After` is cut to this.
@@ -276,8 +276,8 @@ impl ProviderClient {
     /// that CA; per-host limits and 429 pauses stay shared with every other instance.
     pub fn trusting(&self, ca: &TlsCa) -> Result<ProviderClient, reqwest::Error> {
         let mut builder = builder(self.timeout);
-        for certificate in reqwest::Certificate::from_pem_bundle(&ca.pem)? {
-            builder = builder.add_root_certificate(certificate);
+        for certificate in ca.certificates() {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
         }
         Ok(ProviderClient {
             http: builder.build()?,
