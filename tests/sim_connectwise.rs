@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
+use pollerd::sim::connectwise::{
+    ConnectWiseSim, Fault, FaultScope, ListRequest, RecordKind, SimConfig,
+};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
@@ -826,4 +828,88 @@ async fn fields_select_nested_paths_in_lists_and_single_records() {
             .unwrap()
             .contains("fields")
     );
+}
+
+#[tokio::test]
+async fn an_action_runs_once_between_pages_before_the_chosen_page_is_answered() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Contact, 35, Some(at(0, 0, 0)));
+    // Page 3 of a scan of ids holds created[20..30]; page 4 created[30..35].
+    let (early, in_page_3, in_page_4) = (created[3], created[24], created[33]);
+    let ran = sim.before_list_request(
+        ListRequest::nth(RecordKind::Contact, "fields=id", 3),
+        move |sim| {
+            assert!(sim.delete_many(RecordKind::Contact, &[early, in_page_3, in_page_4]) == 3);
+            sim.create(RecordKind::Contact, Some(at(1, 0, 0)));
+        },
+    );
+    let contacts = format!("{}/company/contacts", sim.base_url());
+    // Requests that are not pages of the scan do not count: another list, a count, one record.
+    for other in [
+        contacts.clone(),
+        format!("{contacts}/count?fields=id"),
+        format!("{contacts}/{early}?fields=id"),
+        format!("{}/company/companies?fields=id", sim.base_url()),
+    ] {
+        assert_eq!(
+            authed(&client, &other).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(sim.pending_actions(), 1);
+
+    let scan = all_pages(
+        &client,
+        &format!("{contacts}?pageSize=10&fields=id"),
+        true,
+        10,
+    )
+    .await;
+    let scanned: Vec<Vec<u64>> = scan
+        .iter()
+        .map(|page| page.iter().map(|r| r["id"].as_u64().unwrap()).collect())
+        .collect();
+    let newer = created[34] + 1;
+    assert_eq!(
+        scanned[0],
+        created[..10].to_vec(),
+        "seen before the action ran"
+    );
+    assert_eq!(scanned[1], created[10..20].to_vec());
+    let page_3: Vec<u64> = created[20..31]
+        .iter()
+        .copied()
+        .filter(|id| *id != in_page_3)
+        .collect();
+    assert_eq!(scanned[2], page_3, "page 3 was answered after the action");
+    assert_eq!(
+        scanned[3],
+        vec![created[31], created[32], created[34], newer]
+    );
+    assert_eq!(scanned.len(), 4);
+    tokio::time::timeout(Duration::from_secs(30), ran)
+        .await
+        .expect("the action ran")
+        .expect("the action ran without panicking");
+    assert_eq!(sim.pending_actions(), 0);
+
+    // It ran once: a second scan changes nothing.
+    let again = all_pages(
+        &client,
+        &format!("{contacts}?pageSize=10&fields=id"),
+        true,
+        10,
+    )
+    .await;
+    assert_eq!(page_ids(&again), sim.ids(RecordKind::Contact));
+    assert_eq!(sim.len(RecordKind::Contact), 33);
+
+    // An action still pending does not keep the server up once the last handle is dropped.
+    let never = sim.before_list_request(ListRequest::nth(RecordKind::Contact, "id", 1000), |_| {});
+    drop(sim);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), never)
+        .await
+        .expect("the simulator stopped within 30 s of its last handle");
+    assert!(outcome.is_err(), "the action never ran");
+    assert!(client.get(&contacts).send().await.is_err());
 }

@@ -16,11 +16,13 @@
 //!   page paging (`page`, `pageSize`), both ordered by id with `Link` headers; `orderBy` is
 //!   ignored (lists are always in id order, which is what keyset paging needs anyway);
 //! - a `Date` header from the simulator's clock, which can be skewed from the local clock;
-//! - injectable faults ([`Fault`]) and a request log ([`RequestLog`]).
+//! - injectable faults ([`Fault`]), one-shot actions run before a given list request
+//!   ([`ConnectWiseSim::before_list_request`]), and a request log ([`RequestLog`]).
 //!
 //! Queries are evaluated at request time, so a record updated during a scan keeps its id and
 //! moves in `lastUpdated`, as in the real API.
 
+mod actions;
 mod conditions;
 mod faults;
 mod fields;
@@ -30,7 +32,7 @@ mod server;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use base64::Engine;
@@ -38,6 +40,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use actions::PendingAction;
 use faults::FaultTable;
 use records::{RecordTable, StoredRecord};
 
@@ -185,6 +188,33 @@ impl FaultScope {
     }
 }
 
+/// Which list request an action runs before; see [`ConnectWiseSim::before_list_request`].
+///
+/// List requests (`GET` of the list endpoint of `kind`, not `…/count` or `…/{id}`) are counted
+/// as they arrive, from when the action is added, whatever their answer (faults and auth come
+/// after).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub kind: RecordKind,
+    /// Only requests whose decoded query (`name=value&…`) contains this text count, e.g.
+    /// `fields=id` for a reconcile scan's pages; every list request of `kind` when `None`.
+    pub query_contains: Option<String>,
+    /// The action runs before the `nth` counted request (1-based: 3 is the third page of a scan
+    /// that began after the action was added) is answered.
+    pub nth: usize,
+}
+
+impl ListRequest {
+    /// The `nth` list request of `kind` whose query contains `query_contains`.
+    pub fn nth(kind: RecordKind, query_contains: &str, nth: usize) -> Self {
+        ListRequest {
+            kind,
+            query_contains: Some(query_contains.to_string()),
+            nth,
+        }
+    }
+}
+
 /// One request as the simulator saw and answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLog {
@@ -245,7 +275,11 @@ struct SimState {
     clock_skew_ms: AtomicI64,
     tables: RwLock<[RecordTable; 3]>,
     faults: Mutex<FaultTable>,
+    actions: Mutex<Vec<PendingAction>>,
     log: Mutex<RequestJournal>,
+    /// The server, for handles given to actions; weak, so that a pending action does not keep
+    /// the server up after the last handle is dropped.
+    server: OnceLock<Weak<ServerTask>>,
 }
 
 #[derive(Default)]
@@ -305,7 +339,9 @@ impl ConnectWiseSim {
             clock_skew_ms: AtomicI64::new(0),
             tables: RwLock::new(Default::default()),
             faults: Mutex::new(FaultTable::default()),
+            actions: Mutex::new(Vec::new()),
             log: Mutex::new(RequestJournal::default()),
+            server: OnceLock::new(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = server::router(Arc::clone(&state));
@@ -321,10 +357,9 @@ impl ConnectWiseSim {
             stop: Mutex::new(Some(stop)),
             task: Mutex::new(Some(task)),
         };
-        Ok(ConnectWiseSim {
-            state,
-            server: Arc::new(server),
-        })
+        let server = Arc::new(server);
+        let _ = state.server.set(Arc::downgrade(&server));
+        Ok(ConnectWiseSim { state, server })
     }
 
     /// `http://127.0.0.1:PORT/v4_6_release/apis/3.0`
@@ -511,6 +546,30 @@ impl ConnectWiseSim {
             .lock()
             .expect("faults lock")
             .add(fault, scope, Some(percent));
+    }
+
+    /// Runs `action` once, just before the simulator answers the list request `which` names, so
+    /// that a test can change records between the pages of a scan: what the action creates,
+    /// updates or deletes shows in that very answer and those after it. The action gets a handle
+    /// on this simulator; it must not block (it runs on the server's runtime). The returned
+    /// receiver resolves once the action has run (an error when the simulator stopped first, or
+    /// the action panicked, which also cuts that request's connection).
+    pub fn before_list_request<F>(&self, which: ListRequest, action: F) -> oneshot::Receiver<()>
+    where
+        F: FnOnce(&ConnectWiseSim) + Send + 'static,
+    {
+        let (ran, has_run) = oneshot::channel();
+        self.state
+            .actions
+            .lock()
+            .expect("actions lock")
+            .push(PendingAction::new(which, Box::new(action), ran));
+        has_run
+    }
+
+    /// How many actions of [`ConnectWiseSim::before_list_request`] have not run yet.
+    pub fn pending_actions(&self) -> usize {
+        self.state.actions.lock().expect("actions lock").len()
     }
 
     /// Reseeds the dice of random faults: the same seed and the same requests give the same

@@ -13,6 +13,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::actions;
 use super::conditions::Conditions;
 use super::faults::{LOGIN_PAGE, MAINTENANCE_PAGE};
 use super::fields::Fields;
@@ -149,11 +150,58 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         raw_query: parts.uri.query().unwrap_or("").to_string(),
     };
     let received_at = state.now();
+    run_list_actions(&state, &asked);
     let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }
-    let mut answer = match &plan.answer {
+    let mut answer = fault_or_normal_answer(&state, &asked, plan.answer.as_ref());
+    reshape(&mut answer, plan.answer.as_ref(), &state.base_url);
+    if plan.answer == Some(Fault::TruncatedJson) {
+        let half = (answer.body.len() / 2).max(1);
+        answer.body.truncate(half);
+    }
+
+    let now = state.now();
+    state.record_request(RequestLog {
+        at: now,
+        received_at,
+        delayed: plan.latency,
+        method: asked.method.to_string(),
+        path: asked.path.clone(),
+        query: asked.raw_query.clone(),
+        status: answer.status.as_u16(),
+        had_valid_auth: asked.had_valid_auth,
+        client_id: asked.client_id.clone(),
+        pagination_type: asked.pagination_type.clone(),
+        conditions: asked.param("conditions").map(str::to_string),
+        fields: asked.param("fields").map(str::to_string),
+        page: asked.number_param("page").ok().flatten(),
+        page_id: asked.number_param("pageId").ok().flatten(),
+        page_size: asked.number_param("pageSize").ok().flatten(),
+        fault: plan.answer.as_ref().map(|fault| format!("{fault:?}")),
+    });
+    into_response(answer, now)
+}
+
+/// Runs the test actions due before this request, when it is a list request.
+fn run_list_actions(state: &Arc<SimState>, asked: &Asked) {
+    if asked.method != Method::GET {
+        return;
+    }
+    if let Some(Route::List(kind)) = asked.path.strip_prefix(API_PREFIX).map(route) {
+        let query: Vec<String> = asked
+            .params
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        actions::run_due(state, kind, &query.join("&"));
+    }
+}
+
+/// The answer a fault makes, or the normal answer where the fault only reshapes it.
+fn fault_or_normal_answer(state: &SimState, asked: &Asked, fault: Option<&Fault>) -> Answer {
+    match fault {
         Some(Fault::ServerError) => Answer::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "UnexpectedServerError",
@@ -211,34 +259,8 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
             | Fault::LastRecordWithoutId
             | Fault::DateOffset(_),
         )
-        | None => answer(&state, &asked).unwrap_or_else(|error| error),
-    };
-    reshape(&mut answer, plan.answer.as_ref(), &state.base_url);
-    if plan.answer == Some(Fault::TruncatedJson) {
-        let half = (answer.body.len() / 2).max(1);
-        answer.body.truncate(half);
+        | None => answer(state, asked).unwrap_or_else(|error| error),
     }
-
-    let now = state.now();
-    state.record_request(RequestLog {
-        at: now,
-        received_at,
-        delayed: plan.latency,
-        method: asked.method.to_string(),
-        path: asked.path.clone(),
-        query: asked.raw_query.clone(),
-        status: answer.status.as_u16(),
-        had_valid_auth: asked.had_valid_auth,
-        client_id: asked.client_id.clone(),
-        pagination_type: asked.pagination_type.clone(),
-        conditions: asked.param("conditions").map(str::to_string),
-        fields: asked.param("fields").map(str::to_string),
-        page: asked.number_param("page").ok().flatten(),
-        page_id: asked.number_param("pageId").ok().flatten(),
-        page_size: asked.number_param("pageSize").ok().flatten(),
-        fault: plan.answer.as_ref().map(|fault| format!("{fault:?}")),
-    });
-    into_response(answer, now)
 }
 
 /// What the faults that keep the normal answer change in it.
