@@ -9,16 +9,72 @@
 
 use crate::ceql::{CeqlError, where_to_conditions};
 
-/// Hub object names and the ConnectWise endpoints they stand for.
-const HUB_OBJECTS: [(&str, &str); 8] = [
-    ("contacts", "/company/contacts"),
-    ("organizations", "/company/companies"),
-    ("accounts", "/company/companies"),
-    ("incidents", "/service/tickets"),
-    ("opportunities", "/sales/opportunities"),
-    ("activities", "/sales/activities"),
-    ("time-entries", "/time/entries"),
-    ("configurations", "/company/configurations"),
+/// The date a ConnectWise object records its creation in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreatedDate {
+    /// `_info.dateEntered`.
+    DateEntered,
+    /// None: only `_info.lastUpdated`, so created and updated cannot be told apart.
+    NotRecorded,
+    /// Not known to pollerd.
+    Unknown,
+}
+
+/// A ConnectWise object pollerd knows: the hub name instances use, the native endpoint it
+/// stands for, and where it records its creation.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectWiseObject {
+    pub hub_name: &'static str,
+    pub endpoint: &'static str,
+    pub created: CreatedDate,
+}
+
+impl ConnectWiseObject {
+    /// The endpoint's last segment (`/company/companies` → `companies`).
+    pub fn native_name(&self) -> &'static str {
+        self.endpoint.rsplit('/').next().unwrap_or(self.endpoint)
+    }
+
+    /// Whether a resource URL's path, hub or native, names this object.
+    pub fn named_in(&self, path: &str) -> bool {
+        path.contains(self.hub_name) || path.contains(self.native_name())
+    }
+}
+
+const fn object(
+    hub_name: &'static str,
+    endpoint: &'static str,
+    created: CreatedDate,
+) -> ConnectWiseObject {
+    ConnectWiseObject {
+        hub_name,
+        endpoint,
+        created,
+    }
+}
+
+/// Every ConnectWise object pollerd knows, by hub name: the one table of them.
+pub const CONNECTWISE_OBJECTS: [ConnectWiseObject; 8] = [
+    object("contacts", "/company/contacts", CreatedDate::NotRecorded),
+    object(
+        "organizations",
+        "/company/companies",
+        CreatedDate::DateEntered,
+    ),
+    object("accounts", "/company/companies", CreatedDate::DateEntered),
+    object("incidents", "/service/tickets", CreatedDate::DateEntered),
+    object(
+        "opportunities",
+        "/sales/opportunities",
+        CreatedDate::Unknown,
+    ),
+    object("activities", "/sales/activities", CreatedDate::Unknown),
+    object("time-entries", "/time/entries", CreatedDate::Unknown),
+    object(
+        "configurations",
+        "/company/configurations",
+        CreatedDate::DateEntered,
+    ),
 ];
 
 /// A request for the ConnectWise API: a path relative to the instance's `baseUrl` and the
@@ -51,19 +107,19 @@ pub enum HubError {
 }
 
 fn supported_objects() -> String {
-    HUB_OBJECTS
+    CONNECTWISE_OBJECTS
         .iter()
-        .map(|(object, _)| *object)
+        .map(|object| object.hub_name)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// The ConnectWise path of a hub object (`contacts` → `/company/contacts`).
 pub fn native_path_for(hub_object: &str) -> Option<&'static str> {
-    HUB_OBJECTS
+    CONNECTWISE_OBJECTS
         .iter()
-        .find(|(object, _)| *object == hub_object)
-        .map(|(_, path)| *path)
+        .find(|object| object.hub_name == hub_object)
+        .map(|object| object.endpoint)
 }
 
 /// Turns a rendered resource URL (path and query, relative to `baseUrl`) into a ConnectWise

@@ -38,7 +38,7 @@ const COMMON_KEYS: &[&str] = &[super::tls::TLS_CA_FILE_KEY];
 /// Configuration keys of the hosted service that mean nothing here, accepted without a word.
 const IGNORED_QUIETLY: &[&str] = &["filter.response.nulls"];
 
-pub(super) fn element_key(cx: &mut Ctx, v: Option<&Value>) -> Option<String> {
+pub(super) fn element_kind(cx: &mut Ctx, v: Option<&Value>) -> Option<ElementKind> {
     let Some(v) = v else {
         cx.error(
             "",
@@ -53,28 +53,33 @@ pub(super) fn element_key(cx: &mut Ctx, v: Option<&Value>) -> Option<String> {
         return None;
     };
     let key = cx.required_string("/element/key", "element key", key)?;
-    if !ELEMENT_KEYS.contains(&key.as_str()) {
+    let kind = ElementKind::from_key(&key);
+    if kind.is_none() {
+        let supported: Vec<&str> = ElementKind::ALL.iter().map(|k| k.key()).collect();
         cx.error(
             "/element/key",
             format!(
                 "unsupported element {key:?}; supported elements: {}",
-                ELEMENT_KEYS.join(", ")
+                supported.join(", ")
             ),
         );
-        return None;
     }
-    Some(key)
+    kind
 }
 
 pub(super) fn conf_pointer(key: &str) -> String {
     child_pointer("/configuration", key)
 }
 
-pub(super) fn element(cx: &mut Ctx, key: &str, conf: &Map<String, Value>) -> Option<ElementSpec> {
-    let own: &[&str] = if key == "http" {
-        HTTP_KEYS
-    } else {
-        CONNECTWISE_KEYS
+pub(super) fn element(
+    cx: &mut Ctx,
+    kind: ElementKind,
+    conf: &Map<String, Value>,
+) -> Option<ElementSpec> {
+    let key = kind.key();
+    let own: &[&str] = match kind {
+        ElementKind::ConnectWise => CONNECTWISE_KEYS,
+        ElementKind::Http => HTTP_KEYS,
     };
     for k in conf.keys() {
         if own.contains(&k.as_str())
@@ -108,7 +113,7 @@ pub(super) fn element(cx: &mut Ctx, key: &str, conf: &Map<String, Value>) -> Opt
     }
     let base_url = required(cx, conf, "baseUrl")
         .and_then(|u| check_url(cx, &conf_pointer("baseUrl"), "baseUrl", &u));
-    if key == "http" {
+    if kind == ElementKind::Http {
         return http_element(cx, conf, base_url);
     }
     let company = required(cx, conf, "company");

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::diagnostics::{Diagnostic, Diagnostics};
-use super::element::{checked_url, conf_pointer, element, element_key};
+use super::element::{checked_url, conf_pointer, element, element_kind};
 use super::fields::Ctx;
 use super::resource;
 use super::secret::{Secret, SecretRef, SecretSources, resolve_references};
@@ -197,7 +197,7 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
     if root.contains_key("providerData") {
         cx.warning("providerData is accepted and ignored: pollerd authenticates with the keys in configuration");
     }
-    let element_key = element_key(cx, root.get("element"));
+    let element_kind = element_kind(cx, root.get("element"));
     let empty = Map::new();
     let conf = match root.get("configuration") {
         Some(v) => cx
@@ -208,14 +208,17 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
             &empty
         }
     };
-    let element = element_key.and_then(|key| element(cx, &key, conf));
+    let element = element_kind.and_then(|kind| element(cx, kind, conf));
     let notifications = notifications(cx, conf);
     let interval = refresh_interval(cx, conf);
     let tls_ca = super::tls::tls_ca(cx, conf);
+    // Without a valid element, resources get only the generic (http) checks.
     let resources = resource::resources(
         cx,
         conf,
-        matches!(element, Some(ElementSpec::ConnectWise(_))),
+        element
+            .as_ref()
+            .map_or(ElementKind::Http, ElementSpec::kind),
     );
     if matches!(notifications, Some(Some(_))) && resources.as_ref().is_some_and(Vec::is_empty) {
         cx.error(

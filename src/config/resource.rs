@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 
 use super::fields::Ctx;
 use super::source::child_pointer;
-use super::spec::{DateField, FieldPath, Paging, ResourceSpec};
+use super::spec::{DateField, ElementKind, FieldPath, Paging, ResourceSpec};
 use crate::dates::{DatePattern, Zone};
-use crate::hubs::NativeRequest;
+use crate::hubs::{CONNECTWISE_OBJECTS, CreatedDate, NativeRequest};
 use crate::template::UrlTemplate;
 
 const RESOURCE_KEYS: &[&str] = &[
@@ -46,7 +46,7 @@ const POLLER_URLS: &str = "/configuration/event.poller.urls";
 pub fn resources(
     cx: &mut Ctx,
     conf: &Map<String, Value>,
-    connectwise: bool,
+    kind: ElementKind,
 ) -> Option<Vec<ResourceSpec>> {
     let legacy = match conf.get("event.poller.urls") {
         Some(v) => Some(legacy_urls(cx, v)?),
@@ -67,7 +67,7 @@ pub fn resources(
                 {
                     continue;
                 }
-                match resource(cx, name, rv, connectwise) {
+                match resource(cx, name, rv, kind) {
                     Some(r) => out.push(r),
                     None => ok = false,
                 }
@@ -87,7 +87,7 @@ pub fn resources(
         }
         (None, Some(legacy)) => {
             for entry in legacy {
-                match legacy_resource(cx, &entry, connectwise) {
+                match legacy_resource(cx, &entry, kind) {
                     Some(r) => out.push(r),
                     None => ok = false,
                 }
@@ -116,14 +116,14 @@ impl ResourceEntry<'_> {
     }
 }
 
-fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<ResourceSpec> {
+fn resource(cx: &mut Ctx, name: &str, v: &Value, kind: ElementKind) -> Option<ResourceSpec> {
     let pointer = child_pointer(POLLER_CONF, name);
     let what = format!("resource {name:?}");
     let obj = cx.object(&pointer, &what, v)?;
     cx.reject_unknown(&pointer, &what, obj, RESOURCE_KEYS);
     let e = ResourceEntry { pointer, what, obj };
 
-    let (url, native) = url_and_request(cx, &e, connectwise);
+    let (url, native) = url_and_request(cx, &e, kind);
     let id_field = id_field(cx, &e);
     let (updated, created) = required_dates(cx, &e)?;
     if let (Some(native), Some(id_field)) = (&native, &id_field) {
@@ -131,7 +131,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
         read.extend(created.as_ref().map(|c| ("createdDateField", &c.field)));
         fields_cover(cx, &e.at("url"), native, &read);
     }
-    let page_size = page_size(cx, &e, connectwise)?;
+    let page_size = page_size(cx, &e, kind)?;
     let poll_delay = seconds(cx, &e, "pollDelay");
     let tolerance = seconds(cx, &e, "createdCheckTolerance");
     let by_updated = filter_by_updated_date(cx, &e);
@@ -139,16 +139,11 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
         Some(v) => cx.boolean(&e.at("filterByCurrentDate"), "filterByCurrentDate", v),
         None => Some(false),
     };
-    let paging = paging(cx, &e.pointer, e.obj, connectwise);
+    let paging = paging(cx, &e.pointer, e.obj, kind);
     let backfill_since = backfill_since(cx, &e);
     if let (Some(url), Some(c)) = (&url, &created) {
         if c.field == updated.field {
-            cx.warning(same_date_fields_warning(
-                name,
-                url.source(),
-                &c.field,
-                connectwise,
-            ));
+            cx.warning(same_date_fields_warning(name, url.source(), &c.field, kind));
         }
     }
     let items_path = items_path(cx, &e)?;
@@ -174,7 +169,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, connectwise: bool) -> Option<Re
 fn url_and_request(
     cx: &mut Ctx,
     e: &ResourceEntry,
-    connectwise: bool,
+    kind: ElementKind,
 ) -> (Option<UrlTemplate>, Option<NativeRequest>) {
     let mut url = match e.get("url") {
         Some(v) => cx
@@ -186,7 +181,7 @@ fn url_and_request(
         }
     };
     let native = match &url {
-        Some(t) if connectwise => {
+        Some(t) if kind == ElementKind::ConnectWise => {
             let native = connectwise_request(cx, &e.at("url"), t);
             if native.is_none() {
                 url = None;
@@ -226,8 +221,8 @@ fn required_dates(cx: &mut Ctx, e: &ResourceEntry) -> Option<(DateField, Option<
 }
 
 /// `Some(None)` when not given; `None` when given and invalid.
-fn page_size(cx: &mut Ctx, e: &ResourceEntry, connectwise: bool) -> Option<Option<u32>> {
-    let max_page = if connectwise { 1000 } else { 100_000 };
+fn page_size(cx: &mut Ctx, e: &ResourceEntry, kind: ElementKind) -> Option<Option<u32>> {
+    let max_page = u64::from(kind.max_page_size());
     match e.get("pageSize") {
         Some(v) => Some(Some(
             cx.integer(&e.at("pageSize"), "pageSize", v, 1, max_page)? as u32,
@@ -293,38 +288,33 @@ fn same_date_fields_warning(
     resource: &str,
     url: &str,
     field: &FieldPath,
-    connectwise: bool,
+    kind: ElementKind,
 ) -> String {
     let mut msg = format!(
         "resource {resource:?}: createdDateField equals updatedDateField ({field}), so every event will be CREATED"
     );
-    if connectwise {
+    if kind == ElementKind::ConnectWise {
         let path = url.split('?').next().unwrap_or(url);
-        let has_date_entered = [
-            "companies",
-            "organizations",
-            "accounts",
-            "tickets",
-            "incidents",
-            "configurations",
-        ]
-        .iter()
-        .any(|o| path.contains(o));
-        if has_date_entered {
+        let named = |created: CreatedDate| {
+            CONNECTWISE_OBJECTS
+                .iter()
+                .any(|o| o.created == created && o.named_in(path))
+        };
+        if named(CreatedDate::DateEntered) {
             msg.push_str(
                 "; ConnectWise has _info.dateEntered for this resource: use it as createdDateField",
             );
-        } else if path.contains("contacts") {
+        } else if named(CreatedDate::NotRecorded) {
             msg.push_str(" (ConnectWise contacts have only _info.lastUpdated, so CREATED and UPDATED cannot be told apart)");
         }
     }
     msg
 }
 
-fn paging(cx: &mut Ctx, p: &str, obj: &Map<String, Value>, connectwise: bool) -> Option<Paging> {
+fn paging(cx: &mut Ctx, p: &str, obj: &Map<String, Value>, kind: ElementKind) -> Option<Paging> {
     let at = |k: &str| child_pointer(p, k);
     let text = |cx: &mut Ctx, k: &str| obj.get(k).and_then(|v| cx.required_string(&at(k), k, v));
-    if connectwise {
+    if kind == ElementKind::ConnectWise {
         for k in ["nextPageField", "nextPageParam", "pageParam", "itemsPath"] {
             if obj.contains_key(k) {
                 cx.key_error(
@@ -336,7 +326,7 @@ fn paging(cx: &mut Ctx, p: &str, obj: &Map<String, Value>, connectwise: bool) ->
             }
         }
         return match obj.get("paging") {
-            None => Some(Paging::Keyset),
+            None => Some(kind.default_paging()),
             Some(v) => match cx.string(&at("paging"), "paging", v)?.as_str() {
                 "keyset" | "forward-only" => Some(Paging::Keyset),
                 "page" => Some(Paging::Page {
@@ -365,7 +355,7 @@ fn paging(cx: &mut Ctx, p: &str, obj: &Map<String, Value>, connectwise: bool) ->
             param,
         }),
         (None, None, Some(param)) => Some(Paging::Page { param }),
-        (None, None, None) => Some(Paging::Link),
+        (None, None, None) => Some(kind.default_paging()),
         _ => {
             cx.error(p, "give nextPageField with nextPageParam (cursor paging), or pageParam (page paging), or neither (Link headers)");
             None
@@ -564,7 +554,7 @@ fn legacy_urls(cx: &mut Ctx, v: &Value) -> Option<Vec<LegacyEntry>> {
     Some(out)
 }
 
-fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, connectwise: bool) -> Option<ResourceSpec> {
+fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, kind: ElementKind) -> Option<ResourceSpec> {
     let f = |i: usize| {
         e.fields
             .get(i)
@@ -606,10 +596,9 @@ fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, connectwise: bool) -> Option<R
         }
     };
     // The xpath column (2) named the records inside the body; for http it is the items path.
-    let items_path = if connectwise {
-        None
-    } else {
-        f(2).and_then(FieldPath::parse)
+    let items_path = match kind {
+        ElementKind::ConnectWise => None,
+        ElementKind::Http => f(2).and_then(FieldPath::parse),
     };
     Some(ResourceSpec {
         name: e.resource.clone(),
@@ -626,11 +615,7 @@ fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, connectwise: bool) -> Option<R
         created_check_tolerance: Duration::ZERO,
         filter_by_updated_date: true,
         filter_by_current_date: false,
-        paging: if connectwise {
-            Paging::Keyset
-        } else {
-            Paging::Link
-        },
+        paging: kind.default_paging(),
         backfill_since: None,
         items_path,
     })

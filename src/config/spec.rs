@@ -46,20 +46,21 @@ pub enum ElementSpec {
 }
 
 impl ElementSpec {
+    pub fn kind(&self) -> ElementKind {
+        match self {
+            ElementSpec::ConnectWise(_) => ElementKind::ConnectWise,
+            ElementSpec::Http(_) => ElementKind::Http,
+        }
+    }
+
     /// The element key as Cloud Elements spelled it.
     pub fn key(&self) -> &'static str {
-        match self {
-            ElementSpec::ConnectWise(_) => "connectwisecrmrest",
-            ElementSpec::Http(_) => "http",
-        }
+        self.kind().key()
     }
 
     /// `hubKey` in event payloads.
     pub fn hub_key(&self) -> &'static str {
-        match self {
-            ElementSpec::ConnectWise(_) => "crm",
-            ElementSpec::Http(_) => "general",
-        }
+        self.kind().hub_key()
     }
 
     pub fn base_url(&self) -> &str {
@@ -70,7 +71,56 @@ impl ElementSpec {
     }
 }
 
-pub const ELEMENT_KEYS: &[&str] = &["connectwisecrmrest", "http"];
+/// Which element an instance uses, as its `element.key` names it. What differs between
+/// elements in validation (page sizes, paging, keys) asks this, not the key text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ElementKind {
+    /// `connectwisecrmrest`: ConnectWise Manage's REST API.
+    ConnectWise,
+    /// `http`: any JSON REST API.
+    Http,
+}
+
+impl ElementKind {
+    /// Every element pollerd supports, in the order messages list them.
+    pub const ALL: [ElementKind; 2] = [ElementKind::ConnectWise, ElementKind::Http];
+
+    /// The key in `element.key` and in event payloads.
+    pub const fn key(self) -> &'static str {
+        match self {
+            ElementKind::ConnectWise => "connectwisecrmrest",
+            ElementKind::Http => "http",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<ElementKind> {
+        ElementKind::ALL.into_iter().find(|kind| kind.key() == key)
+    }
+
+    /// `hubKey` in event payloads.
+    pub const fn hub_key(self) -> &'static str {
+        match self {
+            ElementKind::ConnectWise => "crm",
+            ElementKind::Http => "general",
+        }
+    }
+
+    /// The largest `pageSize` a resource may ask for.
+    pub const fn max_page_size(self) -> u32 {
+        match self {
+            ElementKind::ConnectWise => 1000,
+            ElementKind::Http => 100_000,
+        }
+    }
+
+    /// How a resource pages when it does not say.
+    pub fn default_paging(self) -> Paging {
+        match self {
+            ElementKind::ConnectWise => Paging::Keyset,
+            ElementKind::Http => Paging::Link,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ConnectWiseSpec {

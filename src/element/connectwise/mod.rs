@@ -14,10 +14,10 @@ use super::{
     Cursor, FetchError, Page, ProviderClient, ProviderResponse, RawRecord, checked_next, id_text,
     join_url,
 };
-use crate::config::{ConnectWiseSpec, Paging, RequestHeaders, ResourceSpec};
+use crate::config::{ConnectWiseSpec, ElementKind, Paging, RequestHeaders, ResourceSpec};
 
 /// ConnectWise's largest page.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const MAX_PAGE_SIZE: u32 = ElementKind::ConnectWise.max_page_size();
 
 #[derive(Clone)]
 pub struct ConnectWise {
