@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use pollerd::sim::connectwise::{
-    ConnectWiseSim, Fault, FaultScope, ListRequest, RecordKind, SimConfig,
+    ConnectWiseSim, Fault, FaultScope, ListRequest, RecordKind, Served, SimConfig,
 };
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -751,6 +751,20 @@ async fn fields_id_answers_only_ids_and_keyset_pages_the_same() {
         slim_bytes * 20 < full_bytes,
         "a page of ids is {slim_bytes} bytes, of records {full_bytes}"
     );
+
+    // What was served is counted per kind of record, request by request.
+    let log = sim.requests();
+    assert_eq!(log.len(), 7);
+    assert_eq!(log[3].body_bytes, slim_bytes);
+    assert_eq!(
+        sim.served(RecordKind::Contact),
+        Served {
+            requests: 7,
+            bytes: log.iter().map(|r| r.body_bytes as u64).sum(),
+        }
+    );
+    assert!(log[4].body_bytes > 20 * slim_bytes);
+    assert_eq!(sim.served(RecordKind::Company), Served::default());
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ mod server;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -248,6 +248,41 @@ pub struct RequestLog {
     pub page_size: Option<u64>,
     /// The injected fault that shaped the answer, if any (`Debug` form, e.g. `ServerError`).
     pub fault: Option<String>,
+    /// The length of the body sent (0 for [`Fault::EndlessBody`], which has none).
+    pub body_bytes: usize,
+}
+
+/// What the endpoints of one kind of record have served since the start: every request to the
+/// list, `…/count` and `…/{id}`, whatever its answer; see [`ConnectWiseSim::served`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    pub requests: u64,
+    /// Bytes of response bodies (headers not counted).
+    pub bytes: u64,
+}
+
+/// [`Served`], counted as requests are answered.
+#[derive(Default)]
+struct ServedCounter {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ServedCounter {
+    fn add(&self, body_bytes: usize) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(
+            u64::try_from(body_bytes).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn load(&self) -> Served {
+        Served {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A handle on a running simulator; clones share it. The server stops on
@@ -277,6 +312,8 @@ struct SimState {
     faults: Mutex<FaultTable>,
     actions: Mutex<Vec<PendingAction>>,
     log: Mutex<RequestJournal>,
+    /// By [`RecordKind::index`].
+    served: [ServedCounter; 3],
     /// The server, for handles given to actions; weak, so that a pending action does not keep
     /// the server up after the last handle is dropped.
     server: OnceLock<Weak<ServerTask>>,
@@ -341,6 +378,7 @@ impl ConnectWiseSim {
             faults: Mutex::new(FaultTable::default()),
             actions: Mutex::new(Vec::new()),
             log: Mutex::new(RequestJournal::default()),
+            served: Default::default(),
             server: OnceLock::new(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -592,6 +630,12 @@ impl ConnectWiseSim {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Requests and body bytes served for records of `kind` since the start (not bounded by
+    /// [`REQUEST_LOG_CAPACITY`]), e.g. to compare scans with and without `fields=id`.
+    pub fn served(&self, kind: RecordKind) -> Served {
+        self.state.served[kind.index()].load()
     }
 
     /// How many requests have been answered since the start.

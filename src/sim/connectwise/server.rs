@@ -150,7 +150,10 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         raw_query: parts.uri.query().unwrap_or("").to_string(),
     };
     let received_at = state.now();
-    run_list_actions(&state, &asked);
+    let route = asked.path.strip_prefix(API_PREFIX).map(route);
+    if let Some(Route::List(kind)) = route {
+        run_list_actions(&state, &asked, kind);
+    }
     let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
@@ -162,6 +165,11 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         answer.body.truncate(half);
     }
 
+    // An endless body is not counted: it has no length.
+    let body_bytes = if answer.endless { 0 } else { answer.body.len() };
+    if let Some(kind) = route.and_then(Route::kind) {
+        state.served[kind.index()].add(body_bytes);
+    }
     let now = state.now();
     state.record_request(RequestLog {
         at: now,
@@ -180,23 +188,22 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         page_id: asked.number_param("pageId").ok().flatten(),
         page_size: asked.number_param("pageSize").ok().flatten(),
         fault: plan.answer.as_ref().map(|fault| format!("{fault:?}")),
+        body_bytes,
     });
     into_response(answer, now)
 }
 
-/// Runs the test actions due before this request, when it is a list request.
-fn run_list_actions(state: &Arc<SimState>, asked: &Asked) {
+/// Runs the test actions due before this request to the list endpoint of `kind`.
+fn run_list_actions(state: &Arc<SimState>, asked: &Asked, kind: RecordKind) {
     if asked.method != Method::GET {
         return;
     }
-    if let Some(Route::List(kind)) = asked.path.strip_prefix(API_PREFIX).map(route) {
-        let query: Vec<String> = asked
-            .params
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-        actions::run_due(state, kind, &query.join("&"));
-    }
+    let query: Vec<String> = asked
+        .params
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    actions::run_due(state, kind, &query.join("&"));
 }
 
 /// The answer a fault makes, or the normal answer where the fault only reshapes it.
@@ -375,6 +382,16 @@ pub(super) enum Route {
     Count(RecordKind),
     One(RecordKind, u64),
     Unknown,
+}
+
+impl Route {
+    /// The kind of records the endpoint serves.
+    fn kind(self) -> Option<RecordKind> {
+        match self {
+            Route::List(kind) | Route::Count(kind) | Route::One(kind, _) => Some(kind),
+            Route::SystemInfo | Route::Unknown => None,
+        }
+    }
 }
 
 /// Routes `endpoint`, the path after [`API_PREFIX`].
