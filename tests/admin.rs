@@ -67,6 +67,7 @@ fn sample_report() -> StatusReport {
         ],
         outbox_depth: 6,
         dead_letters: 3,
+        dead_letter_summary: None,
         last_reload: Some(ReloadStatus {
             at: at(2026, 1, 2, 0, 0, 0),
             ok: false,

@@ -187,6 +187,7 @@ impl AdminBackend for EmptyBackend {
             instances: Vec::new(),
             outbox_depth: 0,
             dead_letters: 0,
+            dead_letter_summary: None,
             last_reload: None,
         }
     }

@@ -1,7 +1,7 @@
-//! Corrupt entries in a stopped daemon's store, then the real binary started on it: the queue
-//! behind a corrupt head is delivered, the log names the queue, `pollerd dead-letters list` shows
-//! the corrupt entries as CORRUPT rows beside the good letters, replay refuses only them, and
-//! drop removes them.
+//! Corrupt entries and dead letters in a stopped daemon's store, then the real binary started on
+//! it: the queue behind a corrupt head is delivered, the log names the queue, `pollerd
+//! dead-letters list` shows the corrupt entries as CORRUPT rows beside the good letters, replay
+//! refuses only them, and drop removes them; `status` sums up many large dead letters.
 
 mod support;
 
@@ -264,6 +264,140 @@ async fn lost_body_files_are_set_aside_and_later_changes_are_delivered() {
     assert_eq!(resource["dead_letters"], 2, "{s}");
     assert!(resource["next_poll"].is_string(), "still scheduled: {s}");
     assert!(!log.contains("panicked"));
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(WAIT).await.success());
+}
+
+/// A dead-letter value whose queue reads and nothing after it: corrupt, counted with its queue.
+fn cut_after_the_queue(key: &ResourceKey) -> Vec<u8> {
+    let mut value = vec![4];
+    for text in [&key.instance, &key.resource] {
+        value.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        value.extend_from_slice(text.as_bytes());
+    }
+    value.push(0xff);
+    value
+}
+
+/// Dead letters `prefix-0`… of `key`, each with a body of `body_bytes`.
+fn dead_letters(store: &SledStore, key: &ResourceKey, prefix: &str, n: usize, body_bytes: usize) {
+    for page in 0..n.div_ceil(50) {
+        let mut commit = PageCommit::new(key.clone());
+        commit.notifications = (page * 50..n.min(page * 50 + 50))
+            .map(|i| NewNotification {
+                event_id: format!("{prefix}-{i}"),
+                body: vec![b'x'; body_bytes],
+                created_at: Utc::now(),
+            })
+            .collect();
+        store.commit(commit).unwrap();
+    }
+    for _ in 0..n {
+        let head = store.outbox_head(key).unwrap().expect("queued");
+        store
+            .dead_letter(key, head.seq, 10, Some(410), "410 Gone")
+            .unwrap();
+    }
+}
+
+fn second_of(json: &serde_json::Value) -> i64 {
+    let text = json
+        .as_str()
+        .unwrap_or_else(|| panic!("not a date: {json}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_summarises_many_large_dead_letters_in_a_small_answer() {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let dd = DaemonDir::new("");
+    let removed = ResourceKey::new("Removed_Instance", "contacts");
+    let before = Utc::now().timestamp();
+    {
+        let store = SledStore::open(&dd.path().join("state"), 8 << 20).unwrap();
+        // 20 MB of bodies; one letter then damaged, its queue still readable.
+        dead_letters(&store, &contacts(), "big", 200, 100 * 1024);
+        dead_letters(&store, &removed, "gone", 3, 100);
+        let damaged = cut_after_the_queue(&contacts());
+        assert!(
+            store
+                .overwrite_dead_letter_for_tests("big-7", &damaged)
+                .unwrap()
+        );
+    }
+    let after = Utc::now().timestamp();
+    dd.write_instance("contacts.json", &seed_instance(&sim, &receiver.url(), "60"));
+    let daemon = dd.start(&[]);
+    wait_for("the instance loaded", WAIT, || {
+        status(&dd).is_some_and(|s| s["instances"][0]["resources"][0]["name"] == "contacts")
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let out = pollerd(&dd, &["status", "--json"]);
+    println!("status --json answered in {:?}", started.elapsed());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.len() < 16 * 1024, "{} bytes", out.stdout.len());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["dead_letters"], 203, "{s}");
+    assert_eq!(
+        s["instances"][0]["resources"][0]["dead_letters"], 200,
+        "{s}"
+    );
+    let summary = &s["dead_letter_summary"];
+    assert_eq!(
+        (&summary["corrupt"], &summary["not_loaded"]),
+        (&1.into(), &3.into()),
+        "{s}"
+    );
+    let (oldest, newest) = (second_of(&summary["oldest"]), second_of(&summary["newest"]));
+    assert!(
+        before <= oldest && oldest <= newest && newest <= after,
+        "{s}"
+    );
+
+    let text = pollerd(&dd, &["status"]);
+    // A long line wraps onto indented ones: read it as one.
+    let text = String::from_utf8(text.stdout).unwrap().replace("\n  ", " ");
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("dead letters: "))
+        .unwrap_or_else(|| panic!("no dead-letter line:\n{text}"));
+    assert!(
+        line.starts_with("dead letters: 203 (1 corrupt), dead-lettered ")
+            && line.contains(", 3 of resources not loaded; `pollerd dead-letters list`"),
+        "{text}"
+    );
+
+    // The counts follow a drop, and the listing still shows each letter.
+    let dropped = pollerd(&dd, &["dead-letters", "drop", "gone-0"]);
+    assert!(
+        dropped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dropped.stderr)
+    );
+    let s = status(&dd).expect("the daemon answers");
+    assert_eq!(
+        (&s["dead_letters"], &s["dead_letter_summary"]["not_loaded"]),
+        (&202.into(), &2.into()),
+        "{s}"
+    );
+    let table = listing(&dd);
+    assert!(
+        row(&table, "gone-1").is_some() && row(&table, "big-199").is_some(),
+        "{table}"
+    );
+    assert!(
+        row(&table, "big-7").is_some_and(|line| line.contains("CORRUPT")),
+        "{table}"
+    );
     daemon.signal("TERM");
     assert!(daemon.wait_exit(WAIT).await.success());
 }

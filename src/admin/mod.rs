@@ -55,7 +55,23 @@ pub struct StatusReport {
     pub outbox_depth: u64,
     /// Dead letters kept, all resources together.
     pub dead_letters: u64,
+    /// More on them, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_summary: Option<DeadLetterSummaryView>,
     pub last_reload: Option<ReloadStatus>,
+}
+
+/// The dead letters at a glance (`GET /v1/dead-letters` lists each).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DeadLetterSummaryView {
+    /// Of the dead letters, the corrupt entries (which can be dropped, not replayed).
+    pub corrupt: u64,
+    /// When the first and the last were dead-lettered, to the second.
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    /// Dead letters of queues no loaded resource has (a removed instance or resource, or a
+    /// corrupt entry whose queue is unknown): counted in no status row.
+    pub not_loaded: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -114,6 +114,7 @@ pub fn render_status(report: &StatusReport) -> String {
         out.push_str(&wrap(note, "note: ", "      "));
     }
     write_status_totals(&mut out, report, &table);
+    write_dead_letter_summary(&mut out, report);
     out
 }
 
@@ -239,6 +240,38 @@ fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTa
         plural(report.outbox_depth, "notification"),
         plural(report.dead_letters, "dead letter"),
     );
+}
+
+/// Below the totals, when there are dead letters: how many are corrupt, since when, and how
+/// many no row shows.
+fn write_dead_letter_summary(out: &mut String, report: &StatusReport) {
+    let Some(summary) = &report.dead_letter_summary else {
+        return;
+    };
+    let mut line = format!("dead letters: {}", report.dead_letters);
+    if summary.corrupt > 0 {
+        let _ = write!(line, " ({} corrupt)", summary.corrupt);
+    }
+    let time = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S").to_string();
+    match (summary.oldest, summary.newest) {
+        (Some(oldest), Some(newest)) if oldest == newest => {
+            let _ = write!(line, ", dead-lettered {} UTC", time(oldest));
+        }
+        (Some(oldest), Some(newest)) => {
+            let _ = write!(
+                line,
+                ", dead-lettered from {} to {} UTC",
+                time(oldest),
+                time(newest)
+            );
+        }
+        _ => {}
+    }
+    if summary.not_loaded > 0 {
+        let _ = write!(line, ", {} of resources not loaded", summary.not_loaded);
+    }
+    line.push_str("; `pollerd dead-letters list` shows them");
+    out.push_str(&wrap(&line, "", "  "));
 }
 
 /// The dead letters as a table (ids in full: they are what replay and drop take). A corrupt
@@ -546,6 +579,47 @@ mod tests {
         assert!(
             table.contains("\n  corrupt-77: 3 bytes kept; outbox run 5: truncated\n"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_summary_is_a_line_below_the_totals_when_there_are_any() {
+        let at = |minute| {
+            DateTime::parse_from_rfc3339(&format!("2026-01-01T12:{minute:02}:00Z"))
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let mut report = StatusReport {
+            version: "0.1.0".into(),
+            pid: 1,
+            started_at: at(0),
+            instances: Vec::new(),
+            outbox_depth: 0,
+            dead_letters: 0,
+            dead_letter_summary: None,
+            last_reload: None,
+        };
+        assert!(!render_status(&report).contains("dead letters:"));
+        report.dead_letters = 5;
+        report.dead_letter_summary = Some(admin::DeadLetterSummaryView {
+            corrupt: 1,
+            oldest: Some(at(5)),
+            newest: Some(at(30)),
+            not_loaded: 2,
+        });
+        let text = render_status(&report);
+        assert!(
+            text.lines().all(|line| width(line) <= SCREEN_WIDTH),
+            "{text}"
+        );
+        // Read as one line (it wraps onto indented ones).
+        assert!(
+            text.replace("\n  ", " ").ends_with(
+                "\ndead letters: 5 (1 corrupt), dead-lettered from 2026-01-01 12:05:00 to \
+                 2026-01-01 12:30:00 UTC, 2 of resources not loaded; `pollerd dead-letters \
+                 list` shows them\n"
+            ),
+            "{text}"
         );
     }
 

@@ -1,18 +1,17 @@
 //! The daemon's answers on the admin socket: status from the supervisor's registry and the
 //! store, dead letters from the store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterView, InstanceStatus, ReloadStatus, ResourceStatusView,
-    StatusReport, TaskPanicView,
+    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus, ReloadStatus,
+    ResourceStatusView, StatusReport, TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
-use crate::store::{ResourceKey, Store, StoreError};
+use crate::store::{DeadLetterSummary, ResourceKey, Store, StoreError};
 use crate::supervisor::InstanceView;
 
 /// What the admin socket reads; the daemon's main loop keeps it current.
@@ -38,17 +37,6 @@ impl DaemonAdmin {
                 last_message: p.last_message,
             })
             .collect()
-    }
-
-    /// Dead letters per resource, corrupt entries whose queue is known included.
-    fn dead_by_key(&self) -> HashMap<ResourceKey, u64> {
-        let mut counts = HashMap::new();
-        for row in self.rows().unwrap_or_default() {
-            if let Some(key) = row.key {
-                *counts.entry(key).or_insert(0) += 1;
-            }
-        }
-        counts
     }
 
     /// Every dead letter and every corrupt entry kept among them.
@@ -98,6 +86,28 @@ struct Row {
     corrupt: Option<String>,
 }
 
+/// The summary shown beside the status rows; `None` when there are no dead letters.
+fn summary_view(
+    dead: &DeadLetterSummary,
+    instances: &[InstanceStatus],
+) -> Option<DeadLetterSummaryView> {
+    let total = dead.total();
+    if total == 0 {
+        return None;
+    }
+    let in_rows: u64 = instances
+        .iter()
+        .flat_map(|instance| instance.resources.iter())
+        .map(|resource| resource.dead_letters)
+        .sum();
+    Some(DeadLetterSummaryView {
+        corrupt: dead.corrupt(),
+        oldest: dead.oldest(),
+        newest: dead.newest(),
+        not_loaded: total.saturating_sub(in_rows),
+    })
+}
+
 /// Corrupt entries named in a replay's error, at most; the rest are counted.
 const CORRUPT_NAMED_MAX: usize = 10;
 
@@ -120,10 +130,12 @@ fn corrupt_replay_error(replayed: usize, refused: &[(String, String)]) -> String
 
 impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
-        let dead = self.dead_by_key();
+        // Served from counts: the letters themselves (each with its body) are not read.
+        let dead = self.store.dead_letter_summary().unwrap_or_default();
+        let dead_of = |key: &ResourceKey| dead.of(key).map_or(0, |queue| queue.count);
         let active = self.shared.active_pollers.lock().expect("pollers").clone();
         let registry = self.registry.read().expect("registry").clone();
-        let instances = registry
+        let instances: Vec<InstanceStatus> = registry
             .iter()
             .map(|view| {
                 let resources = view
@@ -140,7 +152,7 @@ impl AdminBackend for DaemonAdmin {
                             last_error: s.last_error,
                             events_emitted: s.events_emitted,
                             outbox_depth: self.store.outbox_depth(&key).unwrap_or(0),
-                            dead_letters: dead.get(&key).copied().unwrap_or(0),
+                            dead_letters: dead_of(&key),
                             pollers: active.get(&key).copied().unwrap_or(0),
                             task_panics: self.task_panics(&key),
                         }
@@ -157,6 +169,7 @@ impl AdminBackend for DaemonAdmin {
             })
             .collect();
         let stats = self.store.stats().unwrap_or_default();
+        let dead_letter_summary = summary_view(&dead, &instances);
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -164,6 +177,7 @@ impl AdminBackend for DaemonAdmin {
             instances,
             outbox_depth: stats.outbox_depth,
             dead_letters: stats.dead_letters,
+            dead_letter_summary,
             last_reload: self.last_reload.lock().expect("reload").clone(),
         }
     }

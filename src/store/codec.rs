@@ -277,6 +277,32 @@ fn body(version: u8, stored: &[u8]) -> Result<Vec<u8>, String> {
 pub(crate) fn decode_dead(id: String, value: &[u8]) -> Result<DeadLetter, String> {
     let mut reader = Reader::new(value);
     let version = reader.version()?;
+    let header = read_dead_header(&mut reader)?;
+    Ok(DeadLetter {
+        id,
+        key: header.key,
+        event_id: header.event_id,
+        body: body(version, reader.rest())?,
+        created_at: header.created_at,
+        attempts: header.attempts,
+        last_status: header.last_status,
+        last_error: header.last_error,
+        dead_at: header.dead_at,
+    })
+}
+
+/// A dead letter's fields before its body.
+struct DeadHeader {
+    key: ResourceKey,
+    event_id: String,
+    created_at: DateTime<Utc>,
+    attempts: u32,
+    last_status: Option<u16>,
+    last_error: String,
+    dead_at: DateTime<Utc>,
+}
+
+fn read_dead_header(reader: &mut Reader<'_>) -> Result<DeadHeader, String> {
     let instance = reader.string()?;
     let resource = reader.string()?;
     let event_id = reader.string()?;
@@ -288,17 +314,58 @@ pub(crate) fn decode_dead(id: String, value: &[u8]) -> Result<DeadLetter, String
     };
     let last_error = reader.string()?;
     let dead_at = from_millis(reader.i64()?)?;
-    Ok(DeadLetter {
-        id,
+    Ok(DeadHeader {
         key: ResourceKey { instance, resource },
         event_id,
-        body: body(version, reader.rest())?,
         created_at,
         attempts,
         last_status,
         last_error,
         dead_at,
     })
+}
+
+/// What the dead-letter summary counts of one stored value under a dead-letter key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DeadHead {
+    /// Its queue, when readable.
+    pub key: Option<ResourceKey>,
+    /// When it was dead-lettered or set aside, when readable.
+    pub at: Option<DateTime<Utc>>,
+    /// A set-aside record, or a value whose fields before the body do not read.
+    pub corrupt: bool,
+}
+
+/// Reads `value` up to the body, never the body itself: a dead letter, a set-aside record, or
+/// something unreadable (corrupt, with its queue when that much reads).
+pub(crate) fn peek_dead(value: &[u8]) -> DeadHead {
+    if let Some(record) = decode_set_aside(value) {
+        return match record {
+            Ok(record) => DeadHead {
+                key: record.key,
+                at: Some(record.found_at),
+                corrupt: true,
+            },
+            Err(_) => DeadHead {
+                key: None,
+                at: None,
+                corrupt: true,
+            },
+        };
+    }
+    let mut reader = Reader::new(value);
+    match reader.version().and_then(|_| read_dead_header(&mut reader)) {
+        Ok(header) => DeadHead {
+            key: Some(header.key),
+            at: Some(header.dead_at),
+            corrupt: false,
+        },
+        Err(_) => DeadHead {
+            key: peek_dead_letter_key(value),
+            at: None,
+            corrupt: true,
+        },
+    }
 }
 
 /// First byte of a corrupt value kept aside among the dead letters: never a value version, so

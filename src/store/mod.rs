@@ -129,6 +129,50 @@ pub struct CorruptEntry {
     pub size: u64,
 }
 
+/// The dead letters at a glance, without reading any of them: what `status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterSummary {
+    /// One per queue with dead letters, ordered by key; corrupt entries whose queue is unknown
+    /// come first, under `None`.
+    pub queues: Vec<QueueDeadLetters>,
+}
+
+/// The dead letters of one queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDeadLetters {
+    pub key: Option<ResourceKey>,
+    /// Corrupt entries set aside included.
+    pub count: u64,
+    pub corrupt: u64,
+    /// When the first and the last of them were dead-lettered (or set aside), to the second;
+    /// `None` when none has a readable date.
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+}
+
+impl DeadLetterSummary {
+    pub fn total(&self) -> u64 {
+        self.queues.iter().map(|q| q.count).sum()
+    }
+
+    pub fn corrupt(&self) -> u64 {
+        self.queues.iter().map(|q| q.corrupt).sum()
+    }
+
+    pub fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.queues.iter().filter_map(|q| q.oldest).min()
+    }
+
+    pub fn newest(&self) -> Option<DateTime<Utc>> {
+        self.queues.iter().filter_map(|q| q.newest).max()
+    }
+
+    /// The dead letters of `key`'s queue, if it has any.
+    pub fn of(&self, key: &ResourceKey) -> Option<&QueueDeadLetters> {
+        self.queues.iter().find(|q| q.key.as_ref() == Some(key))
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub outbox_depth: u64,
@@ -218,6 +262,9 @@ pub trait Store: Send + Sync + 'static {
     /// All readable dead letters, oldest first (unreadable ones are in
     /// [`Store::corrupt_entries`]).
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Counts and dates of the dead letters per queue, without reading them: cheap enough to
+    /// answer every `status` however many and large they are.
+    fn dead_letter_summary(&self) -> Result<DeadLetterSummary, StoreError>;
     /// Corrupt entries kept among the dead letters, oldest first: outbox entries set aside, and
     /// dead letters found unreadable (set aside now, with an error logged, keeping their id).
     fn corrupt_entries(&self) -> Result<Vec<CorruptEntry>, StoreError>;

@@ -2,6 +2,7 @@
 //! as one `sled::Batch` so it is atomic. All sled types stay in this file and its submodules.
 
 mod corrupt;
+mod dead;
 mod engine;
 mod outbox;
 mod seen;
@@ -17,7 +18,8 @@ use chrono::{DateTime, Utc};
 use super::bodylog::BodyRef;
 use super::codec;
 use super::{
-    CorruptEntry, DeadLetter, OutboxEntry, PageCommit, ResourceKey, Store, StoreError, StoreStats,
+    CorruptEntry, DeadLetter, DeadLetterSummary, OutboxEntry, PageCommit, ResourceKey, Store,
+    StoreError, StoreStats,
 };
 use corrupt::Damage;
 use engine::{Engine, body_error, corrupt, engine};
@@ -112,13 +114,21 @@ impl SledStore {
     ) -> Result<bool, StoreError> {
         self.with_engine(|e| {
             let action = "overwrite a dead letter (test)";
+            let mut counters = e.lock();
             let old =
                 e.db.insert(codec::dead_key(id), bytes)
                     .map_err(|err| engine(action, err))?;
-            if old.is_none() {
-                e.db.remove(codec::dead_key(id))
-                    .map_err(|err| engine(action, err))?;
+            match &old {
+                Some(old) => {
+                    counters.dead.remove_value(old);
+                    counters.dead.add_value(bytes);
+                }
+                None => {
+                    e.db.remove(codec::dead_key(id))
+                        .map_err(|err| engine(action, err))?;
+                }
             }
+            drop(counters);
             e.durable(action).map(|()| old.is_some())
         })
     }
@@ -494,7 +504,7 @@ impl Store for SledStore {
                 e.stage_runs(&letter.key, &[entry], &mut batch, &action)?;
                 e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
                 counters.queued(&letter.key, 1);
-                counters.dead_total = counters.dead_total.saturating_sub(1);
+                counters.dead.remove_value(&value);
             }
             e.durable(action)?;
             Ok(true)
@@ -509,10 +519,10 @@ impl Store for SledStore {
                 let removed =
                     e.db.remove(codec::dead_key(id))
                         .map_err(|e| engine(&action, e))?;
-                if removed.is_none() {
+                let Some(removed) = removed else {
                     return Ok(false);
-                }
-                counters.dead_total = counters.dead_total.saturating_sub(1);
+                };
+                counters.dead.remove_value(&removed);
             }
             e.durable(action)?;
             Ok(true)
@@ -524,7 +534,7 @@ impl Store for SledStore {
             let counters = e.lock();
             Ok(StoreStats {
                 outbox_depth: counters.outbox_total,
-                dead_letters: counters.dead_total,
+                dead_letters: counters.dead.total(),
                 corrupt_set_aside: counters.corrupt_set_aside,
             })
         })
@@ -561,6 +571,10 @@ impl Store for SledStore {
                 ),
             ))
         })
+    }
+
+    fn dead_letter_summary(&self) -> Result<DeadLetterSummary, StoreError> {
+        self.with_engine(|e| Ok(e.lock().dead.summary()))
     }
 
     fn corrupt_entries(&self) -> Result<Vec<CorruptEntry>, StoreError> {

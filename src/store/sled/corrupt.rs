@@ -87,11 +87,12 @@ impl Engine {
                     reason: bounded(&reason),
                     raw: &raw,
                 };
+                let stored = codec::encode_set_aside(&record);
                 let mut batch = Batch::default();
-                batch.insert(codec::dead_key(&id), codec::encode_set_aside(&record));
+                batch.insert(codec::dead_key(&id), stored.as_slice());
                 let released = self.remove_head(key, queue, &head, &run, batch, action)?;
                 counters.dequeued(key);
-                counters.dead_total += 1;
+                counters.dead.add_value(&stored);
                 counters.corrupt_set_aside += 1;
                 log_queue_set_aside(key, &id, &record.reason);
                 Ok(released)
@@ -123,11 +124,12 @@ impl Engine {
             reason: bounded(reason),
             raw: value,
         };
+        let stored = codec::encode_set_aside(&record);
         let mut batch = Batch::default();
         batch.remove(run_key);
         // The front only says how far that run was consumed.
         batch.remove(codec::queue_front_key(key));
-        batch.insert(codec::dead_key(&id), codec::encode_set_aside(&record));
+        batch.insert(codec::dead_key(&id), stored.as_slice());
         self.db
             .apply_batch(batch)
             .map_err(|e| engine(action(), e))?;
@@ -138,7 +140,7 @@ impl Engine {
             queue.first_run = None;
         }
         self.recount_queue(counters, key, action)?;
-        counters.dead_total += 1;
+        counters.dead.add_value(&stored);
         counters.corrupt_set_aside += 1;
         log_queue_set_aside(key, &id, &record.reason);
         Ok(())
@@ -239,14 +241,17 @@ impl Engine {
             reason: bounded(&format!("dead letter {id}: {problem}")),
             raw: value,
         };
+        let stored = codec::encode_set_aside(&record);
         let mut batch = Batch::default();
         if readable_id.is_none() {
             batch.remove(key_bytes);
         }
-        batch.insert(codec::dead_key(&id), codec::encode_set_aside(&record));
+        batch.insert(codec::dead_key(&id), stored.as_slice());
         self.db
             .apply_batch(batch)
             .map_err(|e| engine(action(), e))?;
+        counters.dead.remove_value(value);
+        counters.dead.add_value(&stored);
         counters.corrupt_set_aside += 1;
         tracing::error!(
             "store: {}; set aside with its raw bytes ({} bytes): `pollerd dead-letters list` shows it as corrupt, it can be dropped, not replayed",
@@ -292,9 +297,10 @@ pub(super) fn stage_open_damage(
             reason: bounded(&damage.reason),
             raw: &damage.value,
         };
+        let stored = codec::encode_set_aside(&record);
         batch.remove(damage.key_bytes.as_slice());
-        batch.insert(codec::dead_key(&id), codec::encode_set_aside(&record));
-        counters.dead_total += 1;
+        batch.insert(codec::dead_key(&id), stored.as_slice());
+        counters.dead.add_value(&stored);
         counters.corrupt_set_aside += 1;
         match &damage.queue {
             Some(key) => log_queue_set_aside(key, &id, &record.reason),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ::sled::{Config, Db};
 
+use super::dead::DeadIndex;
 use super::outbox::{self, OpenScan, QueueState};
 use super::seen::SeenSets;
 use crate::store::bodylog::{BodyLog, BodyRef};
@@ -39,8 +40,8 @@ pub(super) struct Counters {
     /// Only non-empty queues.
     pub(super) queues: BTreeMap<ResourceKey, QueueState>,
     pub(super) outbox_total: u64,
-    /// Every dead-letter key: corrupt entries set aside count too.
-    pub(super) dead_total: u64,
+    /// Every dead-letter key, corrupt entries set aside included.
+    pub(super) dead: DeadIndex,
     /// Corrupt entries set aside since the store was opened.
     pub(super) corrupt_set_aside: u64,
 }

@@ -227,11 +227,12 @@ impl Engine {
             last_error: truncate_to_bytes(error, ERROR_SNIPPET_MAX_BYTES).to_string(),
             dead_at: Utc::now(),
         };
+        let value = codec::encode_dead(&letter);
         let mut batch = Batch::default();
-        batch.insert(codec::dead_key(&letter.id), codec::encode_dead(&letter));
+        batch.insert(codec::dead_key(&letter.id), value.as_slice());
         let released = self.remove_head(key, queue, &head, &run, batch, action)?;
         counters.dequeued(key);
-        counters.dead_total += 1;
+        counters.dead.add_value(&value);
         Ok(released)
     }
 

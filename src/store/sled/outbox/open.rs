@@ -94,9 +94,9 @@ pub(in crate::store::sled) fn scan_on_open(db: &Db) -> Result<OpenScan, String> 
             None => leftovers.push(codec::queue_front_key(&key)),
         }
     }
-    for item in db.scan_prefix([codec::TAG_DEAD]).keys() {
-        item.map_err(|e| e.to_string())?;
-        counters.dead_total += 1;
+    for item in db.scan_prefix([codec::TAG_DEAD]) {
+        let (_, value) = item.map_err(|e| e.to_string())?;
+        counters.dead.add_value(&value);
     }
     Ok(OpenScan {
         counters,
