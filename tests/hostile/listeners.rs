@@ -2,8 +2,6 @@
 //! daemon closes them after the header-read timeout, closes any beyond its connection cap at
 //! once, keeps its file descriptors bounded, keeps answering, and keeps polling.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use support::*;
+use crate::support::*;
 
 /// The daemon's limits (pollerd::listener::Limits::DAEMON), as the binary runs them.
 const CAP: usize = 256;

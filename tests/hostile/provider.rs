@@ -5,15 +5,13 @@
 //! the exact error in `pollerd status`, no panic in the log, the resource still scheduled, no
 //! credential at another host, bounded memory, and nothing lost once the fault is gone.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
 use pollerd::sim::receiver::Receiver;
 use serde_json::Value;
-use support::*;
 
 /// A provider, a receiver and a daemon polling contacts two per page every 0.6 s.
 struct World {

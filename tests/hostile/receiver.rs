@@ -2,13 +2,11 @@
 //! item 4): huge numbers, a date in year 9999, negative numbers and garbage. A wait longer than
 //! the schedule's largest step is cut to it, garbage is ignored, and nothing panics.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::{Behaviour, Receiver};
-use support::*;
 
 /// Whether the receiver accepted (2xx) a notification of this contact.
 fn accepted(receiver: &Receiver, id: u64) -> bool {

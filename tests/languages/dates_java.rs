@@ -2,11 +2,9 @@
 //! table `tests/data/java-dates.tsv`, the `SimpleDateFormat` Javadoc examples, and Java's
 //! documented parsing behaviour.
 
-mod support;
-
+use crate::support::java_dates::java_rows;
 use chrono::{DateTime, TimeDelta, Utc};
 use pollerd::dates::{DatePattern, Zone};
-use support::java_dates::java_rows;
 
 fn at_ms(epoch_ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(epoch_ms).unwrap()

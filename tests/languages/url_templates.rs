@@ -4,19 +4,17 @@
 //! The last tests send rendered URLs to a real HTTP server on 127.0.0.1, which decodes the query
 //! as servers do (a raw `+` is a space there).
 
-mod support;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use crate::support::java_dates::{JavaRow, java_rows};
+use crate::support::{DaemonDir, WAIT, wait_for};
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use pollerd::template::UrlTemplate;
 use serde_json::json;
-use support::java_dates::{JavaRow, java_rows};
-use support::{DaemonDir, WAIT, wait_for};
 
 /// 2001-07-04T12:08:56.235Z, a row of the Java fixture table.
 fn lower_bound() -> DateTime<Utc> {
