@@ -154,6 +154,8 @@ impl LabelValue for TaskKind {
 /// updating them takes no lock.
 #[derive(Clone)]
 struct LabelledCounter<L> {
+    label: &'static str,
+    family: Family<LabelSet, Counter>,
     series: Vec<(L, Counter)>,
 }
 
@@ -172,13 +174,24 @@ impl<L: LabelValue> LabelledCounter<L> {
                 (*value, family.get_or_create_owned(&labels))
             })
             .collect();
-        registry.register(name, help, family);
-        LabelledCounter { series }
+        registry.register(name, help, family.clone());
+        LabelledCounter {
+            label,
+            family,
+            series,
+        }
     }
 
     fn inc_by(&self, value: L, n: u64) {
-        if let Some((_, counter)) = self.series.iter().find(|(known, _)| *known == value) {
-            counter.inc_by(n);
+        match self.series.iter().find(|(known, _)| *known == value) {
+            Some((_, counter)) => {
+                counter.inc_by(n);
+            }
+            // A value `ALL` forgot is still counted, from its first update on.
+            None => {
+                let labels = [(self.label, value.as_label().to_string())];
+                self.family.get_or_create(&labels).inc_by(n);
+            }
         }
     }
 }

@@ -36,8 +36,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let dd = DaemonDir::new(
         "[delivery]\nschedule = [\"200ms\", \"400ms\", \"800ms\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n",
     );
-    let mut instance = seed_instance(&sim, &receiver.url(), "0.01");
-    instance["configuration"]["event.poller.configuration"]["contacts"]["pageSize"] = 200.into();
+    let instance = with_page_size(seed_instance(&sim, &receiver.url(), "0.01"), 200);
     dd.write_instance("contacts.json", &instance);
 
     let mut daemon = dd.start(&[]);

@@ -2,6 +2,8 @@
 //! `kill -9`, atomic page commits, queue order through ack / dead letter / replay, counters,
 //! a bounded seen set, and the lock that keeps a second pollerd out.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};

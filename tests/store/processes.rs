@@ -3,11 +3,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pollerd::store::{SledStore, Store};
+
+use crate::support::child::this_test_binary;
 
 use super::{CACHE_BYTES, assert_locked, at, drain, event_ids, key, open, page};
 
@@ -33,14 +35,7 @@ impl Drop for ChildProcess {
 /// Starts this test binary on one ignored helper test; returns it and a channel of its lines.
 /// Its stdin is a pipe that closes when this process dies, however it dies.
 fn spawn_child(test_name: &str, dir: &Path) -> (ChildProcess, mpsc::Receiver<String>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            test_name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = this_test_binary(test_name)
         .env(CHILD_DIR_VAR, dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
