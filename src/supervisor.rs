@@ -219,7 +219,7 @@ impl Supervisor {
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         if spec.notifications.is_some() {
-            let element = Element::new(&spec.element)?;
+            let element = Element::new(&spec.element);
             let shared = match &spec.tls_ca {
                 Some(ca) => PollShared {
                     client: self.shared.client.trusting(ca).map_err(|e| {

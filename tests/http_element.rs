@@ -93,7 +93,7 @@ async fn cursor_paging_api_yields_every_new_item_once() {
     });
     let spec = load_spec(&dir.path().join("items.json"), &instance);
     let (store, shared) = poll_shared(&dir.path().join("state"));
-    let element = Element::new(&spec.element).unwrap();
+    let element = Element::new(&spec.element);
     let resource = spec.resource("items").unwrap();
 
     assert!(

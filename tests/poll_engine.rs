@@ -56,7 +56,7 @@ impl Harness {
         spec: &InstanceSpec,
         resource: &str,
     ) -> Result<RunReport, pollerd::poller::PollError> {
-        let element = Element::new(&spec.element).unwrap();
+        let element = Element::new(&spec.element);
         // Carried from run to run of a resource, as the daemon's poll loop does.
         let mut resume = self.resume.lock().unwrap().remove(resource).flatten();
         let result = run_resource(
@@ -538,7 +538,7 @@ async fn requests_to_one_provider_host_respect_max_per_host() {
         Fault::Latency(Duration::from_millis(400)),
         FaultScope::always(),
     );
-    let element = Element::new(&spec.element).unwrap();
+    let element = Element::new(&spec.element);
     let (mut resume_a, mut resume_b) = (None, None);
     let (a, b) = tokio::join!(
         run_resource(

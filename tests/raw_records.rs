@@ -55,7 +55,7 @@ fn instance(dir: &tempfile::TempDir, addr: SocketAddr, resource: Value) -> Insta
 
 /// One scan of everything since 2020 into memory.
 async fn scan_all(spec: &InstanceSpec) -> (Result<RunReport, PollError>, MemorySink) {
-    let element = Element::new(&spec.element).unwrap();
+    let element = Element::new(&spec.element);
     let client = ProviderClient::new(Duration::from_secs(30), 4).unwrap();
     let mut sink = MemorySink::default();
     let from = DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")

@@ -86,7 +86,7 @@ fn poll(
         if let Some(ca) = &spec.tls_ca {
             client = client.trusting(ca)?;
         }
-        let element = Element::new(&spec.element)?;
+        let element = Element::new(&spec.element);
         for resource in resources {
             let mut sink = MemorySink::default();
             let report = scan(&client, &mut sink, spec, &element, resource, since).await?;

@@ -129,12 +129,12 @@ pub enum Element {
 }
 
 impl Element {
-    pub fn new(spec: &ElementSpec) -> Result<Element, FetchError> {
+    /// Infallible: config parsed and checked everything an element sends (base URL, request
+    /// headers) when the file was loaded.
+    pub fn new(spec: &ElementSpec) -> Element {
         match spec {
-            ElementSpec::ConnectWise(c) => {
-                Ok(Element::ConnectWise(connectwise::ConnectWise::new(c)?))
-            }
-            ElementSpec::Http(h) => Ok(Element::Http(http::HttpElement::new(h)?)),
+            ElementSpec::ConnectWise(c) => Element::ConnectWise(connectwise::ConnectWise::new(c)),
+            ElementSpec::Http(h) => Element::Http(http::HttpElement::new(h)),
         }
     }
 
