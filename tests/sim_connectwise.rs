@@ -927,3 +927,37 @@ async fn an_action_runs_once_between_pages_before_the_chosen_page_is_answered() 
     assert!(outcome.is_err(), "the action never ran");
     assert!(client.get(&contacts).send().await.is_err());
 }
+
+#[tokio::test]
+async fn inject_at_fails_only_the_chosen_page_of_a_scan() {
+    let (sim, client) = start().await;
+    let created = sim.create_many(RecordKind::Ticket, 25, Some(at(0, 0, 0)));
+    sim.inject_at(
+        Fault::ServerError,
+        ListRequest::nth(RecordKind::Ticket, "fields=id", 3),
+    );
+    let tickets = format!("{}/service/tickets", sim.base_url());
+    let get = |url: String| {
+        authed(&client, &url)
+            .header("pagination-type", "forward-only")
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for url in [
+        format!("{tickets}?pageSize=10&fields=id"),
+        // Neither a scan page nor a tickets list: not counted.
+        format!("{tickets}?pageSize=10"),
+        format!("{}/company/contacts?fields=id", sim.base_url()),
+        format!("{tickets}?pageSize=10&fields=id&pageId={}", created[9]),
+        format!("{tickets}?pageSize=10&fields=id&pageId={}", created[19]),
+        // The client retries the failed page: it is answered.
+        format!("{tickets}?pageSize=10&fields=id&pageId={}", created[19]),
+    ] {
+        statuses.push(get(url).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 500, 200]);
+    assert_eq!(sim.pending_actions(), 0);
+    let faults: Vec<Option<String>> = sim.requests().iter().map(|r| r.fault.clone()).collect();
+    assert_eq!(faults[4].as_deref(), Some("ServerError"));
+    assert_eq!(faults.iter().filter(|f| f.is_some()).count(), 1);
+}

@@ -1,32 +1,38 @@
 //! One-shot actions a test runs "between pages": before the simulator answers a given list
-//! request, e.g. to create or delete a record while a client is part way through a scan.
+//! request, e.g. to create or delete a record while a client is part way through a scan, or to
+//! fail just that page.
 
 use std::sync::{Arc, Weak};
 
 use tokio::sync::oneshot;
 
-use super::{ConnectWiseSim, ListRequest, RecordKind, SimState};
+use super::{ConnectWiseSim, Fault, ListRequest, RecordKind, SimState};
 
 /// What a test asked to run, and on which request.
 pub(super) struct PendingAction {
     which: ListRequest,
     /// Matching list requests seen so far.
     seen: usize,
-    action: Box<dyn FnOnce(&ConnectWiseSim) + Send>,
-    ran: oneshot::Sender<()>,
+    then: Then,
+}
+
+/// What to do on the request.
+pub(super) enum Then {
+    /// Run this, then say so.
+    Run {
+        action: Box<dyn FnOnce(&ConnectWiseSim) + Send>,
+        ran: oneshot::Sender<()>,
+    },
+    /// Answer the request with this fault.
+    Fault(Fault),
 }
 
 impl PendingAction {
-    pub fn new(
-        which: ListRequest,
-        action: Box<dyn FnOnce(&ConnectWiseSim) + Send>,
-        ran: oneshot::Sender<()>,
-    ) -> Self {
+    pub fn new(which: ListRequest, then: Then) -> Self {
         PendingAction {
             which,
             seen: 0,
-            action,
-            ran,
+            then,
         }
     }
 
@@ -46,13 +52,13 @@ impl PendingAction {
 }
 
 /// Runs, in the order they were added, the actions due on this list request, before it is
-/// answered (so their changes show in its answer). Called with no lock held, so actions may use
-/// every method of the handle they get.
-pub(super) fn run_due(state: &Arc<SimState>, kind: RecordKind, query: &str) {
+/// answered (so their changes show in its answer), and returns the faults due on it. Called with
+/// no lock held, so actions may use every method of the handle they get.
+pub(super) fn run_due(state: &Arc<SimState>, kind: RecordKind, query: &str) -> Vec<Fault> {
     let due: Vec<PendingAction> = {
         let mut pending = state.actions.lock().expect("actions lock");
         if pending.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut due = Vec::new();
         let mut index = 0;
@@ -65,20 +71,31 @@ pub(super) fn run_due(state: &Arc<SimState>, kind: RecordKind, query: &str) {
         }
         due
     };
-    if due.is_empty() {
-        return;
-    }
-    // A handle for the actions; none when every handle is gone and the server is stopping.
-    let Some(server) = state.server.get().and_then(Weak::upgrade) else {
-        return;
-    };
-    let sim = ConnectWiseSim {
-        state: Arc::clone(state),
-        server,
-    };
+    let mut faults = Vec::new();
+    // A handle for the actions, made when one is due; none when every handle is gone and the
+    // server is stopping.
+    let mut sim = None;
     for pending in due {
-        (pending.action)(&sim);
-        // The test may have stopped waiting; that is its business.
-        let _ = pending.ran.send(());
+        match pending.then {
+            Then::Fault(fault) => faults.push(fault),
+            Then::Run { action, ran } => {
+                if sim.is_none() {
+                    sim = state
+                        .server
+                        .get()
+                        .and_then(Weak::upgrade)
+                        .map(|server| ConnectWiseSim {
+                            state: Arc::clone(state),
+                            server,
+                        });
+                }
+                if let Some(sim) = &sim {
+                    action(sim);
+                    // The test may have stopped waiting; that is its business.
+                    let _ = ran.send(());
+                }
+            }
+        }
     }
+    faults
 }

@@ -41,6 +41,17 @@ pub(super) struct FaultPlan {
     pub answer: Option<Fault>,
 }
 
+impl FaultPlan {
+    /// Adds a fault that applies: latencies add up, the first other fault shapes the answer.
+    pub fn add(&mut self, fault: Fault) {
+        match fault {
+            Fault::Latency(delay) => self.latency += delay,
+            fault if self.answer.is_none() => self.answer = Some(fault),
+            _ => {}
+        }
+    }
+}
+
 impl FaultTable {
     /// `percent`: each request in scope is affected with this probability (`None`: every one).
     pub fn add(&mut self, fault: Fault, scope: FaultScope, percent: Option<u8>) {
@@ -85,11 +96,7 @@ impl FaultTable {
             {
                 continue;
             }
-            match &active.fault {
-                Fault::Latency(delay) => plan.latency += *delay,
-                fault if plan.answer.is_none() => plan.answer = Some(fault.clone()),
-                _ => {}
-            }
+            plan.add(active.fault.clone());
         }
         // Exhausted faults are dropped so the table stays small in long runs.
         self.active.retain(|active| {

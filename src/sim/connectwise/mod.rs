@@ -40,7 +40,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use actions::PendingAction;
+use actions::{PendingAction, Then};
 use faults::FaultTable;
 use records::{RecordTable, StoredRecord};
 
@@ -188,7 +188,8 @@ impl FaultScope {
     }
 }
 
-/// Which list request an action runs before; see [`ConnectWiseSim::before_list_request`].
+/// Which list request an action runs before, or a fault hits; see
+/// [`ConnectWiseSim::before_list_request`] and [`ConnectWiseSim::inject_at`].
 ///
 /// List requests (`GET` of the list endpoint of `kind`, not `…/count` or `…/{id}`) are counted
 /// as they arrive, from when the action is added, whatever their answer (faults and auth come
@@ -601,11 +602,29 @@ impl ConnectWiseSim {
             .actions
             .lock()
             .expect("actions lock")
-            .push(PendingAction::new(which, Box::new(action), ran));
+            .push(PendingAction::new(
+                which,
+                Then::Run {
+                    action: Box::new(action),
+                    ran,
+                },
+            ));
         has_run
     }
 
-    /// How many actions of [`ConnectWiseSim::before_list_request`] have not run yet.
+    /// Answers the one list request `which` names with `fault`, e.g. a 500 on the third page of
+    /// a scan asking `fields=id` while other requests go on normally. Where a fault injected with
+    /// [`ConnectWiseSim::inject`] also applies, that one shapes the answer; latencies add up.
+    pub fn inject_at(&self, fault: Fault, which: ListRequest) {
+        self.state
+            .actions
+            .lock()
+            .expect("actions lock")
+            .push(PendingAction::new(which, Then::Fault(fault)));
+    }
+
+    /// How many actions of [`ConnectWiseSim::before_list_request`] and faults of
+    /// [`ConnectWiseSim::inject_at`] are still waiting for their request.
     pub fn pending_actions(&self) -> usize {
         self.state.actions.lock().expect("actions lock").len()
     }

@@ -151,10 +151,14 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
     };
     let received_at = state.now();
     let route = asked.path.strip_prefix(API_PREFIX).map(route);
-    if let Some(Route::List(kind)) = route {
-        run_list_actions(&state, &asked, kind);
+    let listed_faults = match route {
+        Some(Route::List(kind)) => run_list_actions(&state, &asked, kind),
+        _ => Vec::new(),
+    };
+    let mut plan = state.faults.lock().expect("faults lock").plan(&asked.path);
+    for fault in listed_faults {
+        plan.add(fault);
     }
-    let plan = state.faults.lock().expect("faults lock").plan(&asked.path);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }
@@ -193,17 +197,18 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
     into_response(answer, now)
 }
 
-/// Runs the test actions due before this request to the list endpoint of `kind`.
-fn run_list_actions(state: &Arc<SimState>, asked: &Asked, kind: RecordKind) {
+/// Runs the test actions due before this request to the list endpoint of `kind`; returns the
+/// faults due on it.
+fn run_list_actions(state: &Arc<SimState>, asked: &Asked, kind: RecordKind) -> Vec<Fault> {
     if asked.method != Method::GET {
-        return;
+        return Vec::new();
     }
     let query: Vec<String> = asked
         .params
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    actions::run_due(state, kind, &query.join("&"));
+    actions::run_due(state, kind, &query.join("&"))
 }
 
 /// The answer a fault makes, or the normal answer where the fault only reshapes it.
