@@ -381,7 +381,7 @@ fn decode_query(uri: &Uri) -> Vec<(String, String)> {
 
 /// What a path under [`API_PREFIX`] names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Route {
+enum Route {
     SystemInfo,
     List(RecordKind),
     Count(RecordKind),
@@ -400,7 +400,7 @@ impl Route {
 }
 
 /// Routes `endpoint`, the path after [`API_PREFIX`].
-pub(super) fn route(endpoint: &str) -> Route {
+fn route(endpoint: &str) -> Route {
     if endpoint.eq_ignore_ascii_case("/system/info") {
         return Route::SystemInfo;
     }

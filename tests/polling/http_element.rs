@@ -1,10 +1,9 @@
 //! The generic `http` element against a small JSON API with cursor paging, over real HTTP.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::support::{load_spec, poll_shared};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -12,7 +11,6 @@ use pollerd::element::Element;
 use pollerd::poller::run_resource;
 use pollerd::store::ResourceKey;
 use serde_json::{Value, json};
-use support::{load_spec, poll_shared};
 
 /// Items with a string id and an epoch-millisecond `modified`; 3 per page, cursor = last index.
 #[derive(Default)]

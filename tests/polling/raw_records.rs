@@ -3,17 +3,15 @@
 //! read from that text as parsed JSON would read them. A small JSON API on loopback serves fixed
 //! bodies to the generic `http` element.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::load_spec;
 use chrono::DateTime;
 use pollerd::config::InstanceSpec;
 use pollerd::element::{Element, ProviderClient};
 use pollerd::poller::{MemorySink, PollError, RunReport, scan};
 use serde_json::{Value, json};
-use support::load_spec;
 
 const ISO: &str = "yyyy-MM-dd'T'HH:mm:ss'Z'";
 

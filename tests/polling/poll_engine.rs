@@ -1,12 +1,11 @@
 //! The poll engine against the ConnectWise simulator over real HTTP on loopback: events,
 //! envelopes, watermarks, dedup, failures, clock skew (SPEC §5, §7).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{load_spec, poll_shared, seed_example, wait_for};
 use chrono::DateTime;
 use chrono::DurationRound;
 use pollerd::config::InstanceSpec;
@@ -15,7 +14,6 @@ use pollerd::poller::{PollShared, Resume, RunReport, run_resource};
 use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
 use pollerd::store::{ResourceKey, Store};
 use serde_json::Value;
-use support::{load_spec, poll_shared, seed_example, wait_for};
 
 struct Harness {
     sim: ConnectWiseSim,
