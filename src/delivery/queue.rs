@@ -48,27 +48,6 @@ pub(super) async fn work_queue(inner: Arc<Inner>, key: ResourceKey) {
     worker.run().instrument(span).await;
 }
 
-impl QueueWorker {
-    /// The worker's loop: next head → route → attempt → settle → record.
-    async fn run(mut self) {
-        while let Some(mut head) = self.next_head().await {
-            let Some(route) = self.route() else {
-                return;
-            };
-            // Retries send the very bytes the store holds; `Bytes` shares them without copying.
-            let body = Bytes::from(std::mem::take(&mut head.body));
-            self.read_limit = prefetch_limit(body.len());
-            let Some(outcome) = self.attempt(&route, &head, &body).await else {
-                return;
-            };
-            let settlement = settle(outcome, head.attempts, &self.inner.schedule);
-            if self.record(&head, &route, settlement).await.is_break() {
-                return;
-            }
-        }
-    }
-}
-
 /// A queue's worker: what it read ahead, and what it logged of failures so far.
 struct QueueWorker {
     inner: Arc<Inner>,
@@ -94,6 +73,25 @@ enum ReadAhead {
 }
 
 impl QueueWorker {
+    /// The worker's loop: next head → route → attempt → settle → record.
+    async fn run(mut self) {
+        while let Some(mut head) = self.next_head().await {
+            let Some(route) = self.route() else {
+                return;
+            };
+            // Retries send the very bytes the store holds; `Bytes` shares them without copying.
+            let body = Bytes::from(std::mem::take(&mut head.body));
+            self.read_limit = prefetch_limit(body.len());
+            let Some(outcome) = self.attempt(&route, &head, &body).await else {
+                return;
+            };
+            let settlement = settle(outcome, head.attempts, &self.inner.schedule);
+            if self.record(&head, &route, settlement).await.is_break() {
+                return;
+            }
+        }
+    }
+
     /// The next entry, once it is due; `None` when the worker leaves (the queue is empty, or
     /// delivery stops).
     async fn next_head(&mut self) -> Option<OutboxEntry> {
