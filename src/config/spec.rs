@@ -278,4 +278,54 @@ mod tests {
         assert_eq!(FieldPath::parse("a.5").unwrap().get(&v), None);
         assert!(FieldPath::parse("a..b").is_none());
     }
+
+    #[test]
+    fn a_loaded_specs_debug_shows_no_secret() {
+        let text = r#"{
+          "element": {"key": "connectwisecrmrest"},
+          "name": "debugged",
+          "configuration": {
+            "baseUrl": "https://api.example.com/v4_6_release/apis/3.0",
+            "company": "acme",
+            "public.key": "PUBLICKEY1",
+            "private.key": "PRIVATEKEY2",
+            "connectwise.clientID": "client-1",
+            "event.notification.enabled": true,
+            "event.notification.callback.url": "https://hook-user:PASSWORD3@hooks.example.com/cw?token=TOKEN4",
+            "event.notification.signature.key": "SIGNATUREKEY5",
+            "event.notification.webhook.secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "event.poller.configuration": {
+              "contacts": {
+                "url": "/hubs/crm/contacts",
+                "datesConfiguration": {
+                  "updatedDateField": "_info.lastUpdated",
+                  "updatedDateFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'"
+                }
+              }
+            }
+          }
+        }"#;
+        let loaded = crate::config::load_instance_text(
+            std::path::Path::new("debugged.json"),
+            text,
+            &crate::config::SecretSources::default(),
+            false,
+        );
+        let spec = loaded.spec.expect("the instance loads");
+        let shown = format!("{spec:?}");
+        assert!(
+            shown.contains("https://hooks.example.com:443/cw?…"),
+            "{shown}"
+        );
+        for secret in [
+            "PUBLICKEY1",
+            "PRIVATEKEY2",
+            "PASSWORD3",
+            "TOKEN4",
+            "SIGNATUREKEY5",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }
