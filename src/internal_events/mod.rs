@@ -13,7 +13,7 @@
 //! makes sure in each output format), and no event repeats them by hand.
 //!
 //! *Never*: import the pipeline (`poller`, `delivery`, `supervisor`, `store`, …). Events hold
-//! plain values, so every part may emit them, the store included.
+//! plain values, so any part of it may emit them without an import cycle.
 
 mod delivery;
 mod poll;
