@@ -10,7 +10,7 @@ mod runs;
 use chrono::{DateTime, Utc};
 
 pub(crate) use self::runs::{
-    HeadFailure, NewRunEntry, QueueFront, RUN_MAX_BYTES, RUN_MAX_ENTRIES, Run, RunEntry,
+    HeadFailure, NewRunEntry, QueueFront, RUN_MAX_BYTES, RUN_MAX_ENTRIES, Run, RunEntry, consumed,
     decode_queue_front, encode_queue_front, encode_run, position, run_entry_bytes, split_position,
 };
 use super::bodylog::BodyRef;

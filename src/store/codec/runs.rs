@@ -39,6 +39,16 @@ pub(crate) fn split_position(seq: u64) -> (u64, usize) {
     (seq >> INDEX_BITS, (seq & ((1 << INDEX_BITS) - 1)) as usize)
 }
 
+/// How many entries of run `run` (of `len` entries) have left the queue, given its cursor.
+pub(crate) fn consumed(through: Option<u64>, run: u64, len: usize) -> usize {
+    match through {
+        Some(through) if through >= position(run, 0) => {
+            usize::try_from(through - position(run, 0) + 1).map_or(len, |n| n.min(len))
+        }
+        _ => 0,
+    }
+}
+
 /// Bytes one entry adds to a run value.
 pub(crate) fn run_entry_bytes(event_id: &str) -> usize {
     SLOT_BYTES + event_id.len()

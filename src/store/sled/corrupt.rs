@@ -7,10 +7,10 @@
 use ::sled::{Batch, Db};
 use chrono::{DateTime, Utc};
 
-use super::engine::{Counters, Engine, corrupt, engine};
-use super::outbox::consumed;
+use super::engine::{Counters, Engine};
+use super::errors::{corrupt, engine};
 use crate::store::bodylog::BodyRef;
-use crate::store::codec::{self, QueueFront, Run, SetAside};
+use crate::store::codec::{self, QueueFront, Run, SetAside, consumed};
 use crate::store::{
     CorruptEntry, ERROR_SNIPPET_MAX_BYTES, ResourceKey, StoreError, truncate_to_bytes,
 };

@@ -1,34 +1,97 @@
-//! Opening a store: counting queues, live bodies and dead letters in one scan, rewriting what
+//! Opening a store: the sled database (waiting a moment for a lock a dropped handle still holds),
+//! then counting queues, live bodies and dead letters in one scan, rewriting what
 //! older builds stored (one outbox entry per value) as runs, and setting aside what does not
 //! read (a corrupt run or queue front never keeps the store from opening).
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use ::sled::{Batch, Db};
+use ::sled::{Batch, Config, Db};
 
-use super::super::corrupt::{self, OpenDamage};
-use super::super::engine::Counters;
-use super::consumed;
+use super::corrupt::{self, OpenDamage};
+use super::engine::{Counters, Engine};
+use super::seen::SeenSets;
 use crate::store::bodylog::{BodyLog, BodyRef};
-use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, position};
-use crate::store::{OutboxEntry, ResourceKey};
+use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, consumed, position};
+use crate::store::{OutboxEntry, ResourceKey, StoreError};
+
+/// sled releases its file lock a few milliseconds after the last handle is dropped (its I/O
+/// threads finish in the background), so an immediate reopen waits this long for it. A store
+/// held by a running daemon stays locked far longer and still gets the clear error.
+const LOCK_RELEASE_GRACE: Duration = Duration::from_secs(2);
+/// The body log's folder, inside the state directory beside sled's files.
+const BODY_LOG_DIR: &str = "bodies";
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Engine {
+    pub(super) fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Engine, StoreError> {
+        let config = Config::new().path(dir).cache_capacity(cache_capacity_bytes);
+        let started = Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(error) if is_lock_contention(&error) => {
+                    if started.elapsed() >= LOCK_RELEASE_GRACE {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(LOCK_RETRY_INTERVAL);
+                }
+                Err(error) => {
+                    return Err(StoreError::Open {
+                        path: dir.to_path_buf(),
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        };
+        let open_error = |reason: String| StoreError::Open {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let OpenScan {
+            mut counters,
+            live_bodies,
+            older,
+            leftovers,
+            damaged,
+        } = scan_on_open(&db).map_err(open_error)?;
+        let bodies = BodyLog::open(&dir.join(BODY_LOG_DIR), live_bodies)
+            .map_err(|e| open_error(format!("body log: {e}")))?;
+        finish_open(&db, &bodies, &mut counters, older, leftovers, damaged).map_err(open_error)?;
+        Ok(Engine {
+            db,
+            bodies,
+            counters: Mutex::new(counters),
+            seen: SeenSets::default(),
+        })
+    }
+}
+
+fn is_lock_contention(error: &::sled::Error) -> bool {
+    // sled 0.34 reports a failed flock only through this message.
+    matches!(error, ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
 
 /// What opening learns from one scan of the outbox, queue fronts and dead letters.
-pub(in crate::store::sled) struct OpenScan {
-    pub(in crate::store::sled) counters: Counters,
+struct OpenScan {
+    counters: Counters,
     /// Live bodies per body-log segment.
-    pub(in crate::store::sled) live_bodies: HashMap<u64, u64>,
+    live_bodies: HashMap<u64, u64>,
     /// Single-entry values of older builds, to rewrite as runs once the body log is open
     /// (with the body inline when written before the body log).
-    pub(in crate::store::sled) older: Vec<(OutboxEntry, Option<BodyRef>)>,
+    older: Vec<(OutboxEntry, Option<BodyRef>)>,
     /// Keys of runs every entry of which had left, and queue fronts of empty queues.
-    pub(in crate::store::sled) leftovers: Vec<Vec<u8>>,
+    leftovers: Vec<Vec<u8>>,
     /// Values that do not read, to set aside (see `store/sled/corrupt.rs`).
-    pub(in crate::store::sled) damaged: Vec<OpenDamage>,
+    damaged: Vec<OpenDamage>,
 }
 
 /// Counts the queues, dead letters and live bodies per segment from one scan.
-pub(in crate::store::sled) fn scan_on_open(db: &Db) -> Result<OpenScan, String> {
+fn scan_on_open(db: &Db) -> Result<OpenScan, String> {
     let mut fronts: HashMap<ResourceKey, QueueFront> = HashMap::new();
     let mut leftovers = Vec::new();
     let mut damaged = Vec::new();
@@ -146,7 +209,7 @@ fn damage(key_bytes: &[u8], value: &[u8], reason: String) -> OpenDamage {
 /// Finishes opening once the body log is open: rewrites single entries of older builds as runs
 /// of one under the same key (bodies written inline move into the log; a head's failure moves
 /// to its queue front), and removes what [`scan_on_open`] found left over.
-pub(in crate::store::sled) fn finish_open(
+fn finish_open(
     db: &Db,
     bodies: &BodyLog,
     counters: &mut Counters,
@@ -205,4 +268,77 @@ pub(in crate::store::sled) fn finish_open(
     }
     db.apply_batch(batch).map_err(|e| e.to_string())?;
     db.flush().map(drop).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::outbox::Front;
+
+    /// A version-2 outbox value (one entry, its body inline and LZ4-compressed), as the first
+    /// builds wrote them.
+    fn version_2_entry(event_id: &str, failure: Option<(u32, i64, &str)>, body: &[u8]) -> Vec<u8> {
+        let put_str = |value: &mut Vec<u8>, text: &str| {
+            value.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            value.extend_from_slice(text.as_bytes());
+        };
+        let mut value = vec![2];
+        value.extend_from_slice(&1_767_225_600_000i64.to_be_bytes());
+        value.extend_from_slice(&failure.map_or(0, |f| f.0).to_be_bytes());
+        match failure {
+            Some((_, next_ms, _)) => {
+                value.push(1);
+                value.extend_from_slice(&next_ms.to_be_bytes());
+            }
+            None => value.push(0),
+        }
+        put_str(&mut value, event_id);
+        match failure {
+            Some((_, _, error)) => {
+                value.push(1);
+                put_str(&mut value, error);
+            }
+            None => value.push(0),
+        }
+        value.extend_from_slice(&lz4_flex::compress_prepend_size(body));
+        value
+    }
+
+    #[test]
+    fn single_entries_of_older_versions_become_runs_keeping_order_bodies_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResourceKey::new("cw", "contacts");
+        {
+            let db = Config::new().path(dir.path()).open().unwrap();
+            let failed =
+                version_2_entry("e1", Some((2, 1_767_225_700_000, "HTTP 503")), b"{\"n\":1}");
+            db.insert(codec::outbox_key(&key, 7), failed).unwrap();
+            let plain = version_2_entry("e2", None, b"{\"n\":2}");
+            db.insert(codec::outbox_key(&key, 8), plain).unwrap();
+            db.flush().unwrap();
+        }
+        for _open in 0..2 {
+            // The second open reads what the first one rewrote.
+            let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(engine.lock().outbox_total, 2);
+            let Front::Entries(front) = engine.front(&key, 10, &|| "test".into()).unwrap() else {
+                panic!("the head reads");
+            };
+            let ids: Vec<&str> = front.iter().map(|(e, _)| e.event_id.as_str()).collect();
+            assert_eq!(ids, ["e1", "e2"]);
+            assert!(front[0].0.seq < front[1].0.seq);
+            let head = &front[0].0;
+            assert_eq!(
+                (head.attempts, head.last_error.as_deref()),
+                (2, Some("HTTP 503"))
+            );
+            assert_eq!(
+                head.next_attempt_at.map(|at| at.timestamp_millis()),
+                Some(1_767_225_700_000)
+            );
+            assert_eq!((front[1].0.attempts, front[1].0.next_attempt_at), (0, None));
+            assert_eq!(engine.read_body(&front[0].1, "test").unwrap(), b"{\"n\":1}");
+            assert_eq!(engine.read_body(&front[1].1, "test").unwrap(), b"{\"n\":2}");
+        }
+    }
 }

@@ -8,14 +8,11 @@ use std::time::{Duration, Instant};
 use ::sled::Batch;
 use chrono::{DateTime, Utc};
 
-mod open;
-
-pub(super) use open::{OpenScan, finish_open, scan_on_open};
-
 use super::corrupt::Damage;
-use super::engine::{Counters, Engine, corrupt, engine};
+use super::engine::{Counters, Engine, QueueState};
+use super::errors::{corrupt, engine};
 use crate::store::bodylog::BodyRef;
-use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, position};
+use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, consumed, position};
 use crate::store::{
     DeadLetter, ERROR_SNIPPET_MAX_BYTES, OutboxEntry, ResourceKey, StoreError, truncate_to_bytes,
 };
@@ -30,21 +27,6 @@ pub(super) enum Front {
     Entries(Vec<(OutboxEntry, BodyRef)>),
     /// Its head cannot be read: set it aside ([`Engine::set_aside_head`]) and read again.
     DamagedHead(Damage),
-}
-
-/// A non-empty queue as the engine tracks it.
-#[derive(Debug, Default)]
-pub(super) struct QueueState {
-    pub(super) depth: u64,
-    /// The cursor and the head's failure as they are now.
-    pub(super) front: QueueFront,
-    /// A queue-front value for this queue is in sled.
-    pub(super) front_on_disk: bool,
-    /// `front` has changed since it was last written.
-    pub(super) front_dirty: bool,
-    front_written_at: Option<Instant>,
-    /// The first run: its id and number of entries, once looked up.
-    pub(super) first_run: Option<(u64, usize)>,
 }
 
 /// Where a queue's head is.
@@ -489,16 +471,6 @@ impl Counters {
             }
         }
         self.outbox_total = self.outbox_total.saturating_sub(1);
-    }
-}
-
-/// How many entries of run `run` (of `len` entries) have left the queue, given its cursor.
-pub(super) fn consumed(through: Option<u64>, run: u64, len: usize) -> usize {
-    match through {
-        Some(through) if through >= position(run, 0) => {
-            usize::try_from(through - position(run, 0) + 1).map_or(len, |n| n.min(len))
-        }
-        _ => 0,
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ::sled::{Batch, Db};
 
-use super::engine::{corrupt, engine};
+use super::errors::{corrupt, engine};
 use crate::store::codec::{self, millis};
 use crate::store::{PageCommit, ResourceKey, StoreError};
 use ids::{IdDates, IdText};
