@@ -82,27 +82,21 @@ impl Outputs {
     }
 }
 
-fn pollerd(dd: &DaemonDir, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pollerd"))
-        .args(args)
-        .arg("--config")
-        .arg(dd.settings())
+/// `pollerd ARGS` with the ConnectWise keys the leak instances read from the environment.
+fn pollerd_with_keys(dd: &DaemonDir, args: &[&str]) -> Command {
+    let mut command = pollerd_command(dd, args);
+    command
         .env("LEAK_CW_PUBLIC", CW_PUBLIC)
-        .env("LEAK_CW_PRIVATE", CW_PRIVATE)
-        .output()
-        .unwrap()
+        .env("LEAK_CW_PRIVATE", CW_PRIVATE);
+    command
+}
+
+fn pollerd(dd: &DaemonDir, args: &[&str]) -> Output {
+    pollerd_with_keys(dd, args).output().unwrap()
 }
 
 async fn pollerd_async(dd: &DaemonDir, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollerd"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(dd.settings())
-        .env("LEAK_CW_PUBLIC", CW_PUBLIC)
-        .env("LEAK_CW_PRIVATE", CW_PRIVATE);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    output_async(pollerd_with_keys(dd, args)).await
 }
 
 /// ConnectWise with keys from the environment, signed both ways.
@@ -362,9 +356,7 @@ async fn the_admin_socket_is_0660_and_refuses_another_user() {
         .arg(env!("CARGO_BIN_EXE_pollerd"))
         .args(["status", "--config"])
         .arg(dd.settings());
-    let refused = tokio::task::spawn_blocking(move || as_nobody.output().unwrap())
-        .await
-        .unwrap();
+    let refused = output_async(as_nobody).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(

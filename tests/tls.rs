@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
@@ -13,14 +12,6 @@ use pollerd::sim::receiver::Receiver;
 use serde_json::Value;
 use support::tls::{backend_of, private_ca, through, tls_front};
 use support::*;
-
-async fn pollerd(dd: &DaemonDir, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollerd"));
-    cmd.args(args).arg("--config").arg(dd.settings());
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
 
 fn write_ca(dir: &Path, pem: &str) -> String {
     let path = dir.join("private-ca.pem");
@@ -48,7 +39,7 @@ async fn provider_certificates_are_verified_and_tls_ca_file_trusts_a_private_ca(
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ids = sim.create_many(RecordKind::Contact, 2, None);
 
-    let refused = pollerd(&dd, &["poll", "untrusting", "--since", &since]).await;
+    let refused = pollerd_async(&dd, &["poll", "untrusting", "--since", &since]).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(
@@ -57,7 +48,7 @@ async fn provider_certificates_are_verified_and_tls_ca_file_trusts_a_private_ca(
         "the error names the instance, the resource and the certificate problem: {stderr}"
     );
 
-    let accepted = pollerd(&dd, &["poll", "trusting", "--since", &since]).await;
+    let accepted = pollerd_async(&dd, &["poll", "trusting", "--since", &since]).await;
     let stdout = String::from_utf8_lossy(&accepted.stdout);
     assert!(
         accepted.status.success(),
@@ -162,7 +153,7 @@ async fn a_redirect_from_https_to_http_on_the_same_host_is_not_followed() {
     );
     let since = (sim.now() - chrono::Duration::seconds(5))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let refused = pollerd(&dd, &["poll", "downgraded", "--since", &since]).await;
+    let refused = pollerd_async(&dd, &["poll", "downgraded", "--since", &since]).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(

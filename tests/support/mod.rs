@@ -323,11 +323,27 @@ pub async fn metrics_address(daemon: &Daemon) -> std::net::SocketAddr {
 
 /// `pollerd ARGS --config <the daemon's settings>`, as an operator types it.
 pub fn pollerd(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pollerd"))
-        .args(args)
-        .arg("--config")
-        .arg(dd.settings())
-        .output()
+    pollerd_command(dd, args).output().unwrap()
+}
+
+/// `pollerd ARGS --config <the daemon's settings>`, not started yet: the caller may add to its
+/// environment.
+pub fn pollerd_command(dd: &DaemonDir, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pollerd"));
+    command.args(args).arg("--config").arg(dd.settings());
+    command
+}
+
+/// [`pollerd`] from async code: run on a blocking thread, so the runtime's own threads (which
+/// may serve the simulator and receiver it talks to) stay free.
+pub async fn pollerd_async(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
+    output_async(pollerd_command(dd, args)).await
+}
+
+/// `command`'s output, collected on a blocking thread.
+pub async fn output_async(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
         .unwrap()
 }
 
