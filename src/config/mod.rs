@@ -1,6 +1,7 @@
 //! Files → validated specs. Raw documents are parsed first ([`source`]), then validated into
 //! typed [`spec`]s; nothing past this module sees how a value was spelled.
 
+mod deleted;
 pub mod diagnostics;
 mod element;
 mod fields;

@@ -29,6 +29,9 @@ const RESOURCE_KEYS: &[&str] = &[
     "nextPageField",
     "nextPageParam",
     "pageParam",
+    "deletedCheckInterval",
+    "deletedMaxFraction",
+    "idsUrl",
 ];
 const DATES_KEYS: &[&str] = &[
     "updatedDateField",
@@ -147,6 +150,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, kind: ElementKind) -> Option<Re
         }
     }
     let items_path = items_path(cx, &e)?;
+    let deleted_check = super::deleted::deleted_check(cx, &e.what, &e.pointer, e.obj, kind);
     Some(ResourceSpec {
         name: name.to_string(),
         url: url?,
@@ -161,6 +165,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, kind: ElementKind) -> Option<Re
         paging: paging?,
         backfill_since: backfill_since?,
         items_path,
+        deleted_check: deleted_check?,
     })
 }
 
@@ -618,5 +623,6 @@ fn legacy_resource(cx: &mut Ctx, e: &LegacyEntry, kind: ElementKind) -> Option<R
         paging: kind.default_paging(),
         backfill_since: None,
         items_path,
+        deleted_check: None,
     })
 }

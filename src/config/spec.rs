@@ -200,6 +200,20 @@ pub struct ResourceSpec {
     pub backfill_since: Option<DateTime<Utc>>,
     /// For the `http` element: dotted path to the records array; `None` = the body is the array.
     pub items_path: Option<FieldPath>,
+    /// `deletedCheckInterval` and its options: DELETED events by reconciling ids; `None` = off.
+    pub deleted_check: Option<DeletedCheck>,
+}
+
+/// How a resource finds deleted records ([`crate::poller::reconcile`]).
+#[derive(Clone, Debug)]
+pub struct DeletedCheck {
+    /// `deletedCheckInterval`: how often a reconcile lists every id.
+    pub interval: Duration,
+    /// `deletedMaxFraction`: the largest share of the known ids one reconcile may delete without
+    /// `--allow-mass-delete`.
+    pub max_fraction: f64,
+    /// `idsUrl` (http only): a listing of ids to reconcile through instead of `url`.
+    pub ids_url: Option<UrlTemplate>,
 }
 
 #[derive(Clone, Debug)]

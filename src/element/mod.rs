@@ -6,11 +6,13 @@
 mod client;
 pub mod connectwise;
 pub mod http;
+mod ids;
 pub mod raw;
 
 use chrono::{DateTime, Utc};
 
 pub use client::{MAX_PROVIDER_PAUSE, ProviderClient, ProviderLimits, ProviderResponse};
+pub use ids::IdListing;
 pub use raw::{RawRecord, id_text};
 
 use crate::config::{ElementSpec, ResourceSpec};

@@ -57,6 +57,12 @@ pub enum PollError {
         "instance {instance}, resource {resource}: more than {MAX_PAGES} pages; is the provider repeating a page?"
     )]
     TooManyPages { instance: String, resource: String },
+    #[error("instance {instance}, resource {resource}: reconcile: {message}")]
+    Reconcile {
+        instance: String,
+        resource: String,
+        message: String,
+    },
 }
 
 impl PollError {
@@ -66,6 +72,7 @@ impl PollError {
             PollError::Fetch { source, .. } => source.class(),
             PollError::Store { .. } => "store".into(),
             PollError::TooManyPages { .. } => "paging".into(),
+            PollError::Reconcile { .. } => "reconcile".into(),
         }
     }
 }

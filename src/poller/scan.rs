@@ -13,6 +13,7 @@ use super::{MAX_PAGES, PollError, RunReport, RunSink, ScanStart, lower_bound, ru
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Element, FetchError, Page, ProviderClient};
 use crate::internal_events::RecordSkipped;
+use crate::object_id::ObjectId;
 use crate::store::{NewNotification, PageCommit, ResourceKey, StoreError};
 
 /// What a run polls, and through which client.
@@ -220,6 +221,11 @@ impl<'a, S: RunSink> Scan<'a, S> {
             commit
                 .seen
                 .extend(batch.iter().map(|c| (c.object_id.clone(), c.updated)));
+        }
+        // An id an event was sent for is known to exist, for the DELETED check.
+        if self.run.resource.deleted_check.is_some() {
+            let ids = new.iter().map(|c| ObjectId::from_text(&c.object_id));
+            commit.known.extend(ids);
         }
         commit
     }

@@ -12,12 +12,14 @@ mod bodylog;
 mod codec;
 mod sled;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
 pub use self::sled::SledStore;
+use crate::object_id::ObjectId;
 
 /// Longest error text kept with an outbox entry or a dead letter, in bytes.
 pub const ERROR_SNIPPET_MAX_BYTES: usize = 512;
@@ -65,6 +67,8 @@ pub struct PageCommit {
     pub watermark: Option<DateTime<Utc>>,
     /// Drop seen entries with a date before this (applied after `seen`).
     pub prune_seen_before: Option<DateTime<Utc>>,
+    /// Ids to add to the resource's known set (only for resources with a DELETED check).
+    pub known: Vec<ObjectId>,
 }
 
 impl PageCommit {
@@ -76,6 +80,39 @@ impl PageCommit {
             seen: Vec::new(),
             watermark: None,
             prune_seen_before: None,
+            known: Vec::new(),
+        }
+    }
+}
+
+/// The ids a resource is known to have (issue 15): every id an event was sent for, and every id a
+/// reconcile saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownIds {
+    pub ids: HashSet<ObjectId>,
+    /// The resource's first reconcile has committed (until then, a reconcile only fills the set).
+    pub baselined: bool,
+}
+
+/// What a complete reconcile changes; lands atomically and durably, like a [`PageCommit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileCommit {
+    pub key: ResourceKey,
+    /// DELETED notifications, appended to the tail of the key's queue.
+    pub notifications: Vec<NewNotification>,
+    /// Ids that leave the known set.
+    pub removed: Vec<ObjectId>,
+    /// Ids that join it.
+    pub added: Vec<ObjectId>,
+}
+
+impl ReconcileCommit {
+    pub fn new(key: ResourceKey) -> ReconcileCommit {
+        ReconcileCommit {
+            key,
+            notifications: Vec::new(),
+            removed: Vec::new(),
+            added: Vec::new(),
         }
     }
 }
@@ -221,9 +258,18 @@ pub trait Store: Send + Sync + 'static {
         key: &ResourceKey,
         object_ids: &[&str],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
-    /// Atomic: notifications + seen + watermark + pruning land together or not at all, and are
-    /// DURABLE (flushed to disk) when this returns Ok — delivery may send them right after.
+    /// Atomic: notifications + seen + known ids + watermark + pruning land together or not at
+    /// all, and are DURABLE (flushed to disk) when this returns Ok — delivery may send them right
+    /// after.
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError>;
+    /// The known ids of `key` and whether its first reconcile has committed.
+    fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError>;
+    /// Atomic and durable as [`Store::commit`]: the DELETED notifications and the known set's
+    /// changes land together, and the resource is marked as reconciled.
+    fn commit_reconcile(&self, commit: ReconcileCommit) -> Result<(), StoreError>;
+    /// Drops `key`'s known ids and its reconciled mark (its DELETED check was turned off); false
+    /// when it had none.
+    fn forget_known_ids(&self, key: &ResourceKey) -> Result<bool, StoreError>;
     /// Keys with a non-empty outbox, ordered.
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError>;
     /// Up to `limit` entries from the front of `key`'s queue, in order (the first is the head):

@@ -5,6 +5,7 @@ mod corrupt;
 mod dead;
 mod engine;
 mod errors;
+mod known;
 mod open;
 mod outbox;
 mod seen;
@@ -20,8 +21,8 @@ use chrono::{DateTime, Utc};
 use super::bodylog::BodyRef;
 use super::codec;
 use super::{
-    CorruptEntry, DeadLetter, DeadLetterSummary, OutboxEntry, PageCommit, ResourceKey, Store,
-    StoreError, StoreStats,
+    CorruptEntry, DeadLetter, DeadLetterSummary, KnownIds, NewNotification, OutboxEntry,
+    PageCommit, ReconcileCommit, ResourceKey, Store, StoreError, StoreStats,
 };
 use corrupt::Damage;
 use engine::Engine;
@@ -223,6 +224,13 @@ impl SledStore {
         Ok(EngineGuard(guard))
     }
 
+    /// A commit written to disk: the store works again, reopen promptly if it fails later.
+    fn note_commit(&self, committed: &Result<(), StoreError>) {
+        if committed.is_ok() {
+            self.strikes.store(0, Ordering::Release);
+        }
+    }
+
     fn mark_broken(&self, reason: String) {
         let mut recovery = self.recovery.lock().unwrap_or_else(PoisonError::into_inner);
         self.strikes.fetch_add(1, Ordering::AcqRel);
@@ -341,41 +349,13 @@ impl Store for SledStore {
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError> {
         let committed = self.with_engine(|e| {
             let key = &commit.key;
-            if let Some(position) = commit
-                .notifications
-                .iter()
-                .position(|n| n.event_id.is_empty())
-            {
-                return Err(StoreError::InvalidCommit {
-                    key: key.clone(),
-                    reason: format!("notification #{} has an empty event id", position + 1),
-                });
-            }
+            check_event_ids(key, &commit.notifications)?;
             let action = format!("commit a page of {key}");
-            // On disk before the sled batch that refers to them (see store/bodylog.rs).
-            let texts: Vec<&[u8]> = commit
-                .notifications
-                .iter()
-                .map(|n| n.body.as_slice())
-                .collect();
-            let bodies = e
-                .bodies
-                .append(&texts)
-                .map_err(|err| body_error(&action, err))?;
+            let bodies = append_bodies(e, &commit.notifications, &action)?;
             {
                 let mut counters = e.lock();
                 let mut batch = Batch::default();
-                let entries: Vec<codec::NewRunEntry<'_>> = commit
-                    .notifications
-                    .iter()
-                    .zip(&bodies)
-                    .map(|(notification, body)| codec::NewRunEntry {
-                        event_id: &notification.event_id,
-                        created_at: notification.created_at,
-                        body: *body,
-                    })
-                    .collect();
-                e.stage_runs(key, &entries, &mut batch, &action)?;
+                stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
                 // A commit that neither adds seen ids nor prunes (a baseline, say) need not load
                 // the resource's seen set at all.
                 let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
@@ -387,6 +367,7 @@ impl Store for SledStore {
                 let change = seen.as_ref().map_or(seen::SeenChange::None, |seen| {
                     seen.stage(&commit, &mut batch)
                 });
+                known::stage_added(key, &commit.known, &mut batch);
                 if let Some(watermark) = commit.watermark {
                     batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
                 }
@@ -401,11 +382,43 @@ impl Store for SledStore {
             // Outside the lock: acks and other commits need not wait for this fsync.
             e.durable(action)
         });
-        if committed.is_ok() {
-            // Written to disk: the store works again, reopen promptly if it fails later.
-            self.strikes.store(0, Ordering::Release);
-        }
+        self.note_commit(&committed);
         committed
+    }
+
+    fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError> {
+        self.with_engine(|e| known::read(&e.db, key))
+    }
+
+    fn commit_reconcile(&self, commit: ReconcileCommit) -> Result<(), StoreError> {
+        let committed = self.with_engine(|e| {
+            let key = &commit.key;
+            check_event_ids(key, &commit.notifications)?;
+            let action = format!("commit a reconcile of {key}");
+            let bodies = append_bodies(e, &commit.notifications, &action)?;
+            {
+                let mut counters = e.lock();
+                let mut batch = Batch::default();
+                stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
+                known::stage_reconcile(&commit, &mut batch);
+                e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
+                counters.queued(key, commit.notifications.len() as u64);
+            }
+            e.durable(action)
+        });
+        self.note_commit(&committed);
+        committed
+    }
+
+    fn forget_known_ids(&self, key: &ResourceKey) -> Result<bool, StoreError> {
+        self.with_engine(|e| {
+            let action = format!("forget the known ids of {key}");
+            let mut batch = Batch::default();
+            let any = known::stage_forget(&e.db, key, &mut batch)?;
+            e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
+            e.durable(action)?;
+            Ok(any)
+        })
     }
 
     fn queues(&self) -> Result<Vec<ResourceKey>, StoreError> {
@@ -588,6 +601,52 @@ impl Store for SledStore {
 /// Corrupt heads set aside by one read of a queue's front, at most: a queue of nothing but
 /// corrupt entries is worked through over several reads, not in one long hold of the store.
 const SET_ASIDE_MAX_PER_READ: usize = 64;
+
+/// A notification without an event id could never be deduplicated: refused before anything is
+/// written.
+fn check_event_ids(key: &ResourceKey, notifications: &[NewNotification]) -> Result<(), StoreError> {
+    match notifications.iter().position(|n| n.event_id.is_empty()) {
+        Some(position) => Err(StoreError::InvalidCommit {
+            key: key.clone(),
+            reason: format!("notification #{} has an empty event id", position + 1),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The bodies go to the body log first: on disk before the sled batch that refers to them (see
+/// store/bodylog.rs).
+fn append_bodies(
+    e: &Engine,
+    notifications: &[NewNotification],
+    action: &str,
+) -> Result<Vec<BodyRef>, StoreError> {
+    let texts: Vec<&[u8]> = notifications.iter().map(|n| n.body.as_slice()).collect();
+    e.bodies
+        .append(&texts)
+        .map_err(|err| body_error(action, err))
+}
+
+/// Stages `notifications` (their bodies already in the body log) at the tail of `key`'s queue.
+fn stage_notifications(
+    e: &Engine,
+    key: &ResourceKey,
+    notifications: &[NewNotification],
+    bodies: &[BodyRef],
+    batch: &mut Batch,
+    action: &str,
+) -> Result<(), StoreError> {
+    let entries: Vec<codec::NewRunEntry<'_>> = notifications
+        .iter()
+        .zip(bodies)
+        .map(|(notification, body)| codec::NewRunEntry {
+            event_id: &notification.event_id,
+            created_at: notification.created_at,
+            body: *body,
+        })
+        .collect();
+    e.stage_runs(key, &entries, batch, action)
+}
 
 /// The entries of `front` with their bodies read, up to the first whose body does not read
 /// (met again when it is the head); `Err(damage)` when that is the head's body.
