@@ -82,15 +82,48 @@ impl LabelValue for PollOutcome {
 pub enum EventType {
     Created,
     Updated,
+    Deleted,
 }
 
 impl LabelValue for EventType {
-    const ALL: &'static [EventType] = &[EventType::Created, EventType::Updated];
+    const ALL: &'static [EventType] = &[EventType::Created, EventType::Updated, EventType::Deleted];
 
     fn as_label(self) -> &'static str {
         match self {
             EventType::Created => "CREATED",
             EventType::Updated => "UPDATED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// How a reconcile (the DELETED check) ended (`pollerd_reconciles_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconcileOutcome {
+    /// Compared and committed (DELETED events, if any, queued).
+    Ok,
+    /// The resource's first reconcile: it only learned which records exist.
+    Baseline,
+    /// Would have deleted more than `deletedMaxFraction`: nothing changed.
+    MassDeleteRefused,
+    /// A page failed (or a record had no id): nothing changed.
+    Error,
+}
+
+impl LabelValue for ReconcileOutcome {
+    const ALL: &'static [ReconcileOutcome] = &[
+        ReconcileOutcome::Ok,
+        ReconcileOutcome::Baseline,
+        ReconcileOutcome::MassDeleteRefused,
+        ReconcileOutcome::Error,
+    ];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            ReconcileOutcome::Ok => "ok",
+            ReconcileOutcome::Baseline => "baseline",
+            ReconcileOutcome::MassDeleteRefused => "mass_delete_refused",
+            ReconcileOutcome::Error => "error",
         }
     }
 }
@@ -212,6 +245,7 @@ struct Instruments {
     records_fetched: Counter,
     records_skipped: Counter,
     events: LabelledCounter<EventType>,
+    reconciles: LabelledCounter<ReconcileOutcome>,
     deliveries: LabelledCounter<DeliveryOutcome>,
     delivery_latency: Histogram,
     outbox_depth: Gauge,
@@ -268,6 +302,12 @@ impl Metrics {
                 "events",
                 "Events emitted, by event type",
                 "type",
+            ),
+            reconciles: LabelledCounter::register(
+                &mut r,
+                "reconciles",
+                "Reconciles of known ids (the DELETED check) by outcome",
+                "outcome",
             ),
             deliveries: LabelledCounter::register(
                 &mut r,
@@ -341,6 +381,11 @@ impl Metrics {
 
     /// One delivery attempt ended. The latency (from the notification's commit) is recorded
     /// when given, normally with [`DeliveryOutcome::Ok`].
+    /// One reconcile ended.
+    pub fn reconcile(&self, outcome: ReconcileOutcome) {
+        self.instruments.reconciles.inc_by(outcome, 1);
+    }
+
     pub fn delivery(&self, outcome: DeliveryOutcome, latency_from_commit: Option<Duration>) {
         self.instruments.deliveries.inc_by(outcome, 1);
         if let Some(latency) = latency_from_commit {

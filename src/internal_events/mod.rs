@@ -19,6 +19,7 @@
 
 mod delivery;
 mod poll;
+mod reconcile;
 mod reload;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use poll::{
     PollFailed, PollFinished, PollRecovered, ProviderClockTrusted, ProviderClockUntrusted,
     RecordSkipped, RunResumed,
 };
+pub use reconcile::{MassDeleteRefused, ReconcileFailed, ReconcileFinished};
 pub use reload::ReloadFinished;
 
 use crate::logging::CONTEXT_SPAN_TARGET;
