@@ -32,6 +32,7 @@ fn resource(name: &str, events: u64, last_error: Option<&str>) -> ResourceStatus
         dead_letters: 1,
         pollers: 1,
         task_panics: Vec::new(),
+        reconcile: None,
     }
 }
 

@@ -12,11 +12,14 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::{
-    API_PREFIX, CountAnswer, DeadLetterSelection, DeadLetterView, ErrorAnswer, StatusReport,
+    API_PREFIX, CountAnswer, DeadLetterSelection, DeadLetterView, ErrorAnswer, ReconcileCommand,
+    ReconcileView, StatusReport,
 };
 
 /// How long the CLI waits for the daemon; a daemon that is up answers in milliseconds.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A reconcile reads every record of its resources: give it as long as a large backlog takes.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,23 @@ pub async fn drop_dead_letters(socket: &Path, ids: Option<Vec<String>>) -> anyho
     Ok(answer.count)
 }
 
+/// Runs one reconcile through the daemon and waits for what it did.
+pub async fn reconcile(
+    socket: &Path,
+    command: &ReconcileCommand,
+) -> anyhow::Result<Vec<ReconcileView>> {
+    let answer = exchange_within(
+        RECONCILE_TIMEOUT,
+        socket,
+        Method::POST,
+        "reconcile",
+        "reconcile",
+        Some(command),
+    )
+    .await?;
+    Ok(answer)
+}
+
 /// One request with a deadline; `action` completes "pollerd could not …" in errors.
 async fn exchange<T: DeserializeOwned>(
     socket: &Path,
@@ -96,15 +116,26 @@ async fn exchange<T: DeserializeOwned>(
     action: &'static str,
     body: Option<&DeadLetterSelection>,
 ) -> Result<T, AdminClientError> {
+    exchange_within(ANSWER_TIMEOUT, socket, method, route, action, body).await
+}
+
+async fn exchange_within<T: DeserializeOwned>(
+    timeout: Duration,
+    socket: &Path,
+    method: Method,
+    route: &str,
+    action: &'static str,
+    body: Option<&impl serde::Serialize>,
+) -> Result<T, AdminClientError> {
     let body = body.map_or_else(String::new, |body| {
-        serde_json::to_string(body).expect("a selection always serializes")
+        serde_json::to_string(body).expect("a request body always serializes")
     });
     let uri = format!("{API_PREFIX}/{route}");
-    match tokio::time::timeout(ANSWER_TIMEOUT, send(socket, method, &uri, action, body)).await {
+    match tokio::time::timeout(timeout, send(socket, method, &uri, action, body)).await {
         Ok(answer) => answer,
         Err(_) => Err(AdminClientError::Timeout {
             path: socket.to_path_buf(),
-            timeout: ANSWER_TIMEOUT,
+            timeout,
         }),
     }
 }

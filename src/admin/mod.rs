@@ -12,6 +12,7 @@
 //! | `GET /v1/dead-letters`          | —                                 | `[DeadLetterView…]`   |
 //! | `POST /v1/dead-letters/replay`  | `{"ids": ["…"]}` or `{"all": true}` | `{"count": N}`      |
 //! | `POST /v1/dead-letters/drop`    | `{"ids": ["…"]}` or `{"all": true}` | `{"count": N}`      |
+//! | `POST /v1/reconcile`            | [`ReconcileCommand`]              | `[ReconcileView…]`    |
 //!
 //! A request the server cannot make sense of answers 400, a backend failure (an unknown dead
 //! letter id included) answers 500; both with `{"error": "…"}`. Dead-letter bodies never cross
@@ -25,7 +26,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use self::client::{
-    AdminClientError, drop_dead_letters, get_status, list_dead_letters, replay_dead_letters,
+    AdminClientError, drop_dead_letters, get_status, list_dead_letters, reconcile,
+    replay_dead_letters,
 };
 pub use self::server::{AdminServer, AdminStartError};
 
@@ -42,6 +44,43 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn replay(&self, ids: Option<Vec<String>>) -> Result<usize, String>;
     /// `ids = None` → all. Returns how many were dropped; unknown ids are an error naming them.
     fn drop_dead_letters(&self, ids: Option<Vec<String>>) -> Result<usize, String>;
+    /// Runs one reconcile of each resource the command names, through their poll loops, and
+    /// waits for them (this may take as long as reading every record). A backend without poll
+    /// loops (a test's) cannot.
+    fn reconcile(&self, command: ReconcileCommand) -> Result<Vec<ReconcileView>, String> {
+        Err(format!(
+            "this admin backend cannot reconcile (instance {:?})",
+            command.instance
+        ))
+    }
+}
+
+/// `pollerd reconcile INSTANCE [--resource R] [--dry-run] [--allow-mass-delete]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileCommand {
+    pub instance: String,
+    /// Every resource of the instance with a DELETED check when `None`.
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+}
+
+/// What one resource's reconcile did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileView {
+    pub resource: String,
+    /// `baseline`, `deleted`, `mass_delete_refused` or `error`.
+    pub outcome: String,
+    pub dry_run: bool,
+    pub seen: usize,
+    pub known: usize,
+    /// The ids reported as deleted (or, in a dry run or when refused, that would be).
+    pub deleted: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What `pollerd status` shows: the daemon and every loaded instance.
@@ -102,6 +141,29 @@ pub struct ResourceStatusView {
     /// started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_panics: Vec<TaskPanicView>,
+    /// The DELETED check, for a resource with `deletedCheckInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileStatusView>,
+}
+
+/// A resource's reconciles at a glance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileStatusView {
+    pub last: Option<DateTime<Utc>>,
+    pub next: Option<DateTime<Utc>>,
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    /// Set while the last reconcile was stopped by the mass-delete guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass_delete_refused: Option<MassDeleteView>,
+    /// DELETED events reported since the daemon started.
+    pub deleted_total: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MassDeleteView {
+    pub would_delete: usize,
+    pub known: usize,
 }
 
 /// Panics of one task of a resource: `task` is "poll" (its poll task) or "delivery" (its

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::listener::Limits;
 
-use super::{API_PREFIX, AdminBackend, CountAnswer, DeadLetterSelection, ErrorAnswer};
+use super::{
+    API_PREFIX, AdminBackend, CountAnswer, DeadLetterSelection, ErrorAnswer, ReconcileCommand,
+};
 
 /// Mode of the socket file: the daemon's user and group may talk to it, nobody else (SPEC §2).
 const SOCKET_MODE: u32 = 0o660;
@@ -205,6 +207,7 @@ fn router(backend: Backend) -> Router {
             &format!("{API_PREFIX}/dead-letters/drop"),
             post(drop_letters),
         )
+        .route(&format!("{API_PREFIX}/reconcile"), post(reconcile))
         .fallback(unknown_route)
         .with_state(backend)
 }
@@ -242,6 +245,17 @@ async fn drop_letters(
             .map(|count| CountAnswer { count })
     })
     .await
+}
+
+async fn reconcile(
+    State(backend): State<Backend>,
+    command: Result<Json<ReconcileCommand>, JsonRejection>,
+) -> Response {
+    let command = match command {
+        Ok(Json(command)) => command,
+        Err(rejection) => return refusal(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    call_backend(move || backend.reconcile(command)).await
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> Response {

@@ -70,6 +70,56 @@ pub fn dead_letters(socket: &Path, action: DeadLetterAction) -> ExitCode {
     }
 }
 
+/// `pollerd reconcile …`: 0 when every resource reconciled, 1 when any failed or was refused by
+/// the mass-delete guard.
+pub fn reconcile(socket: &Path, command: &admin::ReconcileCommand, json: bool) -> ExitCode {
+    let views = match block_on(admin::reconcile(socket, command)) {
+        Ok(views) => views,
+        Err(error) => return fail(&error),
+    };
+    if json {
+        match serde_json::to_string_pretty(&views) {
+            Ok(text) => println!("{text}"),
+            Err(error) => return fail(&anyhow::Error::new(error).context("cannot print")),
+        }
+    } else {
+        for view in &views {
+            println!("{}", render_reconcile(&command.instance, view));
+        }
+    }
+    match views.iter().all(|v| v.error.is_none()) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// One line per resource: what the reconcile did (or would do), with the ids.
+pub fn render_reconcile(instance: &str, view: &admin::ReconcileView) -> String {
+    let what = format!("{instance}/{}", view.resource);
+    let counts = format!("{} known, {} seen", view.known, view.seen);
+    let ids = view.deleted.join(" ");
+    match view.outcome.as_str() {
+        "baseline" if view.dry_run => {
+            format!("{what}: first reconcile ({counts}): nothing would be reported")
+        }
+        "baseline" => format!(
+            "{what}: first reconcile: {} records now known, nothing reported",
+            view.seen
+        ),
+        "deleted" if view.dry_run => format!(
+            "{what}: dry run: would report {} as deleted ({counts}){}{ids}",
+            plural(view.deleted.len() as u64, "record"),
+            if ids.is_empty() { "" } else { ": " }
+        ),
+        "deleted" => format!(
+            "{what}: reported {} as deleted ({counts}){}{ids}",
+            plural(view.deleted.len() as u64, "record"),
+            if ids.is_empty() { "" } else { ": " }
+        ),
+        _ => format!("{what}: {}", view.error.as_deref().unwrap_or("failed")),
+    }
+}
+
 /// A small runtime of its own: the CLI does one request and exits.
 fn block_on<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -204,7 +254,33 @@ impl StatusTable {
                 one_line(&panic.last_message)
             ));
         }
+        self.note_reconcile(instance, resource);
         self.rows.push(status_row(instance, resource));
+    }
+
+    /// A reconcile stopped by the mass-delete guard, or failing, is worth a note.
+    fn note_reconcile(&mut self, instance: &InstanceStatus, resource: &ResourceStatusView) {
+        let Some(reconcile) = &resource.reconcile else {
+            return;
+        };
+        if let Some(refused) = &reconcile.mass_delete_refused {
+            self.notes.push(format!(
+                "instance {}, resource {}: reconcile refused: it would report {} of {} known records as deleted; if they are gone, `pollerd reconcile {} --resource {} --allow-mass-delete`",
+                instance.name,
+                resource.name,
+                refused.would_delete,
+                refused.known,
+                instance.name,
+                resource.name
+            ));
+        } else if let Some(error) = &reconcile.last_error {
+            self.notes.push(format!(
+                "instance {}, resource {}: the last reconcile failed, nothing was reported: {}",
+                instance.name,
+                resource.name,
+                one_line(error)
+            ));
+        }
     }
 }
 

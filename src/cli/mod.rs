@@ -52,6 +52,21 @@ pub enum Command {
     /// List, replay or drop dead letters of the running daemon
     #[command(name = "dead-letters", subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// Run one reconcile (the DELETED check) of an instance's resources through the daemon now
+    Reconcile {
+        instance: String,
+        /// Only this resource [default: every resource with deletedCheckInterval]
+        #[arg(long)]
+        resource: Option<String>,
+        /// Print the ids it would report as deleted; send nothing, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Report the deletions even when they are more than deletedMaxFraction of the known ids
+        #[arg(long)]
+        allow_mass_delete: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the real daemon against a built-in simulated ConnectWise API and a local receiver
     Demo,
     /// Write man pages or shell completions (used when building the packages)
@@ -118,6 +133,24 @@ pub fn main() -> ExitCode {
             }
             match admin_socket(args.config.as_deref()) {
                 Ok(socket) => admin::dead_letters(&socket, action),
+                Err(code) => code,
+            }
+        }
+        Command::Reconcile {
+            instance,
+            resource,
+            dry_run,
+            allow_mass_delete,
+            json,
+        } => {
+            let command = crate::admin::ReconcileCommand {
+                instance,
+                resource,
+                dry_run,
+                allow_mass_delete,
+            };
+            match admin_socket(args.config.as_deref()) {
+                Ok(socket) => admin::reconcile(&socket, &command, json),
                 Err(code) => code,
             }
         }

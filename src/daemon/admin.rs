@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus, ReloadStatus,
+    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus,
+    MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus,
     ResourceStatusView, StatusReport, TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
+use crate::poller::reconcile::{ReconcileAsk, ReconcileOutcome, ReconcileReport, ReconcileRequest};
+use crate::poller::schedule::ReconcileStatus;
 use crate::store::{DeadLetterSummary, ResourceKey, Store, StoreError};
 use crate::supervisor::InstanceView;
 
@@ -75,6 +78,117 @@ impl DaemonAdmin {
             .filter(|row| ids.contains(&row.id))
             .collect())
     }
+}
+
+fn reconcile_view(s: &ReconcileStatus) -> ReconcileStatusView {
+    ReconcileStatusView {
+        last: s.last,
+        next: s.next,
+        last_outcome: s.last_outcome.clone(),
+        last_error: s.last_error.clone(),
+        mass_delete_refused: s
+            .mass_delete_refused
+            .map(|(would_delete, known)| MassDeleteView {
+                would_delete,
+                known,
+            }),
+        deleted_total: s.deleted_total,
+    }
+}
+
+impl DaemonAdmin {
+    /// The running resources a reconcile command names, with where to ask each; an error names
+    /// what is not there.
+    fn reconcile_targets(
+        &self,
+        command: &ReconcileCommand,
+    ) -> Result<Vec<(String, tokio::sync::mpsc::Sender<ReconcileAsk>)>, String> {
+        let registry = self.registry.read().expect("registry");
+        let Some(view) = registry.iter().find(|v| v.spec.name == command.instance) else {
+            return Err(format!("no instance {:?} is loaded", command.instance));
+        };
+        let checked: Vec<&str> = view
+            .spec
+            .resources
+            .iter()
+            .filter(|r| r.deleted_check.is_some())
+            .map(|r| r.name.as_str())
+            .filter(|name| {
+                command
+                    .resource
+                    .as_deref()
+                    .is_none_or(|wanted| wanted == *name)
+            })
+            .collect();
+        if checked.is_empty() {
+            return Err(match &command.resource {
+                Some(r) if view.spec.resource(r).is_none() => {
+                    format!("instance {:?} has no resource {r:?}", command.instance)
+                }
+                Some(r) => format!(
+                    "resource {r:?} of instance {:?} has no deletedCheckInterval",
+                    command.instance
+                ),
+                None => format!(
+                    "no resource of instance {:?} has a deletedCheckInterval",
+                    command.instance
+                ),
+            });
+        }
+        let desk = self.shared.reconcile_desk.lock().expect("reconcile desk");
+        checked
+            .into_iter()
+            .map(|name| {
+                let key = ResourceKey::new(&command.instance, name);
+                desk.get(&key)
+                    .map(|sender| (name.to_string(), sender.clone()))
+                    .ok_or_else(|| {
+                        format!(
+                            "{key} is not running (is the instance disabled or just reloading?)"
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// What one resource's reconcile answered, for the CLI.
+fn reconcile_answer(resource: String, answer: Result<ReconcileReport, String>) -> ReconcileView {
+    let mut view = ReconcileView {
+        resource,
+        outcome: "error".into(),
+        dry_run: false,
+        seen: 0,
+        known: 0,
+        deleted: Vec::new(),
+        error: None,
+    };
+    let report = match answer {
+        Ok(report) => report,
+        Err(error) => {
+            view.error = Some(error);
+            return view;
+        }
+    };
+    view.dry_run = report.dry_run;
+    view.seen = report.seen;
+    view.known = report.known;
+    view.outcome = match report.outcome {
+        ReconcileOutcome::Baseline => "baseline".into(),
+        ReconcileOutcome::Deleted { deleted, .. } => {
+            view.deleted = deleted.iter().map(ToString::to_string).collect();
+            "deleted".into()
+        }
+        ReconcileOutcome::MassDeleteRefused { would_delete } => {
+            view.error = Some(format!(
+                "would delete {would_delete} of {} known: refused by deletedMaxFraction; \
+                 --allow-mass-delete confirms",
+                report.known
+            ));
+            "mass_delete_refused".into()
+        }
+    };
+    view
 }
 
 /// A row of the dead-letter list, as replay and drop select them.
@@ -155,6 +269,7 @@ impl AdminBackend for DaemonAdmin {
                             dead_letters: dead_of(&key),
                             pollers: active.get(&key).copied().unwrap_or(0),
                             task_panics: self.task_panics(&key),
+                            reconcile: s.reconcile.as_ref().map(reconcile_view),
                         }
                     })
                     .collect();
@@ -252,6 +367,32 @@ impl AdminBackend for DaemonAdmin {
             true => Ok(replayed),
             false => Err(corrupt_replay_error(replayed, &refused)),
         }
+    }
+
+    fn reconcile(&self, command: ReconcileCommand) -> Result<Vec<ReconcileView>, String> {
+        let request = ReconcileRequest {
+            dry_run: command.dry_run,
+            allow_mass_delete: command.allow_mass_delete,
+        };
+        let mut waiting = Vec::new();
+        for (resource, sender) in self.reconcile_targets(&command)? {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let ask = ReconcileAsk { request, reply };
+            if sender.blocking_send(ask).is_err() {
+                return Err(format!("{}/{resource} stopped", command.instance));
+            }
+            waiting.push((resource, answer));
+        }
+        // One after another, as each resource's loop gets to it (between its polls).
+        Ok(waiting
+            .into_iter()
+            .map(|(resource, answer)| {
+                let answer = answer
+                    .blocking_recv()
+                    .unwrap_or_else(|_| Err("the resource stopped before it answered".into()));
+                reconcile_answer(resource, answer)
+            })
+            .collect())
     }
 
     fn drop_dead_letters(&self, ids: Option<Vec<String>>) -> Result<usize, String> {

@@ -173,6 +173,8 @@ pub struct PollShared {
     /// Poll tasks alive per resource: must never exceed 1 (checked through status).
     pub active_pollers: Arc<std::sync::Mutex<HashMap<ResourceKey, u32>>>,
     pub metrics: Option<crate::metrics::Metrics>,
+    /// The running resources that reconcile, for `pollerd reconcile`.
+    pub reconcile_desk: reconcile::ReconcileDesk,
 }
 
 impl PollShared {
@@ -184,6 +186,7 @@ impl PollShared {
             on_commit: None,
             active_pollers: Arc::default(),
             metrics: None,
+            reconcile_desk: Arc::default(),
         }
     }
 }

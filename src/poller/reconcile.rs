@@ -3,7 +3,8 @@
 //! read every page decides anything, and a scan that would delete most of what is known is refused
 //! until an operator confirms it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -75,6 +76,16 @@ fn is_mass_delete(deleted: usize, known: usize, guard: Guard) -> bool {
     // Counts far below 2^53: exact as floating point.
     deleted as f64 > guard.max_fraction * known as f64
 }
+
+/// A reconcile asked for through the admin socket (`pollerd reconcile`), and where its answer goes.
+pub struct ReconcileAsk {
+    pub request: ReconcileRequest,
+    pub reply: tokio::sync::oneshot::Sender<Result<ReconcileReport, String>>,
+}
+
+/// Where `pollerd reconcile` finds each running resource with a DELETED check: its poll loop
+/// registers here while it runs, and runs what it is asked between its polls.
+pub type ReconcileDesk = Arc<Mutex<HashMap<ResourceKey, tokio::sync::mpsc::Sender<ReconcileAsk>>>>;
 
 /// How one reconcile was asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -248,7 +259,7 @@ fn collect_ids(
 }
 
 async fn read_known(
-    store: &std::sync::Arc<dyn Store>,
+    store: &Arc<dyn Store>,
     key: &ResourceKey,
 ) -> Result<KnownIds, crate::store::StoreError> {
     let (store, key) = (store.clone(), key.clone());

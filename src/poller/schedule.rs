@@ -10,12 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument as _;
 
+use super::reconcile::{
+    ReconcileAsk, ReconcileOutcome, ReconcileReport, ReconcileRequest, reconcile_resource,
+};
 use super::{PollError, PollShared, Resume, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::Element;
 use crate::internal_events::{
-    PollFailed, PollFinished, PollRecovered, ProviderClockTrusted, ProviderClockUntrusted,
-    poll_span,
+    MassDeleteRefused, PollFailed, PollFinished, PollRecovered, ProviderClockTrusted,
+    ProviderClockUntrusted, ReconcileFailed, ReconcileFinished, poll_span,
 };
 use crate::store::ResourceKey;
 
@@ -28,6 +31,21 @@ pub struct ResourceStatus {
     pub last_report: Option<RunReport>,
     pub events_emitted: u64,
     pub runs: u64,
+    /// The DELETED check, when the resource has one.
+    pub reconcile: Option<ReconcileStatus>,
+}
+
+/// What `pollerd status` shows of a resource's reconciles.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileStatus {
+    pub last: Option<DateTime<Utc>>,
+    pub next: Option<DateTime<Utc>>,
+    /// What the last one did, in words (`3 deleted`, `first: 1000 known`, …).
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    /// The last reconcile was stopped by the mass-delete guard: (would delete, known).
+    pub mass_delete_refused: Option<(usize, usize)>,
+    pub deleted_total: u64,
 }
 
 pub type SharedStatus = Arc<Mutex<ResourceStatus>>;
@@ -67,7 +85,8 @@ pub async fn poll_loop(
 ) {
     let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
-    let _alive = AliveGuard::enter(&shared, key);
+    let _alive = AliveGuard::enter(&shared, key.clone());
+    let reconciling = Reconciling::start(&shared, &resource, key, &status);
     let poll = ResourcePoll {
         shared,
         instance,
@@ -77,8 +96,95 @@ pub async fn poll_loop(
         failing: None,
         clock_untrusted: false,
         resume: None,
+        reconciling,
     };
     poll.run(cancel).instrument(span).await;
+}
+
+/// A resource's DELETED check while its poll loop runs: when the next reconcile is due, and the
+/// reconciles `pollerd reconcile` asks for.
+struct Reconciling {
+    interval: Duration,
+    next_at: tokio::time::Instant,
+    asks: tokio::sync::mpsc::Receiver<ReconcileAsk>,
+    _desk: DeskEntry,
+}
+
+impl Reconciling {
+    /// `None` for a resource without a DELETED check, whose known ids (if the check was turned
+    /// off) are dropped: turned on again, it starts over with a first reconcile.
+    fn start(
+        shared: &PollShared,
+        resource: &ResourceSpec,
+        key: ResourceKey,
+        status: &SharedStatus,
+    ) -> Option<Reconciling> {
+        let Some(check) = &resource.deleted_check else {
+            forget_known_ids(shared, key);
+            return None;
+        };
+        let (sender, asks) = tokio::sync::mpsc::channel(4);
+        let desk = DeskEntry::register(shared, key, sender);
+        // The first at a random point of the interval, so a thousand instances started together
+        // do not reconcile together.
+        let first = random_below(check.interval);
+        status.lock().expect("status").reconcile = Some(ReconcileStatus {
+            next: Some(crate::time_math::utc_after(Utc::now(), first)),
+            ..ReconcileStatus::default()
+        });
+        Some(Reconciling {
+            interval: check.interval,
+            next_at: crate::time_math::tokio_deadline_in(first),
+            asks,
+            _desk: desk,
+        })
+    }
+}
+
+fn forget_known_ids(shared: &PollShared, key: ResourceKey) {
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || match store.forget_known_ids(&key) {
+        Ok(true) => tracing::info!(
+            instance = %key.instance, resource = %key.resource,
+            "deletedCheckInterval is off: the known ids of the resource were dropped"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot drop the known ids of {key}: {e}"),
+    });
+}
+
+/// This loop's place in the [`super::reconcile::ReconcileDesk`], left when the loop ends (unless
+/// a newer loop of the resource has taken it).
+struct DeskEntry {
+    desk: super::reconcile::ReconcileDesk,
+    key: ResourceKey,
+    sender: tokio::sync::mpsc::Sender<ReconcileAsk>,
+}
+
+impl DeskEntry {
+    fn register(
+        shared: &PollShared,
+        key: ResourceKey,
+        sender: tokio::sync::mpsc::Sender<ReconcileAsk>,
+    ) -> DeskEntry {
+        let desk = shared.reconcile_desk.clone();
+        desk.lock()
+            .expect("reconcile desk")
+            .insert(key.clone(), sender.clone());
+        DeskEntry { desk, key, sender }
+    }
+}
+
+impl Drop for DeskEntry {
+    fn drop(&mut self) {
+        let mut desk = self.desk.lock().expect("reconcile desk");
+        if desk
+            .get(&self.key)
+            .is_some_and(|s| s.same_channel(&self.sender))
+        {
+            desk.remove(&self.key);
+        }
+    }
 }
 
 /// One resource's poll loop, and what it remembers from one run to the next.
@@ -94,6 +200,7 @@ struct ResourcePoll {
     clock_untrusted: bool,
     /// Where a failed run stopped, for the next attempt (see `Resume`).
     resume: Option<Resume>,
+    reconciling: Option<Reconciling>,
 }
 
 impl ResourcePoll {
@@ -102,9 +209,9 @@ impl ResourcePoll {
         let mut delay = first_run_delay(interval);
         loop {
             set_next(&self.status, delay);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+            let poll_at = crate::time_math::tokio_deadline_in(delay);
+            if !self.reconcile_until(poll_at, &cancel).await {
+                return;
             }
             let permit = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -128,6 +235,156 @@ impl ResourcePoll {
             self.observe(&result, started.elapsed());
             self.record(result);
             delay = interval.saturating_add(jitter(interval));
+        }
+    }
+
+    /// Waits until `poll_at`, running the reconciles that fall due or are asked for meanwhile
+    /// (never beside a poll of the resource). False when cancelled.
+    async fn reconcile_until(
+        &mut self,
+        poll_at: tokio::time::Instant,
+        cancel: &CancellationToken,
+    ) -> bool {
+        loop {
+            let due = self
+                .reconciling
+                .as_ref()
+                .map(|r| r.next_at)
+                .filter(|at| *at < poll_at);
+            let asks = self.reconciling.as_mut().map(|r| &mut r.asks);
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep_until(due.unwrap_or(poll_at)) => {
+                    if due.is_none() {
+                        return true;
+                    }
+                    if !self.reconcile(ReconcileRequest::default(), None, cancel).await {
+                        return false;
+                    }
+                }
+                Some(ask) = next_ask(asks) => {
+                    if !self.reconcile(ask.request, Some(ask.reply), cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One reconcile, under a poll permit; the next is due an interval after it ends. False when
+    /// cancelled (a reconcile cut short commits nothing).
+    async fn reconcile(
+        &mut self,
+        request: ReconcileRequest,
+        reply: Option<tokio::sync::oneshot::Sender<Result<ReconcileReport, String>>>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return false,
+            p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let run = reconcile_resource(
+            &self.shared,
+            &self.instance,
+            &self.element,
+            &self.resource,
+            request,
+        );
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return false,
+            r = run => r,
+        };
+        drop(permit);
+        self.observe_reconcile(&result, request);
+        if let Some(reconciling) = self.reconciling.as_mut() {
+            reconciling.next_at = crate::time_math::tokio_deadline_in(reconciling.interval);
+            let next = crate::time_math::utc_after(Utc::now(), reconciling.interval);
+            if let Some(r) = self.status.lock().expect("status").reconcile.as_mut() {
+                r.next = Some(next);
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result.map_err(|e| e.to_string()));
+        }
+        true
+    }
+
+    /// Emits and records what a reconcile did (a dry run only answers its caller).
+    fn observe_reconcile(
+        &self,
+        result: &Result<ReconcileReport, PollError>,
+        request: ReconcileRequest,
+    ) {
+        if request.dry_run {
+            return;
+        }
+        let metrics = self.shared.metrics.as_ref();
+        let mut status = self.status.lock().expect("status");
+        let status = status
+            .reconcile
+            .get_or_insert_with(ReconcileStatus::default);
+        status.last = Some(Utc::now());
+        let report = match result {
+            Ok(report) => report,
+            Err(error) => {
+                ReconcileFailed { error }.emit(metrics);
+                status.last_error = Some(error.to_string());
+                return;
+            }
+        };
+        status.last_error = None;
+        status.mass_delete_refused = None;
+        match &report.outcome {
+            ReconcileOutcome::Baseline => {
+                status.last_outcome = Some(format!("first reconcile: {} known", report.seen));
+                ReconcileFinished {
+                    baseline: true,
+                    seen: report.seen,
+                    known: report.known,
+                    deleted: 0,
+                    notifications: 0,
+                }
+                .emit(metrics);
+            }
+            ReconcileOutcome::Deleted {
+                deleted,
+                notifications,
+                ..
+            } => {
+                status.deleted_total = status.deleted_total.saturating_add(deleted.len() as u64);
+                status.last_outcome = Some(format!(
+                    "{} deleted of {} known",
+                    deleted.len(),
+                    report.known
+                ));
+                ReconcileFinished {
+                    baseline: false,
+                    seen: report.seen,
+                    known: report.known,
+                    deleted: deleted.len(),
+                    notifications: *notifications,
+                }
+                .emit(metrics);
+            }
+            ReconcileOutcome::MassDeleteRefused { would_delete } => {
+                status.mass_delete_refused = Some((*would_delete, report.known));
+                status.last_outcome = Some(format!(
+                    "refused: would delete {would_delete} of {} known",
+                    report.known
+                ));
+                MassDeleteRefused {
+                    instance: &self.instance.name,
+                    resource: &self.resource.name,
+                    would_delete: *would_delete,
+                    known: report.known,
+                    max_fraction: self
+                        .resource
+                        .deleted_check
+                        .as_ref()
+                        .map_or(super::reconcile::DEFAULT_MAX_FRACTION, |c| c.max_fraction),
+                }
+                .emit(metrics);
+            }
         }
     }
 
@@ -225,6 +482,16 @@ impl Drop for AliveGuard {
                 active.remove(&self.key);
             }
         }
+    }
+}
+
+/// The next reconcile asked for; never, for a resource without a DELETED check.
+async fn next_ask(
+    asks: Option<&mut tokio::sync::mpsc::Receiver<ReconcileAsk>>,
+) -> Option<ReconcileAsk> {
+    match asks {
+        Some(asks) => asks.recv().await,
+        None => std::future::pending().await,
     }
 }
 
