@@ -268,7 +268,7 @@ async fn poll_prints_what_it_would_send_and_touches_no_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_shows_created_and_updated_events() {
+async fn the_demo_shows_created_updated_and_deleted_events() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pollerd"))
         .arg("demo")
         .stdout(Stdio::piped())
@@ -281,7 +281,9 @@ async fn the_demo_shows_created_and_updated_events() {
         let mut buf = [0u8; 4096];
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline
-            && !(text.contains(" CREATED ") && text.contains(" UPDATED "))
+            && !(text.contains(" CREATED ")
+                && text.contains(" UPDATED ")
+                && text.contains(" DELETED "))
         {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -303,6 +305,7 @@ async fn the_demo_shows_created_and_updated_events() {
         .unwrap();
     assert!(text.contains(" CREATED "), "{text}");
     assert!(text.contains(" UPDATED "), "{text}");
+    assert!(text.contains(" DELETED "), "{text}");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends the demo with 0");
 }
 

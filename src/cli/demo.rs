@@ -90,8 +90,8 @@ async fn demo() -> anyhow::Result<()> {
     result
 }
 
-/// Contacts (created only, as ConnectWise contacts cannot tell) and companies (created, then
-/// updated), polled every 3 seconds, signed.
+/// Contacts (created only, as ConnectWise contacts cannot tell) and companies (created, updated,
+/// and now and then deleted: reconciled every 10 seconds), polled every 3 seconds, signed.
 fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
     let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
@@ -108,6 +108,8 @@ fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
             }
         }
     });
+    instance["configuration"]["event.poller.configuration"]["companies"]["deletedCheckInterval"] =
+        "10s".into();
     let conf = instance["configuration"]
         .as_object_mut()
         .expect("an object");
@@ -122,16 +124,21 @@ async fn change_records(sim: ConnectWiseSim) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for round in 0u64.. {
-        match round % 3 {
+        match round % 4 {
             0 => {
                 sim.create(RecordKind::Contact, None);
             }
             1 => companies.push(sim.create(RecordKind::Company, None)),
-            _ => {
-                if let Some(id) = companies.get((round as usize / 3) % companies.len().max(1)) {
+            2 => {
+                if let Some(id) = companies.get((round as usize / 4) % companies.len().max(1)) {
                     sim.update(RecordKind::Company, *id, None);
                 }
             }
+            // The oldest company goes, once there are a few: the next reconcile reports it.
+            _ if companies.len() > 2 => {
+                sim.delete(RecordKind::Company, companies.remove(0));
+            }
+            _ => companies.push(sim.create(RecordKind::Company, None)),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -173,7 +180,10 @@ pub fn describe(body: &Value) -> Vec<String> {
         .flatten()
         .enumerate()
         .map(|(i, e)| {
-            let name = records.get(i).map(record_name).unwrap_or_default();
+            let name = match e["eventType"].as_str() {
+                Some("DELETED") => "(deleted)".to_string(),
+                _ => records.get(i).map(record_name).unwrap_or_default(),
+            };
             format!(
                 "{}  {:<7}  {:<9} #{:<5} {:<28} event {}",
                 e["pollDate"].as_str().unwrap_or(""),

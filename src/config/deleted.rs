@@ -11,17 +11,13 @@ use super::spec::{DeletedCheck, ElementKind};
 use crate::template::UrlTemplate;
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// A reconcile lists every record: more often than this is worth a warning, as it may take most
-/// of a provider's request budget.
-const FREQUENT: Duration = Duration::from_secs(60);
 const MAX_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_FRACTION: f64 = 0.5;
 
-/// The DELETED check of the resource object `obj` at `pointer` (`what` names it in messages).
+/// The DELETED check of the resource object `obj` at `pointer`.
 /// `Some(None)`: off. `None`: errors were reported.
 pub fn deleted_check(
     cx: &mut Ctx,
-    what: &str,
     pointer: &str,
     obj: &Map<String, Value>,
     kind: ElementKind,
@@ -39,7 +35,7 @@ pub fn deleted_check(
         }
         return Some(None);
     };
-    let interval = interval(cx, what, &at("deletedCheckInterval"), interval_value);
+    let interval = interval(cx, &at("deletedCheckInterval"), interval_value);
     let max_fraction = match obj.get("deletedMaxFraction") {
         Some(v) => cx.number(&at("deletedMaxFraction"), "deletedMaxFraction", v, 0.0, 1.0),
         None => Some(DEFAULT_MAX_FRACTION),
@@ -52,7 +48,7 @@ pub fn deleted_check(
     }))
 }
 
-fn interval(cx: &mut Ctx, what: &str, pointer: &str, v: &Value) -> Option<Duration> {
+fn interval(cx: &mut Ctx, pointer: &str, v: &Value) -> Option<Duration> {
     let text = cx.required_string(pointer, "deletedCheckInterval", v)?;
     let interval = match humantime::parse_duration(text.trim()) {
         Ok(d) => d,
@@ -72,12 +68,6 @@ fn interval(cx: &mut Ctx, what: &str, pointer: &str, v: &Value) -> Option<Durati
             format!("deletedCheckInterval must be between 1s and 30days, not {text:?}"),
         );
         return None;
-    }
-    if interval < FREQUENT {
-        cx.warning(format!(
-            "{what}: deletedCheckInterval {text:?} is under a minute: every reconcile reads every record \
-             of the resource"
-        ));
     }
     Some(interval)
 }

@@ -150,7 +150,7 @@ fn resource(cx: &mut Ctx, name: &str, v: &Value, kind: ElementKind) -> Option<Re
         }
     }
     let items_path = items_path(cx, &e)?;
-    let deleted_check = super::deleted::deleted_check(cx, &e.what, &e.pointer, e.obj, kind);
+    let deleted_check = super::deleted::deleted_check(cx, &e.pointer, e.obj, kind);
     Some(ResourceSpec {
         name: name.to_string(),
         url: url?,
