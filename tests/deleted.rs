@@ -96,10 +96,13 @@ async fn a_mass_delete_is_refused_shown_in_status_and_sent_once_confirmed() {
     let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
     let receiver = Receiver::start().await.unwrap();
     let ids = sim.create_many(RecordKind::Contact, 100, None);
-    let dd = DaemonDir::new(FAST_RETRIES);
+    let dd = DaemonDir::new(&format!(
+        "{FAST_RETRIES}[metrics]\nlisten = \"127.0.0.1:0\"\n"
+    ));
     // A month between scheduled reconciles: in this test only `pollerd reconcile` runs them.
     dd.write_instance("acme.json", &instance(&sim, &receiver, "5", Some("30days")));
-    let _daemon = started(&dd).await;
+    let daemon = started(&dd).await;
+    let metrics = format!("http://{}/metrics", metrics_address(&daemon).await);
 
     let (code, text) = reconcile(&dd, &[]);
     assert_eq!(code, 0, "{text}");
@@ -125,6 +128,11 @@ async fn a_mass_delete_is_refused_shown_in_status_and_sent_once_confirmed() {
         logs.contains("would report 60 of 100 known record(s) as deleted")
             && logs.contains(INSTANCE),
         "the error names the instance and counts: {logs}"
+    );
+    let scraped = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(
+        scraped.contains("pollerd_reconciles_total{outcome=\"mass_delete_refused\"} 1"),
+        "{scraped}"
     );
 
     let (code, text) = reconcile(&dd, &["--dry-run", "--allow-mass-delete"]);
@@ -153,6 +161,11 @@ async fn a_mass_delete_is_refused_shown_in_status_and_sent_once_confirmed() {
     })
     .await;
     assert!(contacts_status(&dd).unwrap()["reconcile"]["mass_delete_refused"].is_null());
+    let scraped = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(
+        scraped.contains("pollerd_events_total{type=\"DELETED\"} 60"),
+        "{scraped}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
