@@ -30,10 +30,17 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
         .collect();
     assert_eq!(
         scenarios,
-        ["ingest", "delivery", "footprint", "reload", "store"],
+        [
+            "ingest",
+            "delivery",
+            "footprint",
+            "reload",
+            "store",
+            "reconcile"
+        ],
         "{stdout}"
     );
-    let expected: [(&str, &[&str]); 5] = [
+    let expected: [(&str, &[&str]); 6] = [
         ("ingest", &["records_per_s"]),
         (
             "delivery",
@@ -56,6 +63,17 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
         ),
         ("reload", &["median", "max"]),
         ("store", &["state_dir_size"]),
+        (
+            "reconcile",
+            &[
+                "fields_id_requests",
+                "fields_id_received",
+                "fields_id_deleted",
+                "full_received",
+                "full_deleted",
+                "ratio_received",
+            ],
+        ),
     ];
     for (line, (scenario, figures)) in lines.iter().zip(expected) {
         assert_eq!(line["scale"], "tiny");
@@ -79,6 +97,16 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
             assert_eq!(value["values"].as_array().map(Vec::len), Some(1));
         }
     }
+    // The reconcile found exactly the deletions (10 at tiny scale) both ways, and reading the
+    // records in full costs more bytes than asking for ids only.
+    let reconcile = &lines[5]["figures"];
+    for deleted in ["fields_id_deleted", "full_deleted"] {
+        assert_eq!(reconcile[deleted]["median"], 10.0, "{reconcile}");
+    }
+    let ratio = reconcile["ratio_received"]["median"]
+        .as_f64()
+        .expect("a number");
+    assert!(ratio > 1.0, "full records / ids only = {ratio}");
     // The table is there too, with a row per figure.
     assert!(stdout.contains("records_per_s"), "{stdout}");
 }

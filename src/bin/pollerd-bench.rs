@@ -16,6 +16,8 @@ mod ingest;
 mod instances;
 #[path = "pollerd-bench/receiver.rs"]
 mod receiver;
+#[path = "pollerd-bench/reconcile.rs"]
+mod reconcile;
 #[path = "pollerd-bench/reload.rs"]
 mod reload;
 #[path = "pollerd-bench/report.rs"]
@@ -60,6 +62,7 @@ enum ScenarioArg {
     Footprint,
     Reload,
     Store,
+    Reconcile,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,6 +86,9 @@ pub struct Scale {
     pub reload_edits: usize,
     pub store_events: usize,
     pub store_instances: usize,
+    /// Contacts a reconcile lists, and how many of them are deleted before the measured one.
+    pub reconcile_records: usize,
+    pub reconcile_deleted: usize,
 }
 
 const FULL: Scale = Scale {
@@ -98,6 +104,8 @@ const FULL: Scale = Scale {
     reload_edits: 50,
     store_events: 1_000_000,
     store_instances: 20,
+    reconcile_records: 100_000,
+    reconcile_deleted: 100,
 };
 
 const TINY: Scale = Scale {
@@ -113,6 +121,8 @@ const TINY: Scale = Scale {
     reload_edits: 5,
     store_events: 2_000,
     store_instances: 4,
+    reconcile_records: 2_000,
+    reconcile_deleted: 10,
 };
 
 /// What every scenario gets.
@@ -203,6 +213,7 @@ fn selection(asked: &[ScenarioArg]) -> Vec<ScenarioArg> {
         ScenarioArg::Footprint,
         ScenarioArg::Reload,
         ScenarioArg::Store,
+        ScenarioArg::Reconcile,
     ];
     let mut out = Vec::new();
     for s in asked {
@@ -228,6 +239,7 @@ fn scenario_name(s: ScenarioArg) -> &'static str {
         ScenarioArg::Footprint => "footprint",
         ScenarioArg::Reload => "reload",
         ScenarioArg::Store => "store",
+        ScenarioArg::Reconcile => "reconcile",
     }
 }
 
@@ -238,6 +250,7 @@ async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metri
         ScenarioArg::Footprint => footprint::run(bench).await,
         ScenarioArg::Reload => reload::run(bench).await,
         ScenarioArg::Store => store::run(bench).await,
+        ScenarioArg::Reconcile => reconcile::run(bench).await,
         ScenarioArg::All => unreachable!("expanded by selection()"),
     }
 }

@@ -210,18 +210,10 @@ impl BenchDaemon {
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("unreadable /proc/<pid>/stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `after` starts at field 3.
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
         Ok(ProcSample {
             rss_bytes: kib("VmRSS:")?,
             peak_rss_bytes: kib("VmHWM:")?,
-            cpu_seconds: ticks as f64 / clock_ticks_per_second() as f64,
+            cpu_seconds: stat_cpu(&stat)?,
         })
     }
 
@@ -288,6 +280,51 @@ impl Drop for BenchDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime (seconds) of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> anyhow::Result<f64> {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let (_, after) = stat
+        .rsplit_once(')')
+        .context("unreadable /proc/<pid>/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `after` starts at field 3.
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<u64>()?)
+    };
+    let ticks = field(11)? + field(12)?;
+    Ok(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
+/// CPU seconds of this process (every thread, exited ones included; in clock ticks) and of its
+/// live threads whose name starts with `prefix` (from schedstat, in nanoseconds: a thread that
+/// serves a few requests may use less than one tick).
+pub fn thread_cpu_seconds(prefix: &str) -> anyhow::Result<(f64, f64)> {
+    let process = stat_cpu(&std::fs::read_to_string("/proc/self/stat")?)?;
+    let mut matching = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?.path();
+        // A thread may exit between the listing and the reads.
+        let (Ok(name), Ok(schedstat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("schedstat")),
+        ) else {
+            continue;
+        };
+        if name.trim_end().starts_with(prefix) {
+            let nanos: u64 = schedstat
+                .split_whitespace()
+                .next()
+                .context("empty schedstat")?
+                .parse()?;
+            matching += nanos as f64 / 1e9;
+        }
+    }
+    Ok((process, matching))
 }
 
 /// `getconf CLK_TCK` (100 on every Linux we know of, but asked rather than assumed).
