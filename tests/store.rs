@@ -1,17 +1,48 @@
-//! The durable store against real sled in temporary directories: durability across reopen and
-//! `kill -9`, atomic page commits, queue order through ack / dead letter / replay, counters,
-//! a bounded seen set, and the lock that keeps a second pollerd out.
+//! The durable store, on both engines: durability across reopen, atomic page commits, queue
+//! order through ack / dead letter / replay, counters, the seen set. sled runs in temporary
+//! directories, PostgreSQL on a throwaway server (`support/postgres.rs`), a database per test.
+//! The sled-only tests are those about its files and locks: disk space given back and the seen
+//! set's size on disk, opening a path that is a file, the lock within and across processes,
+//! `kill -9` of a writing process (`store/processes.rs`), and the dead-letter summary's test
+//! (it corrupts a stored sled value).
 
 mod support;
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use pollerd::store::{
-    NewNotification, OutboxEntry, PageCommit, ResourceKey, SledStore, Store, StoreError, StoreStats,
+    NewNotification, OutboxEntry, PageCommit, PostgresStore, ResourceKey, SledStore, Store,
+    StoreError, StoreStats,
 };
+
+/// Runs each named test (a `fn(fn() -> Place)`) once per engine: `sled_engine::NAME`, and
+/// `postgres_engine::NAME`, ignored unless asked for (`.ci/run` asks where PostgreSQL is
+/// installed; see `support/postgres.rs`).
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sled_engine {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(crate::Place::sled)
+                }
+            )*
+        }
+        mod postgres_engine {
+            $(
+                #[test]
+                #[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+                fn $name() {
+                    super::$name(crate::Place::postgres)
+                }
+            )*
+        }
+    };
+}
 
 /// Tests that run a second process: the lock across processes and `kill -9`.
 #[path = "store/processes.rs"]
@@ -26,9 +57,93 @@ mod outbox;
 mod model;
 
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const POSTGRES_POOL_SIZE: usize = 4;
 
 fn open(dir: &Path) -> SledStore {
     SledStore::open(dir, CACHE_BYTES).expect("open the store")
+}
+
+/// Where one test's store lives, so that it can be opened again.
+enum Place {
+    Sled(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Place {
+    fn sled() -> Place {
+        Place::Sled(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Place {
+        Place::Postgres(support::postgres::fresh_database())
+    }
+
+    fn open(&self) -> Opened {
+        match self {
+            Place::Sled(dir) => Opened::Sled(open(dir.path())),
+            Place::Postgres(url) => Opened::Postgres(
+                PostgresStore::open(url, POSTGRES_POOL_SIZE).expect("open the PostgreSQL store"),
+            ),
+        }
+    }
+}
+
+/// An open store of either engine: the contract through `Deref`, and the few inspection
+/// methods both engines have beside it.
+#[allow(clippy::large_enum_variant)] // one or two per test: their size does not matter
+enum Opened {
+    Sled(SledStore),
+    Postgres(PostgresStore),
+}
+
+impl Deref for Opened {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            Opened::Sled(store) => store,
+            Opened::Postgres(store) => store,
+        }
+    }
+}
+
+/// A store of either engine as the contract, for helpers that take both.
+trait AsStore {
+    fn as_store(&self) -> &dyn Store;
+}
+
+impl AsStore for SledStore {
+    fn as_store(&self) -> &dyn Store {
+        self
+    }
+}
+
+impl AsStore for Opened {
+    fn as_store(&self) -> &dyn Store {
+        &**self
+    }
+}
+
+impl Opened {
+    fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
+        match self {
+            Opened::Sled(store) => store.seen_count(key),
+            Opened::Postgres(store) => store.seen_count(key),
+        }
+    }
+
+    fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError> {
+        match self {
+            Opened::Sled(store) => store.watermarks(),
+            Opened::Postgres(store) => store.watermarks(),
+        }
+    }
+
+    fn forget_resource(&self, key: &ResourceKey) -> Result<(), StoreError> {
+        match self {
+            Opened::Sled(store) => store.forget_resource(key),
+            Opened::Postgres(store) => store.forget_resource(key),
+        }
+    }
 }
 
 fn key(instance: &str, resource: &str) -> ResourceKey {
@@ -58,7 +173,8 @@ fn page(key: &ResourceKey, event_ids: &[&str], watermark: DateTime<Utc>) -> Page
 }
 
 /// Reads the whole queue the way delivery does: head, ack, head, …
-fn drain(store: &dyn Store, key: &ResourceKey) -> Vec<OutboxEntry> {
+fn drain(store: &impl AsStore, key: &ResourceKey) -> Vec<OutboxEntry> {
+    let store = store.as_store();
     let mut entries = Vec::new();
     while let Some(head) = store.outbox_head(key).unwrap() {
         assert!(entries.len() < 100_000, "queue of {key} does not drain");
@@ -72,9 +188,8 @@ fn event_ids(entries: &[OutboxEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.event_id.as_str()).collect()
 }
 
-#[test]
-fn a_commit_is_visible_after_drop_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_commit_is_visible_after_drop_and_reopen(new_place: fn() -> Place) {
+    let dir = new_place();
     let contacts = key("cw", "contacts");
     let mut commit = page(&contacts, &["e1", "e2", "e3"], at(60));
     commit.seen = vec![("14682".into(), at(10)), ("14683".into(), at(20))];
@@ -84,10 +199,10 @@ fn a_commit_is_visible_after_drop_and_reopen() {
         .map(|n| n.body.clone())
         .collect();
     {
-        let store = open(dir.path());
+        let store = dir.open();
         store.commit(commit).unwrap();
     }
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(store.watermark(&contacts).unwrap(), Some(at(60)));
     assert_eq!(
         store.watermarks().unwrap(),
@@ -111,20 +226,18 @@ fn a_commit_is_visible_after_drop_and_reopen() {
     );
 }
 
-#[test]
-fn watermarks_keep_millisecond_precision() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn watermarks_keep_millisecond_precision(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "tickets");
     let precise = Utc.timestamp_millis_opt(1_534_778_974_827).unwrap();
     store.commit(page(&k, &[], precise)).unwrap();
     assert_eq!(store.watermark(&k).unwrap(), Some(precise));
 }
 
-#[test]
-fn an_invalid_commit_lands_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn an_invalid_commit_lands_nothing(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "contacts");
     // The second notification is refused, so neither it, the first one, the seen date nor the
     // watermark may appear.
@@ -139,10 +252,9 @@ fn an_invalid_commit_lands_nothing() {
     assert_eq!(store.stats().unwrap(), StoreStats::default());
 }
 
-#[test]
-fn a_concurrent_reader_never_sees_half_a_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(open(dir.path()));
+fn a_concurrent_reader_never_sees_half_a_page(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = std::sync::Arc::new(dir.open());
     let k = key("cw", "contacts");
     const PAGES: i64 = 60;
     // The writer starts once the reader is reading, so the two overlap.
@@ -211,10 +323,9 @@ fn a_concurrent_reader_never_sees_half_a_page() {
     assert!(seen(PAGES));
 }
 
-#[test]
-fn queues_are_fifo_per_key_across_many_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn queues_are_fifo_per_key_across_many_commits(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let (contacts, tickets, idle) = (
         key("cw", "contacts"),
         key("cw", "tickets"),
@@ -258,15 +369,14 @@ fn queues_are_fifo_per_key_across_many_commits() {
     assert!(store.queues().unwrap().is_empty());
 }
 
-#[test]
-fn new_entries_after_reopen_queue_behind_the_old_ones() {
-    let dir = tempfile::tempdir().unwrap();
+fn new_entries_after_reopen_queue_behind_the_old_ones(new_place: fn() -> Place) {
+    let dir = new_place();
     let k = key("cw", "contacts");
     for (round, id) in ["before-1", "before-2"].iter().enumerate() {
-        let store = open(dir.path());
+        let store = dir.open();
         store.commit(page(&k, &[id], at(round as i64))).unwrap();
     }
-    let store = open(dir.path());
+    let store = dir.open();
     store.commit(page(&k, &["after"], at(9))).unwrap();
     assert_eq!(
         event_ids(&drain(&store, &k)),
@@ -274,13 +384,12 @@ fn new_entries_after_reopen_queue_behind_the_old_ones() {
     );
 }
 
-#[test]
-fn record_failure_persists_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn record_failure_persists_across_reopen(new_place: fn() -> Place) {
+    let dir = new_place();
     let k = key("cw", "contacts");
     let long_error = "x".repeat(2_000);
     let seq = {
-        let store = open(dir.path());
+        let store = dir.open();
         store.commit(page(&k, &["e1", "e2"], at(0))).unwrap();
         let head = store.outbox_head(&k).unwrap().unwrap();
         store
@@ -291,7 +400,7 @@ fn record_failure_persists_across_reopen() {
             .unwrap();
         head.seq
     };
-    let store = open(dir.path());
+    let store = dir.open();
     let head = store.outbox_head(&k).unwrap().unwrap();
     assert_eq!((head.seq, head.event_id.as_str()), (seq, "e1"));
     assert_eq!((head.attempts, head.next_attempt_at), (2, Some(at(20))));
@@ -303,10 +412,9 @@ fn record_failure_persists_across_reopen() {
     assert!(matches!(error, StoreError::NotInOutbox { .. }), "{error}");
 }
 
-#[test]
-fn dead_letter_moves_the_head_and_replay_goes_to_the_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn dead_letter_moves_the_head_and_replay_goes_to_the_tail(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "contacts");
     store.commit(page(&k, &["e1", "e2", "e3"], at(0))).unwrap();
     let head = store.outbox_head(&k).unwrap().unwrap();
@@ -347,12 +455,11 @@ fn dead_letter_moves_the_head_and_replay_goes_to_the_tail() {
     assert!(replayed.seq > queue[1].seq);
 }
 
-#[test]
-fn dead_letters_list_drop_and_counters_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn dead_letters_list_drop_and_counters_survive_reopen(new_place: fn() -> Place) {
+    let dir = new_place();
     let (contacts, tickets) = (key("cw", "contacts"), key("other", "tickets"));
     {
-        let store = open(dir.path());
+        let store = dir.open();
         store
             .commit(page(&contacts, &["c1", "c2", "c3"], at(0)))
             .unwrap();
@@ -376,7 +483,7 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
             }
         );
     }
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(
         store.stats().unwrap(),
         StoreStats {
@@ -409,7 +516,7 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
     assert!(store.drop_dead_letter(&letters[0].id).unwrap());
     assert!(!store.drop_dead_letter(&letters[0].id).unwrap());
     drop(store);
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(
         store.stats().unwrap(),
         StoreStats {
@@ -420,6 +527,21 @@ fn dead_letters_list_drop_and_counters_survive_reopen() {
     );
     assert_eq!(store.dead_letters().unwrap()[0].event_id, "t1");
 }
+
+on_both_engines!(
+    a_commit_is_visible_after_drop_and_reopen,
+    watermarks_keep_millisecond_precision,
+    an_invalid_commit_lands_nothing,
+    a_concurrent_reader_never_sees_half_a_page,
+    queues_are_fifo_per_key_across_many_commits,
+    new_entries_after_reopen_queue_behind_the_old_ones,
+    record_failure_persists_across_reopen,
+    dead_letter_moves_the_head_and_replay_goes_to_the_tail,
+    dead_letters_list_drop_and_counters_survive_reopen,
+    seen_dates_follow_the_latest_emission_and_pruning,
+    seen_dates_of_many_unpruned_pages_survive_a_reopen,
+    forget_resource_drops_polling_state_but_not_the_outbox,
+);
 
 /// Dead-letters every entry queued for `key`.
 fn bury_all(store: &SledStore, key: &ResourceKey) {
@@ -498,10 +620,9 @@ fn the_dead_letter_summary_follows_every_change_and_reads_the_same_after_a_reope
     assert_eq!(store.stats().unwrap().dead_letters, 5);
 }
 
-#[test]
-fn seen_dates_follow_the_latest_emission_and_pruning() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn seen_dates_follow_the_latest_emission_and_pruning(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "contacts");
     let mut first = PageCommit::new(k.clone());
     first.seen = vec![
@@ -531,14 +652,13 @@ fn seen_dates_follow_the_latest_emission_and_pruning() {
     assert_eq!(store.seen_count(&k).unwrap(), 0);
 }
 
-#[test]
-fn seen_dates_of_many_unpruned_pages_survive_a_reopen() {
+fn seen_dates_of_many_unpruned_pages_survive_a_reopen(new_place: fn() -> Place) {
     // A run that fails midway has committed pages but not pruned: its retry, possibly after a
     // restart, must still find every id at its latest date.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = new_place();
     let k = key("cw", "contacts");
     {
-        let store = open(dir.path());
+        let store = dir.open();
         for page in 0..5i64 {
             let mut commit = PageCommit::new(k.clone());
             commit.seen = vec![
@@ -548,7 +668,7 @@ fn seen_dates_of_many_unpruned_pages_survive_a_reopen() {
             store.commit(commit).unwrap();
         }
     }
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(
         store
             .seen_dates(&k, &["id-0", "id-4", "moving", "never"])
@@ -561,7 +681,7 @@ fn seen_dates_of_many_unpruned_pages_survive_a_reopen() {
     last.prune_seen_before = Some(at(3));
     store.commit(last).unwrap();
     drop(store);
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(
         store.seen_dates(&k, &["id-2", "id-3", "moving"]).unwrap(),
         vec![None, Some(at(3)), Some(at(14))]
@@ -569,10 +689,9 @@ fn seen_dates_of_many_unpruned_pages_survive_a_reopen() {
     assert_eq!(store.seen_count(&k).unwrap(), 3);
 }
 
-#[test]
-fn forget_resource_drops_polling_state_but_not_the_outbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn forget_resource_drops_polling_state_but_not_the_outbox(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let (k, other) = (key("cw", "contacts"), key("cw", "tickets"));
     let mut commit = page(&k, &["e1"], at(5));
     commit.seen = vec![("1".into(), at(5))];

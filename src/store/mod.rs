@@ -10,6 +10,7 @@
 
 mod bodylog;
 mod codec;
+mod postgres;
 mod sled;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
+pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 use crate::object_id::ObjectId;
 

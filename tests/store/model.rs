@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
+use pollerd::store::{NewNotification, PageCommit, ResourceKey};
 
-use super::{at, key, open};
+use super::{Opened, Place, at, key};
 
 /// A queued notification as the model keeps it.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +29,7 @@ fn body_of(event_id: &str) -> Vec<u8> {
 }
 
 /// Checks the store's queues, depths, counters and dead letters against the model.
-fn check(store: &SledStore, model: &Model, step: usize, seed: u64) {
+fn check(store: &Opened, model: &Model, step: usize, seed: u64) {
     let context = format!("seed {seed}, step {step}");
     let keys: Vec<ResourceKey> = model
         .queues
@@ -79,15 +79,15 @@ fn check(store: &SledStore, model: &Model, step: usize, seed: u64) {
     assert_eq!(dead, model.dead, "{context}");
 }
 
-fn run_model(seed: u64, steps: usize) {
+fn run_model(new_place: fn() -> Place, seed: u64, steps: usize) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = new_place();
     let keys = [
         key("cw", "contacts"),
         key("cw", "tickets"),
         key("hub", "contacts"),
     ];
-    let mut store = open(dir.path());
+    let mut store = dir.open();
     let mut model = Model::default();
     let mut next_id = 0usize;
     for step in 0..steps {
@@ -188,19 +188,18 @@ fn run_model(seed: u64, steps: usize) {
             _ => {
                 // A clean stop and start: acks held in memory are written on drop.
                 drop(store);
-                store = open(dir.path());
+                store = dir.open();
             }
         }
         check(&store, &model, step, seed);
     }
 }
 
-#[test]
-fn the_outbox_behaves_as_plain_queues_under_random_operations() {
+fn the_outbox_behaves_as_plain_queues_under_random_operations(new_place: fn() -> Place) {
     for _ in 0..3 {
         let seed = fastrand::u64(..);
         println!("outbox model: seed {seed}");
-        run_model(seed, 600);
+        run_model(new_place, seed, 600);
     }
 }
 
@@ -215,15 +214,16 @@ fn random_object_id(rng: &mut fastrand::Rng) -> String {
     }
 }
 
-#[test]
-fn the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes() {
+fn the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes(
+    new_place: fn() -> Place,
+) {
     for _ in 0..3 {
         let seed = fastrand::u64(..);
         println!("seen model: seed {seed}");
         let mut rng = fastrand::Rng::with_seed(seed);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = new_place();
         let k = key("cw", "contacts");
-        let mut store = open(dir.path());
+        let mut store = dir.open();
         let mut model: BTreeMap<String, i64> = BTreeMap::new();
         let mut clock = 0i64;
         for step in 0..300 {
@@ -245,7 +245,7 @@ fn the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes
             store.commit(commit).unwrap();
             if rng.u32(..20) == 0 {
                 drop(store);
-                store = open(dir.path());
+                store = dir.open();
             }
             let ids: Vec<String> = (0..30).map(|_| random_object_id(&mut rng)).collect();
             let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -259,3 +259,8 @@ fn the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes
         }
     }
 }
+
+on_both_engines!(
+    the_outbox_behaves_as_plain_queues_under_random_operations,
+    the_seen_set_behaves_as_a_map_of_latest_dates_under_random_commits_and_prunes,
+);

@@ -1,23 +1,22 @@
 //! The outbox is stored as runs of entries (one per commit, split when large) with a cursor per
 //! queue; these check what delivery relies on across run boundaries and reopens.
 
-use pollerd::store::{Store, StoreError};
+use pollerd::store::StoreError;
 
-use super::{at, drain, event_ids, key, open, page};
+use super::{Opened, Place, at, drain, event_ids, key, page};
 
 /// Event ids as the poller makes them (UUIDs), so a page fills several stored runs.
 fn uuid_like(n: usize) -> String {
     format!("3f2a7c9e-{n:04x}-4d7b-9c1e-0123456789ab")
 }
 
-#[test]
-fn a_big_page_drains_in_order_across_its_runs_and_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_big_page_drains_in_order_across_its_runs_and_a_reopen(new_place: fn() -> Place) {
+    let dir = new_place();
     let k = key("cw", "contacts");
     let ids: Vec<String> = (0..2_000).map(uuid_like).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let first_part = {
-        let store = open(dir.path());
+        let store = dir.open();
         store.commit(page(&k, &refs, at(0))).unwrap();
         let mut delivered = Vec::new();
         for _ in 0..700 {
@@ -28,7 +27,7 @@ fn a_big_page_drains_in_order_across_its_runs_and_a_reopen() {
         assert_eq!(store.outbox_depth(&k).unwrap(), 1_300);
         delivered
     }; // dropped: a clean stop keeps the acks
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(store.outbox_depth(&k).unwrap(), 1_300);
     assert_eq!(store.stats().unwrap().outbox_depth, 1_300);
     let rest = drain(&store, &k);
@@ -38,15 +37,14 @@ fn a_big_page_drains_in_order_across_its_runs_and_a_reopen() {
     let seqs: Vec<u64> = first_part.iter().chain(&rest).map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]));
     drop(store);
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(store.queues().unwrap(), []);
     assert_eq!(store.outbox_head(&k).unwrap(), None);
 }
 
-#[test]
-fn the_front_reads_ahead_across_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn the_front_reads_ahead_across_runs(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "contacts");
     let ids: Vec<String> = (0..1_000).map(uuid_like).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -60,10 +58,9 @@ fn the_front_reads_ahead_across_runs() {
     );
 }
 
-#[test]
-fn only_the_head_leaves_a_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn only_the_head_leaves_a_queue(new_place: fn() -> Place) {
+    let dir = new_place();
+    let store = dir.open();
     let k = key("cw", "contacts");
     store.commit(page(&k, &["e1", "e2", "e3"], at(0))).unwrap();
     store.commit(page(&k, &["e4"], at(1))).unwrap();
@@ -88,16 +85,15 @@ fn only_the_head_leaves_a_queue() {
     assert_eq!(event_ids(&drain(&store, &k)), ["e1", "e2", "e3", "e4"]);
 }
 
-#[test]
-fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen(new_place: fn() -> Place) {
+    let dir = new_place();
     let k = key("cw", "contacts");
     {
-        let store = open(dir.path());
+        let store = dir.open();
         store
             .commit(page(&k, &["e1", "e2", "e3", "e4", "e5"], at(0)))
             .unwrap();
-        let head = |store: &dyn Store| store.outbox_head(&k).unwrap().unwrap();
+        let head = |store: &Opened| store.outbox_head(&k).unwrap().unwrap();
         store.ack(&k, head(&store).seq).unwrap();
         store
             .dead_letter(&k, head(&store).seq, 3, Some(410), "gone")
@@ -107,7 +103,7 @@ fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen() {
             .record_failure(&k, head(&store).seq, 2, at(30), "HTTP 503")
             .unwrap();
     }
-    let store = open(dir.path());
+    let store = dir.open();
     assert_eq!(store.outbox_depth(&k).unwrap(), 2);
     let head = store.outbox_head(&k).unwrap().unwrap();
     assert_eq!(head.event_id, "e4");
@@ -121,3 +117,10 @@ fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen() {
     let last = store.outbox_head(&k).unwrap().unwrap();
     assert_eq!((last.event_id.as_str(), last.attempts), ("e5", 0));
 }
+
+on_both_engines!(
+    a_big_page_drains_in_order_across_its_runs_and_a_reopen,
+    the_front_reads_ahead_across_runs,
+    only_the_head_leaves_a_queue,
+    acks_failures_and_dead_letters_inside_a_run_survive_a_reopen,
+);

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod java_dates;
+pub mod postgres;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,126 @@
+//! The PostgreSQL schema, created and migrated when a store opens. Every migration runs in one
+//! transaction that first takes a transaction-scoped advisory lock, so nodes starting at once
+//! take turns: the first applies what is missing, the others find it applied. The version
+//! reached is kept in `pollerd_schema`.
+
+use deadpool_postgres::Client;
+
+/// Key of the advisory lock held while the schema is checked or migrated ("pollerd" in ASCII).
+const SCHEMA_LOCK: i64 = 0x0070_6f6c_6c65_7264;
+
+/// The migrations in order; migration `n` (1-based) brings the schema to version `n`. Never edit
+/// one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the state of one host's sled store, as tables. Times are milliseconds since the epoch
+    // (what sled keeps, so both engines round the same way); object ids are bytes (a provider's
+    // id may hold a NUL, which text cannot).
+    r#"
+    CREATE TABLE pollerd_watermarks (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        watermark_ms bigint NOT NULL,
+        PRIMARY KEY (instance, resource)
+    );
+    CREATE TABLE pollerd_seen (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        object_id bytea NOT NULL,
+        seen_ms bigint NOT NULL,
+        PRIMARY KEY (instance, resource, object_id)
+    );
+    CREATE TABLE pollerd_known_ids (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        object_id bytea NOT NULL,
+        PRIMARY KEY (instance, resource, object_id)
+    );
+    CREATE TABLE pollerd_reconciled (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        PRIMARY KEY (instance, resource)
+    );
+    CREATE TABLE pollerd_outbox (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        instance text NOT NULL,
+        resource text NOT NULL,
+        event_id text NOT NULL,
+        body bytea NOT NULL,
+        created_ms bigint NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_ms bigint,
+        last_error text
+    );
+    CREATE INDEX pollerd_outbox_queue ON pollerd_outbox (instance, resource, seq);
+    CREATE TABLE pollerd_dead_letters (
+        id text PRIMARY KEY,
+        instance text NOT NULL,
+        resource text NOT NULL,
+        event_id text NOT NULL,
+        body bytea NOT NULL,
+        created_ms bigint NOT NULL,
+        attempts integer NOT NULL,
+        last_status integer,
+        last_error text NOT NULL,
+        dead_ms bigint NOT NULL
+    );
+    CREATE TABLE pollerd_corrupt_entries (
+        id text PRIMARY KEY,
+        instance text,
+        resource text,
+        event_id text,
+        created_ms bigint,
+        found_ms bigint NOT NULL,
+        reason text NOT NULL,
+        raw bytea NOT NULL
+    );
+    CREATE SEQUENCE pollerd_corrupt_ids;
+    "#,
+];
+
+/// The schema version this build writes and reads.
+pub(super) fn current_version() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// Creates or migrates the schema; Err(reason) names what failed. A database migrated by a newer
+/// pollerd is refused: this build does not know its tables.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), String> {
+    let step = |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::describe(&e));
+    let tx = client.transaction().await.map_err(|e| step("begin", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| step("take the schema lock", e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS pollerd_schema (version integer NOT NULL)")
+        .await
+        .map_err(|e| step("create pollerd_schema", e))?;
+    let row = tx
+        .query_one("SELECT max(version) FROM pollerd_schema", &[])
+        .await
+        .map_err(|e| step("read the schema version", e))?;
+    let found: i32 = row.get::<_, Option<i32>>(0).unwrap_or(0);
+    if found > current_version() {
+        return Err(format!(
+            "the database holds schema version {found}, newer than this pollerd's {}",
+            current_version()
+        ));
+    }
+    let start = usize::try_from(found).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        let version = index as i32 + 1;
+        tx.batch_execute(migration)
+            .await
+            .map_err(|e| step(&format!("apply schema version {version}"), e))?;
+    }
+    if found < current_version() {
+        tx.execute("DELETE FROM pollerd_schema", &[])
+            .await
+            .map_err(|e| step("record the schema version", e))?;
+        tx.execute(
+            "INSERT INTO pollerd_schema (version) VALUES ($1)",
+            &[&current_version()],
+        )
+        .await
+        .map_err(|e| step("record the schema version", e))?;
+    }
+    tx.commit().await.map_err(|e| step("commit the schema", e))
+}
