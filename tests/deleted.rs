@@ -63,6 +63,23 @@ fn deleted_events(receiver: &Receiver) -> BTreeMap<u64, BTreeSet<String>> {
     out
 }
 
+/// Waits until the receiver has had DELETED events for exactly `expected`.
+async fn wait_for_deleted(
+    receiver: &Receiver,
+    what: &str,
+    expected: &BTreeSet<u64>,
+    limit: Duration,
+) {
+    wait_for(what, limit, || {
+        deleted_events(receiver)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            == *expected
+    })
+    .await;
+}
+
 fn contacts_status(dd: &DaemonDir) -> Option<Value> {
     let report = status(dd)?;
     let instance = report["instances"]
@@ -152,14 +169,7 @@ async fn a_mass_delete_is_refused_shown_in_status_and_sent_once_confirmed() {
     let (code, text) = reconcile(&dd, &["--allow-mass-delete"]);
     assert_eq!(code, 0, "{text}");
     let expected: BTreeSet<u64> = ids[..60].iter().copied().collect();
-    wait_for("60 DELETED events", WAIT, || {
-        deleted_events(&receiver)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            == expected
-    })
-    .await;
+    wait_for_deleted(&receiver, "60 DELETED events", &expected, WAIT).await;
     assert!(contacts_status(&dd).unwrap()["reconcile"]["mass_delete_refused"].is_null());
     let scraped = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
     assert!(
@@ -210,14 +220,7 @@ async fn an_edit_keeps_the_known_ids_and_removing_the_interval_stops_reconciles(
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no resource of instance"), "{text}");
     let expected: BTreeSet<u64> = ids[..2].iter().copied().collect();
-    wait_for("the 2 DELETED events", WAIT, || {
-        deleted_events(&receiver)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            == expected
-    })
-    .await;
+    wait_for_deleted(&receiver, "the 2 DELETED events", &expected, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,13 +263,12 @@ async fn kill_9_during_reconciles_and_deliveries_loses_no_deletion_and_invents_n
         })
         .await;
     }
-    wait_for("every deletion to be delivered", WAIT * 3, || {
-        deleted_events(&receiver)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            == deleted
-    })
+    wait_for_deleted(
+        &receiver,
+        "every deletion to be delivered",
+        &deleted,
+        WAIT * 3,
+    )
     .await;
     let events = deleted_events(&receiver);
     for (id, event_ids) in &events {

@@ -207,17 +207,27 @@ impl RunSink for StoreSink {
     }
 
     async fn commit(&mut self, commit: PageCommit) -> Result<(), StoreError> {
+        let (key, queued) = (commit.key.clone(), !commit.notifications.is_empty());
         let store = self.store.clone();
-        let key = commit.key.clone();
-        let queued = !commit.notifications.is_empty();
-        tokio::task::spawn_blocking(move || store.commit(commit))
-            .await
-            .expect("store commit task panicked")?;
-        if let (true, Some(listener)) = (queued, &self.on_commit) {
-            listener(&key);
-        }
-        Ok(())
+        committed(&self.on_commit, &key, queued, move || store.commit(commit)).await
     }
+}
+
+/// Runs `commit` off the async threads (it waits for an fsync) and, when it queued
+/// notifications, tells the commit listener.
+async fn committed(
+    on_commit: &Option<CommitListener>,
+    key: &ResourceKey,
+    queued: bool,
+    commit: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+) -> Result<(), StoreError> {
+    tokio::task::spawn_blocking(commit)
+        .await
+        .expect("store commit task panicked")?;
+    if let (true, Some(listener)) = (queued, on_commit) {
+        listener(key);
+    }
+    Ok(())
 }
 
 /// Keeps everything in memory and touches no state: the dry run.

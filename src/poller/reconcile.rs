@@ -272,16 +272,10 @@ async fn commit_reconcile(
     shared: &PollShared,
     commit: ReconcileCommit,
 ) -> Result<(), crate::store::StoreError> {
+    let (key, queued) = (commit.key.clone(), !commit.notifications.is_empty());
     let store = shared.store.clone();
-    let key = commit.key.clone();
-    let queued = !commit.notifications.is_empty();
-    tokio::task::spawn_blocking(move || store.commit_reconcile(commit))
-        .await
-        .expect("the reconcile commit panicked")?;
-    if let (true, Some(listener)) = (queued, &shared.on_commit) {
-        listener(&key);
-    }
-    Ok(())
+    let commit = move || store.commit_reconcile(commit);
+    super::committed(&shared.on_commit, &key, queued, commit).await
 }
 
 /// The commit a verdict needs (none when refused) and how to report it.

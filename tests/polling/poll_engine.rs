@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{load_spec, poll_shared, seed_example, wait_for};
+use crate::support::{in_process, load_spec, seed_example, wait_for};
 use chrono::DateTime;
 use chrono::DurationRound;
 use pollerd::config::InstanceSpec;
 use pollerd::element::{Element, ProviderClient};
 use pollerd::poller::{PollShared, Resume, RunReport, run_resource};
-use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind, SimConfig};
+use pollerd::sim::connectwise::{ConnectWiseSim, Fault, FaultScope, RecordKind};
 use pollerd::store::{ResourceKey, Store};
 use serde_json::Value;
 
@@ -26,9 +26,7 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
-        let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, shared) = poll_shared(&dir.path().join("state"));
+        let (sim, store, shared, dir) = in_process().await;
         Harness {
             sim,
             store,

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::support::{load_spec, poll_shared, seed_example};
+use crate::support::{in_process, load_spec, seed_example};
 use pollerd::config::InstanceSpec;
 use pollerd::element::Element;
 use pollerd::object_id::ObjectId;
@@ -12,7 +12,7 @@ use pollerd::poller::reconcile::{
     ReconcileOutcome, ReconcileReport, ReconcileRequest, reconcile_resource,
 };
 use pollerd::poller::{PollShared, run_resource};
-use pollerd::sim::connectwise::{ConnectWiseSim, Fault, ListRequest, RecordKind, SimConfig};
+use pollerd::sim::connectwise::{ConnectWiseSim, Fault, ListRequest, RecordKind};
 use pollerd::store::{ResourceKey, Store};
 use serde_json::Value;
 
@@ -30,9 +30,7 @@ const CONFIRMED: ReconcileRequest = ReconcileRequest {
 
 impl Harness {
     async fn new() -> Harness {
-        let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, shared) = poll_shared(&dir.path().join("state"));
+        let (sim, store, shared, dir) = in_process().await;
         Harness {
             sim,
             store,

@@ -288,6 +288,22 @@ pub fn poll_shared(state_dir: &Path) -> (Arc<dyn Store>, PollShared) {
     (store, shared)
 }
 
+/// What an in-process poll test needs: the simulator, and a sled store in a temporary directory
+/// with what polls share over it ([`poll_shared`]).
+pub async fn in_process() -> (
+    ConnectWiseSim,
+    Arc<dyn Store>,
+    PollShared,
+    tempfile::TempDir,
+) {
+    let sim = ConnectWiseSim::start(pollerd::sim::connectwise::SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, shared) = poll_shared(&dir.path().join("state"));
+    (sim, store, shared, dir)
+}
+
 /// (objectId, date) → the eventIds of the notifications that carried it.
 pub fn events_by_version(
     bodies: &[Value],
