@@ -400,6 +400,15 @@ async fn a_date_eighty_years_ahead_loses_no_later_change() {
         "the watermark followed the far Date: {watermark}"
     );
     world.changes_arrive(3).await;
+    // The run logs that the clocks agree again after its last commit, so the changes can arrive
+    // before the line is written.
+    wait_for("the log line that the clocks agree again", WAIT, || {
+        world
+            .dd
+            .logs()
+            .contains("agrees with the local clock again")
+    })
+    .await;
     let logs = world.dd.logs();
     let warnings: Vec<&str> = logs
         .lines()
