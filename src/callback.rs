@@ -9,7 +9,7 @@ use crate::http_util::basic_authorization;
 use crate::url_display::shown_url;
 
 /// A callback URL made ready to send to, once per target: the request URI without user name
-/// and password, and those as Basic credentials (as reqwest sent them). Debug shows the URL as
+/// and password, and those as Basic credentials (as reqwest sends them). Debug shows the URL as
 /// [`shown_url`] does, never its credentials or query.
 #[derive(Clone)]
 pub struct Endpoint {

@@ -7,7 +7,7 @@
 //! `instance` and `resource` mostly come from the span a poll loop or a delivery queue runs in
 //! (`crate::internal_events`), and every output shows them on each line logged inside it: the
 //! text format as `poll{instance=acme resource=contacts}:`, journald as the same `INSTANCE` and
-//! `RESOURCE` fields, JSON at the top level of the line as before ([`SpanFieldsOnTop`]). Those
+//! `RESOURCE` fields, JSON at the top level of the line ([`SpanFieldsOnTop`]). Those
 //! spans are kept whatever the filter, so a narrow `RUST_LOG` does not lose them.
 
 use anyhow::Context as _;

@@ -1,5 +1,5 @@
 //! A resource's DELETED check (`deletedCheckInterval`, `deletedMaxFraction`, `idsUrl`): opt-in, so
-//! Cloud Elements instance JSON behaves as before.
+//! an instance file written for Cloud Elements, which has no such check, sends no DELETED events.
 
 use std::time::Duration;
 

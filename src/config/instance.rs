@@ -349,7 +349,7 @@ fn callback(cx: &mut Ctx, conf: &Map<String, Value>, enabled: bool) -> Option<(S
     };
     let url = checked_url(cx, &p, key, &written)?;
     // What deliveries would refuse (a user name that does not decode, a URL hyper cannot send
-    // to) is an error now, not a dead letter later.
+    // to) is an error when the file loads, not a dead letter later.
     match Endpoint::from_url(&url) {
         Ok(endpoint) => {
             warn_plain_http_callback(cx, &url, &endpoint);

@@ -52,7 +52,8 @@ const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const POLLERD_USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("pollerd/", env!("CARGO_PKG_VERSION")));
-/// What reqwest sent by default; receivers may have come to expect it.
+/// What reqwest sends by default, so a receiver that expects it from reqwest-based senders
+/// gets it.
 const ACCEPT_ANY: HeaderValue = HeaderValue::from_static("*/*");
 
 /// The most of an error answer's body read for the log and the dead letter (a snippet of it is

@@ -1,15 +1,15 @@
 //! The webhook client: hyper-util's pooled client over rustls, used directly.
 //!
 //! Delivery sends one small POST after another to a few receivers, so reqwest's per-request
-//! layers (redirect policy, URL to URI conversion, retry and proxy matching, a second timer) cost
-//! more than the request itself (~30,000 instructions of ~60,000 per notification; see
-//! BENCHMARKS.md). What reqwest did for delivery is kept here: certificates verified against the
-//! system roots plus an instance's `tls.caFile`, h2 or HTTP/1.1 by ALPN, a keep-alive pool whose
-//! idle connections a receiver closed are retried transparently (hyper-util does that), TCP
-//! keep-alive, a connect timeout, no redirects (a 3xx is just an answer), and a callback URL's
-//! user name and password sent as Basic credentials, never as part of the URL
-//! (`crate::callback`); and the proxy variables reqwest obeyed (see `proxy.rs`), matched only when
-//! one is set.
+//! layers (redirect policy, URL to URI conversion, retry and proxy matching, a second timer) would
+//! cost more than the request itself (~30,000 instructions of ~60,000 per notification; see
+//! BENCHMARKS.md). It still does what a reqwest client (the provider side's) does: certificates
+//! verified against the system roots plus an instance's `tls.caFile`, h2 or HTTP/1.1 by ALPN, a
+//! keep-alive pool whose idle connections a receiver closed are retried transparently
+//! (hyper-util does that), TCP keep-alive, a connect timeout, no redirects (a 3xx is just an
+//! answer), and a callback URL's user name and password sent as Basic credentials, never as part
+//! of the URL (`crate::callback`); and the proxy variables reqwest obeys (see `proxy.rs`),
+//! matched only when one is set.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -38,9 +38,9 @@ use crate::tls_roots::TlsCa;
 /// The longest a connection may take to open (TCP and TLS), unless the attempt's timeout is
 /// shorter.
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections are closed after this long (reqwest's default, kept).
+/// Idle keep-alive connections are closed after this long (reqwest's default).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP keep-alive probes on open connections (reqwest's defaults, kept).
+/// TCP keep-alive probes on open connections (reqwest's defaults).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);

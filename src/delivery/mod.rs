@@ -90,7 +90,7 @@ impl RouteTable {
 
 impl Deliverer {
     /// Deliveries through the proxies the environment names (HTTP_PROXY, HTTPS_PROXY,
-    /// ALL_PROXY, NO_PROXY, as reqwest read them), told in the log once.
+    /// ALL_PROXY, NO_PROXY, as reqwest reads them), told in the log once.
     pub fn new(
         store: Arc<dyn Store>,
         settings: &DeliverySettings,

@@ -1,7 +1,7 @@
-//! Webhook deliveries through a proxy, chosen as reqwest chose one (its system proxy: hyper-util's
-//! `Matcher`): `HTTP_PROXY` for http:// callbacks, `HTTPS_PROXY` for https:// ones, `ALL_PROXY`
-//! for either when its own is not set, upper case before lower case, and `NO_PROXY` (host names,
-//! `.domain` suffixes, IP addresses, CIDR networks, `*`) exempting receivers.
+//! Webhook deliveries through a proxy, chosen as reqwest chooses one (its system proxy:
+//! hyper-util's `Matcher`): `HTTP_PROXY` for http:// callbacks, `HTTPS_PROXY` for https:// ones,
+//! `ALL_PROXY` for either when its own is not set, upper case before lower case, and `NO_PROXY`
+//! (host names, `.domain` suffixes, IP addresses, CIDR networks, `*`) exempting receivers.
 //!
 //! An http:// callback is sent to the proxy in absolute form, with `Proxy-Authorization` when the
 //! proxy URL has a user name; an https:// callback goes through a `CONNECT` tunnel, and TLS to the
@@ -221,7 +221,8 @@ impl std::fmt::Debug for ProxySettings {
 }
 
 /// The proxy for one scheme: its own variable when it holds a proxy URL, else `ALL_PROXY`'s.
-/// An unsupported kind of proxy is not replaced by `ALL_PROXY` (reqwest would have used it).
+/// An unsupported kind of proxy is not replaced by `ALL_PROXY` (reqwest would use it): the
+/// operator named a proxy for this scheme, so its deliveries connect directly.
 fn choose(
     own: Option<(&'static str, String)>,
     all: Option<(&'static str, String)>,

@@ -231,7 +231,7 @@ async fn an_https_callback_goes_through_a_connect_tunnel_with_tls_to_the_receive
     let (receiver, seen) = tls_server(config).await;
     let (proxy, asked) = connect_proxy().await;
     let proxy_url = format!("http://tunnel-user:s3cret@{proxy}");
-    // Lower case, through ALL_PROXY: as reqwest read them.
+    // Lower case, through ALL_PROXY: as reqwest reads them.
     let settings = proxies(&[("all_proxy", &proxy_url)]);
     let url = format!("https://127.0.0.1:{}/hook", receiver.port());
 

@@ -18,7 +18,8 @@ use super::{DeadLetter, OutboxEntry, ResourceKey};
 
 pub(crate) const TAG_WATERMARK: u8 = b'w';
 /// A resource's seen set, as chunks of (id, date) pairs: one value per page written, so a page
-/// of 1,000 records costs one write, not 1,000 (`s` and `d`, one key per id, were used before).
+/// of 1,000 records costs one write, not 1,000. Stores written before chunks may still hold
+/// per-id keys under `s` and `d`, which nothing reads: those tags stay unused.
 pub(crate) const TAG_SEEN_CHUNK: u8 = b'c';
 /// Outbox runs (see `codec/runs.rs`); single entries before version 4.
 pub(crate) const TAG_OUTBOX: u8 = b'o';

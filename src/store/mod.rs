@@ -87,7 +87,7 @@ impl PageCommit {
     }
 }
 
-/// The ids a resource is known to have (issue 15): every id an event was sent for, and every id a
+/// The ids a resource is known to have: every id an event was sent for, and every id a
 /// reconcile saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KnownIds {

@@ -4,7 +4,7 @@
 //! serde_json would ([`validate`]); afterwards only the few fields the poller needs are read, by
 //! scanning a record's top level once and descending into the values that hold them ([`scan`], a
 //! byte-level reader for text already validated). Nothing builds a `serde_json::Value` tree of a
-//! record, which was most of the cost of ingesting a page (allocation per value,
+//! record: that would be most of the cost of ingesting a page (allocation per value,
 //! re-serialisation into the envelope).
 
 mod scan;
@@ -67,7 +67,7 @@ pub fn id_text(value: &str) -> Option<String> {
 }
 
 /// A scalar read from raw JSON; numbers are printed the way `serde_json::Number` prints them, so
-/// `1.50` reads as `1.5` exactly as it did when records were `Value`s.
+/// `1.50` reads as `1.5`, as it would from a `serde_json::Value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scalar {
     Null,

@@ -2,7 +2,8 @@
 //! (`serde_json::from_slice::<Vec<Box<RawValue>>>`) and finds where each element starts and ends.
 //!
 //! It accepts and refuses what serde_json does and reports the same error at the same line and
-//! column, because a page refused here used to be refused there with that message:
+//! column, so a refused page is reported in serde_json's words (`validate/tests.rs` runs both
+//! readers on the same inputs):
 //! - RFC 8259 grammar: no trailing commas, no `NaN`, no leading zeros, no bare control
 //!   characters (U+0000–U+001F) in strings, only the escapes `\" \\ \/ \b \f \n \r \t \uXXXX`;
 //! - `\uXXXX` escapes are not paired up: serde_json keeps a raw value's text without decoding

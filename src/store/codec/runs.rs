@@ -4,9 +4,9 @@
 //! and how the head's last attempt failed.
 //!
 //! Why: delivery consumes a queue one entry at a time, and one sled insert plus one remove per
-//! notification was a third of the daemon's CPU while delivering. Now an acknowledgement moves a
-//! cursor in memory (written to sled now and then, see `store/sled/outbox.rs`), and the run is
-//! removed in one operation once its last entry has left.
+//! notification would be a third of the daemon's CPU while delivering. Instead an
+//! acknowledgement moves a cursor in memory (written to sled now and then, see
+//! `store/sled/outbox.rs`), and the run is removed in one operation once its last entry has left.
 //!
 //! An entry's position (`OutboxEntry::seq`) is `run id << 16 | index in the run`, so positions
 //! still grow along the queue. A run value is a count, then one fixed-size slot per entry, so

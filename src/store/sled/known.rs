@@ -1,4 +1,4 @@
-//! The known ids of a resource (issue 15): one key per id, its value empty, so adding ids from a
+//! The known ids of a resource: one key per id, its value empty, so adding ids from a
 //! page commit and removing deleted ones are plain batch inserts and removes; plus one mark per
 //! resource saying its first reconcile has filled the set.
 

@@ -1,7 +1,7 @@
 //! The seen set in sled: each commit writes its (id, date) pairs as ONE chunk value, and a run's
 //! last commit (the one that prunes) rewrites the survivors as a single chunk. A page of 1,000
 //! records thus costs one sled write instead of one per id (and one per date-index entry), which
-//! was three quarters of the daemon's CPU while ingesting.
+//! would be three quarters of the daemon's CPU while ingesting.
 //!
 //! Lookups are answered from the resource's set held in memory, loaded from its chunks on first
 //! use and dropped after the pruning commit, so only resources being polled hold memory.
