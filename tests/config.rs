@@ -8,3 +8,5 @@ mod check_cli;
 mod config_load;
 #[path = "config/examples.rs"]
 mod examples;
+#[path = "config/store_settings.rs"]
+mod store_settings;

@@ -1,6 +1,7 @@
 //! Daemon settings (`pollerd.toml`): raw TOML first, then validated [`Settings`] with every
 //! default filled in from systemd's directory variables.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 
 use super::diagnostics::Diagnostic;
 use super::diagnostics::Position;
+use super::secret::{Secret, SecretRef, SecretSources};
 
 /// systemd's directory variables (and where they are absent, the FHS defaults).
 #[derive(Clone, Debug, Default)]
@@ -71,6 +73,66 @@ pub struct Settings {
     pub polling: PollingSettings,
     /// sled's page cache; sled's own default (1 GiB) is far too large for a small daemon.
     pub store_cache_bytes: u64,
+    pub store_engine: StoreEngine,
+}
+
+/// `[store] engine`: where the state is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreEngine {
+    /// sled files in `state_dir` (the default, for one host).
+    Sled,
+    /// A PostgreSQL database (`[store] url`, `pool_size`).
+    Postgres(PostgresSettings),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresSettings {
+    pub url: StoreUrl,
+    /// Connections to the server, at most.
+    pub pool_size: usize,
+}
+
+/// `[store] pool_size` when unset.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// More connections than this would only crowd the server.
+pub const MAX_POOL_SIZE: u64 = 1024;
+
+/// `[store] url`: a connection string (it may hold a password) or a secret reference to one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreUrl {
+    Literal(Secret),
+    /// `${env:…}`, `${file:…}` or `${credential:…}`, as written: resolved when the store opens
+    /// (a credential exists only under systemd, not for `pollerd check` run from a shell).
+    Reference(String),
+}
+
+impl StoreUrl {
+    /// The connection string; errors name the reference, never a value.
+    pub fn resolve(&self, env: &Environment) -> Result<Secret, String> {
+        let written = match self {
+            StoreUrl::Literal(url) => return Ok(url.clone()),
+            StoreUrl::Reference(written) => written,
+        };
+        let reference = SecretRef::parse(written)
+            .ok_or_else(|| format!("{written} is not a secret reference"))?;
+        let sources = SecretSources {
+            credentials_dir: env.credentials_directory.clone(),
+            unverified_credentials_ok: false,
+        };
+        let loaded = reference.resolve(&sources, None)?;
+        let url = loaded.value.trim();
+        match looks_like_connection_string(url) {
+            true => Ok(Secret::new(url)),
+            false => Err(format!(
+                "{reference} does not hold a PostgreSQL connection string (postgres://…)"
+            )),
+        }
+    }
+}
+
+/// A `postgres://` or `postgresql://` URL, or `key=value` pairs: the forms tokio-postgres reads.
+fn looks_like_connection_string(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=')
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +213,49 @@ struct RawPolling {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     cache_mb: Option<Count>,
+    engine: Option<toml::Spanned<EngineName>>,
+    url: Option<toml::Spanned<RawUrl>>,
+    pool_size: Option<toml::Spanned<Count>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EngineName {
+    Sled,
+    Postgres,
+}
+
+/// `[store] url` as written, its form checked; `Debug` hides it (it may hold a password).
+struct RawUrl(StoreUrl);
+
+impl fmt::Debug for RawUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawUrl(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for RawUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let written = String::deserialize(d)?;
+        let written = written.trim();
+        // The message never repeats the value: it may hold a password.
+        if written.starts_with("${") {
+            return match SecretRef::parse(written) {
+                Some(_) => Ok(RawUrl(StoreUrl::Reference(written.to_string()))),
+                None => Err(serde::de::Error::custom(
+                    "invalid secret reference; write ${env:NAME}, ${file:/path} or \
+                     ${credential:NAME}",
+                )),
+            };
+        }
+        match looks_like_connection_string(written) {
+            true => Ok(RawUrl(StoreUrl::Literal(Secret::new(written)))),
+            false => Err(serde::de::Error::custom(
+                "not a PostgreSQL connection string: write postgres://user@host/db, or a secret \
+                 reference such as ${credential:pg-url} (the password does not belong in this file)",
+            )),
+        }
+    }
 }
 
 /// A duration written as `"250ms"`, `"4s"`, `"10m"`.
@@ -237,7 +342,7 @@ impl Settings {
         match std::fs::read_to_string(&path) {
             Ok(text) => Settings::parse(&path, &text, env),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
-                Settings::from_raw(None, &path, RawSettings::default(), env)
+                Settings::from_raw(None, &path, "", RawSettings::default(), env)
             }
             Err(e) => Err(Diagnostic::error(
                 &path,
@@ -252,15 +357,17 @@ impl Settings {
             let pos = e.span().map(|s| Position::of_offset(text, s.start));
             Diagnostic::error(path, pos, e.message().trim().to_string())
         })?;
-        Settings::from_raw(Some(path), path, raw, env)
+        Settings::from_raw(Some(path), path, text, raw, env)
     }
 
     fn from_raw(
         file: Option<&Path>,
         path: &Path,
+        text: &str,
         raw: RawSettings,
         env: &Environment,
     ) -> Result<Settings, Diagnostic> {
+        let store_engine = store_engine(path, text, &raw.store, env)?;
         // Relative paths inside the file are relative to the file's own directory.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() {
@@ -331,8 +438,67 @@ impl Settings {
                     .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
             },
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
+            store_engine,
         })
     }
+}
+
+/// `[store] engine`, `url`, `pool_size`: the url and pool size belong to the postgres engine,
+/// which needs a url; a reference that can be resolved now is, so a missing variable or file
+/// is reported here (a credential only where systemd provides them).
+fn store_engine(
+    path: &Path,
+    text: &str,
+    raw: &RawStore,
+    env: &Environment,
+) -> Result<StoreEngine, Diagnostic> {
+    let at = |span: std::ops::Range<usize>| Some(Position::of_offset(text, span.start));
+    let engine = raw.engine.as_ref().map(|e| *e.get_ref());
+    if engine != Some(EngineName::Postgres) {
+        let stray = [
+            raw.url.as_ref().map(|u| ("url", u.span())),
+            raw.pool_size.as_ref().map(|p| ("pool_size", p.span())),
+        ];
+        if let Some((key, span)) = stray.into_iter().flatten().next() {
+            return Err(Diagnostic::error(
+                path,
+                at(span),
+                format!("[store] {key} applies to engine = \"postgres\" only"),
+            ));
+        }
+        return Ok(StoreEngine::Sled);
+    }
+    let engine_span = raw.engine.as_ref().map(|e| e.span()).unwrap_or_default();
+    let Some(url) = raw.url.as_ref() else {
+        return Err(Diagnostic::error(
+            path,
+            at(engine_span),
+            "engine = \"postgres\" needs [store] url, e.g. url = \"${credential:pg-url}\"",
+        ));
+    };
+    let pool_size = match raw.pool_size.as_ref() {
+        None => DEFAULT_POOL_SIZE,
+        Some(size) if size.get_ref().0 > MAX_POOL_SIZE => {
+            return Err(Diagnostic::error(
+                path,
+                at(size.span()),
+                format!("[store] pool_size must be at most {MAX_POOL_SIZE}"),
+            ));
+        }
+        Some(size) => size.get_ref().0 as usize,
+    };
+    let url = url.get_ref().0.clone();
+    let credential_later = matches!(&url, StoreUrl::Reference(r)
+        if r.starts_with("${credential:") && env.credentials_directory.is_none());
+    if !credential_later && let Err(reason) = url.resolve(env) {
+        let span = raw.url.as_ref().map(|u| u.span()).unwrap_or_default();
+        return Err(Diagnostic::error(
+            path,
+            at(span),
+            format!("[store] url: {reason}"),
+        ));
+    }
+    Ok(StoreEngine::Postgres(PostgresSettings { url, pool_size }))
 }
 
 #[cfg(test)]

@@ -15,13 +15,14 @@ use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, ReloadStatus};
+use crate::config::settings::StoreEngine;
 use crate::config::{Environment, SecretSources, Settings};
 use crate::delivery::Deliverer;
 use crate::element::ProviderClient;
 use crate::internal_events::ReloadFinished;
 use crate::metrics::Metrics;
 use crate::poller::PollShared;
-use crate::store::{SledStore, Store};
+use crate::store::{PostgresStore, SledStore, Store};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
 use crate::systemd::{Notifier, Part, Progress};
 use crate::watch::{Changes, watch_instances};
@@ -38,6 +39,30 @@ pub struct Daemon {
     shared: PollShared,
 }
 
+/// The store engine the settings choose: sled in the state directory, or PostgreSQL.
+async fn open_store(settings: &Settings, env: &Environment) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.store_engine {
+        StoreEngine::Sled => Ok(Arc::new(SledStore::open(
+            &settings.state_dir,
+            settings.store_cache_bytes,
+        )?)),
+        StoreEngine::Postgres(postgres) => {
+            let url = postgres
+                .url
+                .resolve(env)
+                .map_err(|reason| anyhow::anyhow!("[store] url: {reason}"))?;
+            let pool_size = postgres.pool_size;
+            // Connecting and migrating the schema block: off the async workers.
+            let store =
+                tokio::task::spawn_blocking(move || PostgresStore::open(url.expose(), pool_size))
+                    .await
+                    .context("opening the PostgreSQL store")??;
+            tracing::info!(database = store.target(), "store: PostgreSQL");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 impl Daemon {
     /// Opens the store and loads every instance file.
     pub async fn start(settings: Settings, env: &Environment) -> anyhow::Result<Daemon> {
@@ -47,10 +72,7 @@ impl Daemon {
                 settings.state_dir.display()
             )
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(
-            &settings.state_dir,
-            settings.store_cache_bytes,
-        )?);
+        let store = open_store(&settings, env).await?;
         let metrics = Metrics::new();
         let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(metrics.clone()))
             .context("building the webhook client")?;
