@@ -56,6 +56,10 @@ mod outbox;
 #[path = "store/model.rs"]
 mod model;
 
+/// The PostgreSQL engine's own: concurrent schema creation, errors, the daemon on it.
+#[path = "store/postgres_only.rs"]
+mod postgres_engine_only;
+
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const POSTGRES_POOL_SIZE: usize = 4;
 

@@ -1,0 +1,161 @@
+//! What only the PostgreSQL engine has: a schema that several nodes create at once, errors that
+//! name the server but not the password, and the real daemon keeping its state in PostgreSQL
+//! across a `kill -9`. Ignored like the other PostgreSQL tests (see `support/postgres.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
+use pollerd::sim::receiver::Receiver;
+use pollerd::store::{PostgresStore, Store};
+use serde_json::Value;
+
+use super::{POSTGRES_POOL_SIZE, key, page};
+use crate::support::{
+    self, DaemonDir, WAIT, holds_within, seed_instance, wait_for, with_page_size,
+};
+
+#[test]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+fn nodes_opening_a_new_database_at_once_all_get_one_schema() {
+    const NODES: usize = 6;
+    let url = support::postgres::fresh_database();
+    let start = Arc::new(Barrier::new(NODES));
+    let nodes: Vec<_> = (0..NODES)
+        .map(|_| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                PostgresStore::open(&url, 1)
+            })
+        })
+        .collect();
+    let stores: Vec<PostgresStore> = nodes
+        .into_iter()
+        .map(|node| node.join().unwrap().expect("every node opens the store"))
+        .collect();
+    // One schema that all of them use: a page one commits, another reads.
+    let k = key("cw", "contacts");
+    stores[0].commit(page(&k, &["e1"], super::at(5))).unwrap();
+    assert_eq!(stores[NODES - 1].watermark(&k).unwrap(), Some(super::at(5)));
+    assert_eq!(stores[NODES - 1].outbox_depth(&k).unwrap(), 1);
+    drop(stores);
+    // And opening it again migrates nothing and loses nothing.
+    let again = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    assert_eq!(again.outbox_depth(&k).unwrap(), 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+fn an_unreachable_server_is_named_without_the_password() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://pollerd:hunter2-very-secret@127.0.0.1:{port}/pollerd_db");
+    let error = PostgresStore::open(&url, 2)
+        .err()
+        .expect("nothing listens there");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}/pollerd_db")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    let bad = PostgresStore::open("postgres://pollerd:hunter2@[::1", 2)
+        .err()
+        .expect("not a URL");
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}
+
+fn bodies(receiver: &Receiver) -> Vec<Value> {
+    receiver
+        .accepted()
+        .iter()
+        .filter_map(|r| r.try_json().ok())
+        .collect()
+}
+
+/// Every contact's current version has arrived.
+fn all_current_delivered(sim: &ConnectWiseSim, ids: &[u64], receiver: &Receiver) -> bool {
+    let got = support::events_by_version(&bodies(receiver));
+    ids.iter().all(|id| {
+        let record = sim.record(RecordKind::Contact, *id).unwrap();
+        let date = record["_info"]["lastUpdated"].as_str().unwrap().to_string();
+        got.contains_key(&(id.to_string(), date))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+async fn the_daemon_keeps_its_state_in_postgres_across_a_kill_9() {
+    let url = support::postgres::fresh_database();
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    // The url through a secret reference, as an operator would give it.
+    let dd = DaemonDir::new(
+        "[store]\nengine = \"postgres\"\nurl = \"${env:POLLERD_TEST_PG_URL}\"\npool_size = 4\n",
+    );
+    let env = [("POLLERD_TEST_PG_URL", url.as_str())];
+    dd.write_instance(
+        "contacts.json",
+        &with_page_size(seed_instance(&sim, &receiver.url(), "0.01"), 100),
+    );
+    let daemon = dd.start(&env);
+    // The first poll sets the baseline: records from before it are not events.
+    wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
+    let later = || Some(sim.now() + chrono::Duration::seconds(1));
+    let mut ids = sim.create_many(RecordKind::Contact, 300, later());
+    let delivered = holds_within(WAIT, Duration::from_millis(20), || {
+        all_current_delivered(&sim, &ids, &receiver)
+    })
+    .await;
+    assert!(
+        delivered,
+        "the first 300 contacts, in {WAIT:?}:\n{}",
+        dd.logs()
+    );
+    daemon.kill9();
+    // Changed while no daemon runs: the next one continues from the stored watermark.
+    ids.extend(sim.create_many(RecordKind::Contact, 200, later()));
+    for id in ids.iter().step_by(5) {
+        sim.update(RecordKind::Contact, *id, later());
+    }
+    let daemon = dd.start(&env);
+    let delivered = holds_within(WAIT, Duration::from_millis(20), || {
+        all_current_delivered(&sim, &ids, &receiver)
+    })
+    .await;
+    assert!(
+        delivered,
+        "the changes made while it was down:\n{}",
+        dd.logs()
+    );
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(WAIT).await;
+    assert!(status.success(), "{status:?}\n{}", dd.logs());
+
+    let versions = support::events_by_version(&bodies(&receiver));
+    for ((object, date), event_ids) in &versions {
+        assert!(
+            event_ids.iter().all(|e| e == &event_ids[0]),
+            "{object}@{date} was sent under different eventIds {event_ids:?}"
+        );
+    }
+    let contacts: BTreeMap<&String, usize> = versions.keys().fold(BTreeMap::new(), |mut m, v| {
+        *m.entry(&v.0).or_default() += 1;
+        m
+    });
+    assert_eq!(contacts.len(), 500, "every contact arrived");
+    // The state is in the database: a watermark for the resource, and nothing left queued.
+    let store = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    let marks = store.watermarks().unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(store.stats().unwrap().outbox_depth, 0);
+    let logs = dd.logs();
+    assert!(logs.contains("store: PostgreSQL"), "{logs}");
+    assert!(!logs.contains(&url), "the log shows the url: {logs}");
+}
