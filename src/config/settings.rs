@@ -360,6 +360,7 @@ impl Settings {
         Settings::from_raw(Some(path), path, text, raw, env)
     }
 
+    // Long: one field per setting, each with its default.
     fn from_raw(
         file: Option<&Path>,
         path: &Path,
@@ -367,7 +368,6 @@ impl Settings {
         raw: RawSettings,
         env: &Environment,
     ) -> Result<Settings, Diagnostic> {
-        let store_engine = store_engine(path, text, &raw.store, env)?;
         // Relative paths inside the file are relative to the file's own directory.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() {
@@ -438,7 +438,7 @@ impl Settings {
                     .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
             },
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
-            store_engine,
+            store_engine: store_engine(path, text, &raw.store, env)?,
         })
     }
 }
