@@ -159,3 +159,57 @@ async fn the_daemon_keeps_its_state_in_postgres_across_a_kill_9() {
     assert!(logs.contains("store: PostgreSQL"), "{logs}");
     assert!(!logs.contains(&url), "the log shows the url: {logs}");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+fn an_unreadable_head_is_set_aside_and_the_queue_goes_on() {
+    let url = support::postgres::fresh_database();
+    let store = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    let k = key("cw", "contacts");
+    store.commit(page(&k, &["e1", "e2"], super::at(0))).unwrap();
+    // A date no clock reaches: what a hand edit or a bug could leave in the row.
+    support::postgres::psql(
+        &url,
+        "UPDATE pollerd_outbox SET created_ms = 9223372036854775807 WHERE event_id = 'e1'",
+    );
+    let head = store.outbox_head(&k).unwrap().unwrap();
+    assert_eq!(head.event_id, "e2");
+    let corrupt = store.corrupt_entries().unwrap();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    let entry = &corrupt[0];
+    assert_eq!(
+        (
+            entry.key.as_ref(),
+            entry.event_id.as_deref(),
+            entry.created_at
+        ),
+        (Some(&k), Some("e1"), None)
+    );
+    assert!(entry.reason.contains("out of range"), "{}", entry.reason);
+    assert_eq!(
+        store
+            .corrupt_entry_bytes(&entry.id)
+            .unwrap()
+            .map(|b| b.len() as u64),
+        Some(entry.size)
+    );
+    assert_eq!(
+        store.stats().unwrap(),
+        pollerd::store::StoreStats {
+            outbox_depth: 1,
+            dead_letters: 1,
+            corrupt_set_aside: 1
+        }
+    );
+    let summary = store.dead_letter_summary().unwrap();
+    let queue = summary.of(&k).unwrap();
+    assert_eq!((queue.count, queue.corrupt), (1, 1));
+    let error = store.replay_dead_letter(&entry.id).unwrap_err();
+    assert!(
+        matches!(error, pollerd::store::StoreError::CorruptDeadLetter { .. }),
+        "{error}"
+    );
+    assert!(store.drop_dead_letter(&entry.id).unwrap());
+    assert!(store.corrupt_entries().unwrap().is_empty());
+    assert_eq!(store.dead_letter_summary().unwrap().total(), 0);
+}

@@ -192,3 +192,10 @@ pub fn fresh_database() -> String {
 fn url_of(port: u16, database: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/{database}?sslmode=disable")
 }
+
+/// Runs `sql` on the database `url` names, through `psql` (for tests that damage stored rows).
+pub fn psql(url: &str, sql: &str) {
+    let mut psql = Command::new(bin_dir().join("psql"));
+    psql.args(["-v", "ON_ERROR_STOP=1", "-q", "-d", url, "-c", sql]);
+    run(psql, "psql");
+}

@@ -135,6 +135,11 @@ impl PostgresStore {
         })
     }
 
+    /// The head of `key`'s queue, as on any engine (`<dyn Store>::outbox_head`).
+    pub fn outbox_head(&self, key: &ResourceKey) -> Result<Option<OutboxEntry>, StoreError> {
+        (self as &dyn Store).outbox_head(key)
+    }
+
     /// Number of seen entries kept for `key` (for tests and diagnostics).
     #[doc(hidden)]
     pub fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
