@@ -525,8 +525,9 @@ impl Db {
         Ok(row.get::<_, i64>(0) > 0)
     }
 
-    /// Counted by the server from the tables' primary-key indexes: the outbox holds only what is
-    /// not yet delivered, since acknowledged rows are deleted.
+    /// Counted by the server at each call, not kept in counters as sled does (no node's memory
+    /// holds the totals of a shared database); the cost grows with what is queued and dead, not
+    /// with what was delivered, since delivered rows are deleted.
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         let action = "read the store's counts";
         let client = self.client(action).await?;
