@@ -8,7 +8,7 @@ mod support;
 mod http_element;
 #[path = "polling/poll_engine.rs"]
 mod poll_engine;
-#[path = "polling/reconcile.rs"]
-mod reconcile;
 #[path = "polling/raw_records.rs"]
 mod raw_records;
+#[path = "polling/reconcile.rs"]
+mod reconcile;
