@@ -270,6 +270,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Long on purpose: one registration per metric, in the order `/metrics` lists them.
+    #[allow(clippy::too_many_lines)]
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("pollerd");
         let instruments = Instruments {

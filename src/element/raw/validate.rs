@@ -223,6 +223,7 @@ impl Parser<'_> {
     /// the same order); the cursor is at its first byte.
     /// Long on purpose: one `match` over the first byte mirrors serde_json's own order of checks,
     /// which the fuzz target compares error for error; split, the order would be harder to see.
+    #[allow(clippy::too_many_lines)]
     fn value(&mut self) -> Step {
         use JsonErrorKind::*;
         loop {
