@@ -287,16 +287,16 @@ impl Supervisor {
 
 /// [`poll_loop`], started again after a panic (see [`run_restarting`]): the panic is logged
 /// and shown by `status` for this resource, counted in `pollerd_task_panics_total`, and the
-/// resource is polled again.
-async fn guarded_poll_loop(
+/// resource is polled again. Not an `async fn`, for the reason [`poll_loop`] gives.
+fn guarded_poll_loop(
     shared: PollShared,
     instance: Arc<InstanceSpec>,
     element: Element,
-    resource: config::ResourceSpec,
+    resource: Arc<config::ResourceSpec>,
     status: SharedStatus,
     panics: TaskPanics,
     cancel: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let metrics = shared.metrics.clone();
     let poisoned = status.clone();
     let task = GuardedTask {
@@ -327,7 +327,6 @@ async fn guarded_poll_loop(
             cancel.clone(),
         )
     })
-    .await;
 }
 
 async fn stop(running: Running) {

@@ -36,11 +36,12 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
             "footprint",
             "reload",
             "store",
-            "reconcile"
+            "reconcile",
+            "steady"
         ],
         "{stdout}"
     );
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 7] = [
         ("ingest", &["records_per_s"]),
         (
             "delivery",
@@ -74,6 +75,15 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
                 "ratio_received",
             ],
         ),
+        (
+            "steady",
+            &[
+                "polls_per_s_20x3_1s",
+                "cpu_per_poll_20x3_1s",
+                "simulator_cpu_20x3_1s",
+                "steady_rss_20x3_1s",
+            ],
+        ),
     ];
     for (line, (scenario, figures)) in lines.iter().zip(expected) {
         assert_eq!(line["scale"], "tiny");
@@ -89,7 +99,9 @@ fn every_scenario_runs_and_prints_one_json_line_with_its_figures() {
             let value = &line["figures"][figure];
             let median = value["median"].as_f64().expect("a number");
             // An idle daemon may well use no CPU tick at all; everything else is a positive amount.
-            let positive = median > 0.0 || (figure.starts_with("idle_cpu") && median == 0.0);
+            let cpu = ["idle_cpu", "cpu_per_poll", "simulator_cpu"];
+            let positive =
+                median > 0.0 || (cpu.iter().any(|c| figure.starts_with(c)) && median == 0.0);
             assert!(
                 median.is_finite() && positive,
                 "{scenario}.{figure} = {value}"

@@ -22,6 +22,8 @@ mod reconcile;
 mod reload;
 #[path = "pollerd-bench/report.rs"]
 mod report;
+#[path = "pollerd-bench/steady.rs"]
+mod steady;
 #[path = "pollerd-bench/store.rs"]
 mod store;
 
@@ -63,6 +65,7 @@ enum ScenarioArg {
     Reload,
     Store,
     Reconcile,
+    Steady,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -89,6 +92,8 @@ pub struct Scale {
     /// Contacts a reconcile lists, and how many of them are deleted before the measured one.
     pub reconcile_records: usize,
     pub reconcile_deleted: usize,
+    /// Steady-state polling: instances × 3 resources, interval, window.
+    pub steady: &'static [steady::SteadyShape],
 }
 
 const FULL: Scale = Scale {
@@ -106,6 +111,22 @@ const FULL: Scale = Scale {
     store_instances: 20,
     reconcile_records: 100_000,
     reconcile_deleted: 100,
+    steady: &[
+        // Issue 17: ≥ 3,000 idle polls of 1,000 × 3 resources on a 10 s interval.
+        steady::SteadyShape {
+            instances: 1000,
+            interval: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+            targets: (Some(150.0), None),
+        },
+        // Ten thousand instances at Cloud Elements' 1-minute interval, over 5 minutes.
+        steady::SteadyShape {
+            instances: 10_000,
+            interval: Duration::from_secs(60),
+            window: Duration::from_secs(300),
+            targets: (None, Some(15.0)),
+        },
+    ],
 };
 
 const TINY: Scale = Scale {
@@ -123,6 +144,12 @@ const TINY: Scale = Scale {
     store_instances: 4,
     reconcile_records: 2_000,
     reconcile_deleted: 10,
+    steady: &[steady::SteadyShape {
+        instances: 20,
+        interval: Duration::from_secs(1),
+        window: Duration::from_secs(4),
+        targets: (None, None),
+    }],
 };
 
 /// What every scenario gets.
@@ -214,6 +241,7 @@ fn selection(asked: &[ScenarioArg]) -> Vec<ScenarioArg> {
         ScenarioArg::Reload,
         ScenarioArg::Store,
         ScenarioArg::Reconcile,
+        ScenarioArg::Steady,
     ];
     let mut out = Vec::new();
     for s in asked {
@@ -240,6 +268,7 @@ fn scenario_name(s: ScenarioArg) -> &'static str {
         ScenarioArg::Reload => "reload",
         ScenarioArg::Store => "store",
         ScenarioArg::Reconcile => "reconcile",
+        ScenarioArg::Steady => "steady",
     }
 }
 
@@ -251,6 +280,7 @@ async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metri
         ScenarioArg::Reload => reload::run(bench).await,
         ScenarioArg::Store => store::run(bench).await,
         ScenarioArg::Reconcile => reconcile::run(bench).await,
+        ScenarioArg::Steady => steady::run(bench).await,
         ScenarioArg::All => unreachable!("expanded by selection()"),
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -235,7 +236,7 @@ fn instance(cx: &mut Ctx) -> Option<InstanceSpec> {
         element: element?,
         notifications: notifications.flatten(),
         refresh_interval: interval?,
-        resources: resources?,
+        resources: resources?.into_iter().map(Arc::new).collect(),
         fingerprint: fingerprint(&doc.value, tls_ca.as_ref()?.as_ref()),
         tls_ca: tls_ca?,
     })

@@ -2,6 +2,7 @@
 //! whether the instance came from JSON or TOML, or how its values were spelled.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,8 @@ pub struct InstanceSpec {
     /// `None` when `event.notification.enabled` is false or absent: loaded, but not polled.
     pub notifications: Option<NotificationSpec>,
     pub refresh_interval: Duration,
-    pub resources: Vec<ResourceSpec>,
+    /// Shared with the resources' poll tasks, which never clone one.
+    pub resources: Vec<Arc<ResourceSpec>>,
     /// `tls.caFile`: a private CA trusted for this instance's provider and callback, on top of
     /// the system roots.
     pub tls_ca: Option<TlsCa>,
@@ -35,7 +37,7 @@ pub struct InstanceSpec {
 
 impl InstanceSpec {
     pub fn resource(&self, name: &str) -> Option<&ResourceSpec> {
-        self.resources.iter().find(|r| r.name == name)
+        self.resources.iter().find(|r| r.name == name).map(|r| &**r)
     }
 }
 

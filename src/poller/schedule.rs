@@ -75,17 +75,20 @@ fn random_below(max: Duration) -> Duration {
 
 /// Polls one resource until `cancel` fires, inside the resource's [`poll_span`]. Runs are never
 /// overlapped: the next starts an interval after the previous one ended.
-pub async fn poll_loop(
+///
+/// Not an `async fn`: the loop is built here and only its own future is returned, so the task
+/// does not also keep these arguments (ten thousand resources wait in such futures at once).
+pub fn poll_loop(
     shared: PollShared,
     instance: Arc<InstanceSpec>,
     element: Element,
-    resource: ResourceSpec,
+    resource: Arc<ResourceSpec>,
     status: SharedStatus,
     cancel: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
-    let _alive = AliveGuard::enter(&shared, key.clone());
+    let alive = AliveGuard::enter(&shared, key.clone());
     let reconciling = Reconciling::start(&shared, &resource, key, &status);
     let poll = ResourcePoll {
         shared,
@@ -97,8 +100,9 @@ pub async fn poll_loop(
         clock_untrusted: false,
         resume: None,
         reconciling,
+        _alive: alive,
     };
-    poll.run(cancel).instrument(span).await;
+    poll.run(cancel).instrument(span)
 }
 
 /// A resource's DELETED check while its poll loop runs: when the next reconcile is due, and the
@@ -192,7 +196,7 @@ struct ResourcePoll {
     shared: PollShared,
     instance: Arc<InstanceSpec>,
     element: Element,
-    resource: ResourceSpec,
+    resource: Arc<ResourceSpec>,
     status: SharedStatus,
     /// The class of the error the last runs failed with: logged once, until they recover.
     failing: Option<String>,
@@ -201,6 +205,8 @@ struct ResourcePoll {
     /// Where a failed run stopped, for the next attempt (see `Resume`).
     resume: Option<Resume>,
     reconciling: Option<Reconciling>,
+    /// Counts this loop among the resource's pollers while it lives.
+    _alive: AliveGuard,
 }
 
 impl ResourcePoll {
@@ -220,13 +226,15 @@ impl ResourcePoll {
             // Stopping may cut a run between or inside page fetches: every commit is atomic,
             // and the watermark only moves when a run completes, so nothing is lost or doubled.
             let started = std::time::Instant::now();
-            let run = run_resource(
+            // Boxed: a run's state is large and lives only while it runs, so the loop, idle
+            // between runs for nearly all its life, stays small (thousands of them wait at once).
+            let run = Box::pin(run_resource(
                 &self.shared,
                 &self.instance,
                 &self.element,
                 &self.resource,
                 &mut self.resume,
-            );
+            ));
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = run => r,
@@ -258,12 +266,13 @@ impl ResourcePoll {
                     if due.is_none() {
                         return true;
                     }
-                    if !self.reconcile(ReconcileRequest::default(), None, cancel).await {
+                    // Boxed, like the runs: rare, and large.
+                    if !Box::pin(self.reconcile(ReconcileRequest::default(), None, cancel)).await {
                         return false;
                     }
                 }
                 Some(ask) = next_ask(asks) => {
-                    if !self.reconcile(ask.request, Some(ask.reply), cancel).await {
+                    if !Box::pin(self.reconcile(ask.request, Some(ask.reply), cancel)).await {
                         return false;
                     }
                 }
@@ -283,13 +292,14 @@ impl ResourcePoll {
             _ = cancel.cancelled() => return false,
             p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
         };
-        let run = reconcile_resource(
+        // Boxed, as a poll run is.
+        let run = Box::pin(reconcile_resource(
             &self.shared,
             &self.instance,
             &self.element,
             &self.resource,
             request,
-        );
+        ));
         let result = tokio::select! {
             _ = cancel.cancelled() => return false,
             r = run => r,
@@ -455,7 +465,7 @@ impl ResourcePoll {
 
 /// Counts this task in `active_pollers` while it lives.
 struct AliveGuard {
-    shared: PollShared,
+    active: Arc<std::sync::Mutex<std::collections::HashMap<ResourceKey, u32>>>,
     key: ResourceKey,
 }
 
@@ -467,7 +477,7 @@ impl AliveGuard {
             *n = n.saturating_add(1);
         }
         AliveGuard {
-            shared: shared.clone(),
+            active: shared.active_pollers.clone(),
             key,
         }
     }
@@ -475,7 +485,7 @@ impl AliveGuard {
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
-        let mut active = self.shared.active_pollers.lock().expect("pollers");
+        let mut active = self.active.lock().expect("pollers");
         if let Some(n) = active.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
