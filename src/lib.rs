@@ -26,6 +26,7 @@ pub mod dates;
 pub mod delivery;
 pub mod element;
 pub mod http_util;
+pub mod intern;
 pub mod internal_events;
 // As `ceql`.
 #[allow(clippy::arithmetic_side_effects)]

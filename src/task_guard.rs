@@ -111,29 +111,37 @@ pub struct GuardedTask {
 /// it again after the backoff. Returns when a run ends without panicking, or when `cancel` fires
 /// during a backoff. The panic is caught in this task rather than by spawning the future on a task
 /// of its own: one task per resource instead of two, which counts with ten thousand of them.
-pub async fn run_restarting<F, Fut>(task: GuardedTask, cancel: CancellationToken, mut start: F)
+/// Not an `async fn`, so that its arguments are held once (an `async fn` keeps each twice).
+#[allow(clippy::manual_async_fn)]
+pub fn run_restarting<F, Fut>(
+    task: GuardedTask,
+    cancel: CancellationToken,
+    mut start: F,
+) -> impl Future<Output = ()> + Send
 where
-    F: FnMut() -> Fut,
+    F: FnMut() -> Fut + Send,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut delay = task.backoff.first;
-    loop {
-        let started = Instant::now();
-        // Unwind safety: what a panicking run shared (status, counters behind locks) is plain
-        // data; the hook clears the poison of those locks.
-        let Err(payload) = std::panic::AssertUnwindSafe(start()).catch_unwind().await else {
-            return;
-        };
-        if started.elapsed() > task.backoff.max {
-            delay = task.backoff.first;
+    async move {
+        let mut delay = task.backoff.first;
+        loop {
+            let started = Instant::now();
+            // Unwind safety: what a panicking run shared (status, counters behind locks) is plain
+            // data; the hook clears the poison of those locks.
+            let Err(payload) = std::panic::AssertUnwindSafe(start()).catch_unwind().await else {
+                return;
+            };
+            if started.elapsed() > task.backoff.max {
+                delay = task.backoff.first;
+            }
+            let message = panic_message(payload.as_ref());
+            report(&task, &message, delay);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = delay.saturating_mul(2).min(task.backoff.max);
         }
-        let message = panic_message(payload.as_ref());
-        report(&task, &message, delay);
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = delay.saturating_mul(2).min(task.backoff.max);
     }
 }
 

@@ -8,10 +8,13 @@
 //! " 09:00", and a `/`, `&` or `#` in a date text cannot change the URL's shape. Text the
 //! operator wrote is sent as written (it is already a URL), never encoded a second time.
 
+use std::sync::{Arc, LazyLock};
+
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::dates::{DatePattern, Zone};
+use crate::intern::Interner;
 
 const VALID_PLACEHOLDERS: &str = "${gmtDate:PATTERN}, ${date:PATTERN}, \
      ${dateTimeZone:ZONE:PATTERN}, ${epoch}, ${epoch:ms}, ${epoch:s}, ${epoch:us}, ${milliseconds}";
@@ -47,12 +50,20 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
 /// A substituted path value is one segment: `/` and `?` are encoded as well.
 const PATH_SEGMENT: &AsciiSet = &QUERY_VALUE.add(b'/').add(b'?');
 
-/// A compiled URL template.
+/// A compiled URL template. Clones share one compiled copy, and so do templates compiled from
+/// the same text ([`crate::intern`]).
 #[derive(Clone, Debug)]
 pub struct UrlTemplate {
+    compiled: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     source: String,
     parts: Vec<Part>,
 }
+
+static COMPILED: LazyLock<Interner<Compiled>> = LazyLock::new(Interner::default);
 
 #[derive(Clone, Debug)]
 enum Part {
@@ -105,50 +116,17 @@ pub struct TemplateError {
 
 impl UrlTemplate {
     pub fn parse(template: &str) -> Result<UrlTemplate, TemplateError> {
-        let mut parts = Vec::new();
-        let mut place = Place::Path;
-        let mut text_start = 0;
-        let mut search_from = 0;
-        while let Some(found) = template[search_from..].find("${") {
-            let open = search_from + found;
-            let body_start = open + 2;
-            let close = closing_brace(template, body_start).ok_or_else(|| TemplateError {
-                offset: open,
-                message: format!(
-                    "unclosed \"${{\": no \"}}\" outside single quotes after \"{}\"",
-                    excerpt(&template[open..])
-                ),
-            })?;
-            let value = compile_placeholder(&template[body_start..close]).map_err(|message| {
-                TemplateError {
-                    offset: open,
-                    message,
-                }
-            })?;
-            if text_start < open {
-                let text = &template[text_start..open];
-                place = place.after(text);
-                parts.push(Part::Text(text.to_string()));
-            }
-            parts.push(Part::Value { value, place });
-            text_start = close + 1;
-            search_from = close + 1;
-        }
-        if text_start < template.len() {
-            parts.push(Part::Text(template[text_start..].to_string()));
-        }
-        Ok(UrlTemplate {
-            source: template.to_string(),
-            parts,
-        })
+        let compiled = COMPILED.get_or_compile(template, || compile(template))?;
+        Ok(UrlTemplate { compiled })
     }
 
     /// The template with every placeholder filled from `lower_bound`, each value
     /// percent-encoded for its place (path segment or query component); the operator's own
     /// text is kept as written.
     pub fn render(&self, lower_bound: DateTime<Utc>) -> String {
-        let mut out = String::with_capacity(self.source.len() + 16);
-        for part in &self.parts {
+        let Compiled { source, parts } = &*self.compiled;
+        let mut out = String::with_capacity(source.len() + 16);
+        for part in parts {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Value { value, place } => {
@@ -162,8 +140,47 @@ impl UrlTemplate {
 
     /// The template as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.compiled.source
     }
+}
+
+/// Text and placeholders, in order.
+fn compile(template: &str) -> Result<Compiled, TemplateError> {
+    let mut parts = Vec::new();
+    let mut place = Place::Path;
+    let mut text_start = 0;
+    let mut search_from = 0;
+    while let Some(found) = template[search_from..].find("${") {
+        let open = search_from + found;
+        let body_start = open + 2;
+        let close = closing_brace(template, body_start).ok_or_else(|| TemplateError {
+            offset: open,
+            message: format!(
+                "unclosed \"${{\": no \"}}\" outside single quotes after \"{}\"",
+                excerpt(&template[open..])
+            ),
+        })?;
+        let value =
+            compile_placeholder(&template[body_start..close]).map_err(|message| TemplateError {
+                offset: open,
+                message,
+            })?;
+        if text_start < open {
+            let text = &template[text_start..open];
+            place = place.after(text);
+            parts.push(Part::Text(text.to_string()));
+        }
+        parts.push(Part::Value { value, place });
+        text_start = close + 1;
+        search_from = close + 1;
+    }
+    if text_start < template.len() {
+        parts.push(Part::Text(template[text_start..].to_string()));
+    }
+    Ok(Compiled {
+        source: template.to_string(),
+        parts,
+    })
 }
 
 impl Value {

@@ -28,16 +28,28 @@ mod parse;
 mod resolve;
 mod zone;
 
+use std::sync::{Arc, LazyLock};
+
 use chrono::{DateTime, Utc};
+
+use crate::intern::Interner;
 
 pub use zone::{Zone, ZoneError};
 
-/// A compiled date pattern, or one of the pseudo formats `milliseconds` / `seconds`.
+/// A compiled date pattern, or one of the pseudo formats `milliseconds` / `seconds`. Clones
+/// share one compiled copy, and so do patterns compiled from the same text ([`crate::intern`]).
 #[derive(Clone, Debug)]
 pub struct DatePattern {
+    compiled: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     source: String,
     kind: Kind,
 }
+
+static COMPILED: LazyLock<Interner<Compiled>> = LazyLock::new(Interner::default);
 
 #[derive(Clone, Debug)]
 enum Kind {
@@ -74,24 +86,27 @@ impl DateParseError {
 
 impl DatePattern {
     pub fn compile(pattern: &str) -> Result<DatePattern, PatternError> {
-        let kind = match pattern.trim() {
-            name if name.eq_ignore_ascii_case("milliseconds") => Kind::EpochMillis,
-            name if name.eq_ignore_ascii_case("seconds") => Kind::EpochSeconds,
-            _ => Kind::Tokens(compile::tokenize(pattern)?),
-        };
-        Ok(DatePattern {
-            source: pattern.to_string(),
-            kind,
-        })
+        let compiled = COMPILED.get_or_compile(pattern, || {
+            let kind = match pattern.trim() {
+                name if name.eq_ignore_ascii_case("milliseconds") => Kind::EpochMillis,
+                name if name.eq_ignore_ascii_case("seconds") => Kind::EpochSeconds,
+                _ => Kind::Tokens(compile::tokenize(pattern)?),
+            };
+            Ok(Compiled {
+                source: pattern.to_string(),
+                kind,
+            })
+        })?;
+        Ok(DatePattern { compiled })
     }
 
     /// The pattern as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.compiled.source
     }
 
     pub fn format(&self, instant: DateTime<Utc>, zone: &Zone) -> String {
-        match &self.kind {
+        match &self.compiled.kind {
             Kind::EpochMillis => instant.timestamp_millis().to_string(),
             Kind::EpochSeconds => instant.timestamp().to_string(),
             Kind::Tokens(tokens) => format::format_tokens(tokens, instant, zone),
@@ -110,14 +125,14 @@ impl DatePattern {
         zone: &Zone,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, DateParseError> {
-        let parsed = match &self.kind {
+        let parsed = match &self.compiled.kind {
             Kind::EpochMillis => parse::parse_epoch_millis(text),
             Kind::EpochSeconds => parse::parse_epoch_seconds(text),
             Kind::Tokens(tokens) => parse::parse_tokens(tokens, text, zone, now),
         };
         parsed.map_err(|reason| DateParseError {
             text: text.to_string(),
-            pattern: self.source.clone(),
+            pattern: self.compiled.source.clone(),
             reason,
         })
     }

@@ -90,7 +90,7 @@ pub fn poll_loop(
     let key = ResourceKey::new(&instance.name, &resource.name);
     let alive = AliveGuard::enter(&shared, key.clone());
     let reconciling = Reconciling::start(&shared, &resource, key, &status);
-    let poll = ResourcePoll {
+    let mut poll = ResourcePoll {
         shared,
         instance,
         element,
@@ -102,7 +102,9 @@ pub fn poll_loop(
         reconciling,
         _alive: alive,
     };
-    poll.run(cancel).instrument(span)
+    // `poll` is captured by the block and borrowed by `run`: held once. (An `async fn` taking
+    // it by value would keep it twice, as its argument and as its local.)
+    async move { poll.run(&cancel).await }.instrument(span)
 }
 
 /// A resource's DELETED check while its poll loop runs: when the next reconcile is due, and the
@@ -210,13 +212,13 @@ struct ResourcePoll {
 }
 
 impl ResourcePoll {
-    async fn run(mut self, cancel: CancellationToken) {
+    async fn run(&mut self, cancel: &CancellationToken) {
         let interval = self.instance.refresh_interval;
         let mut delay = first_run_delay(interval);
         loop {
             set_next(&self.status, delay);
             let poll_at = crate::time_math::tokio_deadline_in(delay);
-            if !self.reconcile_until(poll_at, &cancel).await {
+            if !self.reconcile_until(poll_at, cancel).await {
                 return;
             }
             let permit = tokio::select! {
