@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus,
-    MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus,
-    ResourceStatusView, StatusReport, TaskPanicView,
+    AdminBackend, ClusterStatus, CorruptView, DeadLetterSummaryView, DeadLetterView,
+    InstanceStatus, LeaseStatusView, MassDeleteView, NodeStatusView, ReconcileCommand,
+    ReconcileStatusView, ReconcileView, ReloadStatus, ResourceStatusView, StatusReport,
+    TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
@@ -25,6 +26,8 @@ pub struct DaemonAdmin {
     pub store: Arc<dyn Store>,
     pub shared: PollShared,
     pub deliverer: Deliverer,
+    /// On a node sharing a PostgreSQL store: its leases.
+    pub leases: Option<Arc<super::lease::Leases>>,
 }
 
 impl DaemonAdmin {
@@ -242,6 +245,45 @@ fn corrupt_replay_error(replayed: usize, refused: &[(String, String)]) -> String
     )
 }
 
+/// The live nodes and every lease, as the database has them.
+fn cluster_status(leases: &super::lease::Leases) -> ClusterStatus {
+    let node_id = leases.node_id().to_string();
+    let view = match leases.store().cluster(leases.ttl()) {
+        Ok(view) => view,
+        Err(e) => {
+            return ClusterStatus {
+                node_id,
+                error: Some(e.to_string()),
+                ..ClusterStatus::default()
+            };
+        }
+    };
+    ClusterStatus {
+        node_id,
+        nodes: view
+            .nodes
+            .into_iter()
+            .map(|n| NodeStatusView {
+                node_id: n.node_id,
+                started_at: n.started_at,
+                heartbeat_at: n.heartbeat_at,
+                leases: n.leases,
+            })
+            .collect(),
+        leases: view
+            .leases
+            .into_iter()
+            .map(|l| LeaseStatusView {
+                instance: l.instance,
+                owner: l.owner,
+                epoch: l.epoch,
+                expires_at: l.expires_at,
+            })
+            .collect(),
+        error: None,
+    }
+}
+
 impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
         // Served from counts: the letters themselves (each with its body) are not read.
@@ -294,6 +336,7 @@ impl AdminBackend for DaemonAdmin {
             dead_letters: stats.dead_letters,
             dead_letter_summary,
             last_reload: self.last_reload.lock().expect("reload").clone(),
+            cluster: self.leases.as_deref().map(cluster_status),
         }
     }
 
