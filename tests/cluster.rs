@@ -415,6 +415,7 @@ async fn nodes_share_the_instances_and_survive_kill_stop_term_a_restart_and_a_jo
         "not every resource was polled once:\n{}",
         c.logs()
     );
+    check_status(&c, &three).await;
     let stop_changes = Arc::new(AtomicBool::new(false));
     let changes = start_changes(c.sim.clone(), c.created.clone(), stop_changes.clone());
 
@@ -598,6 +599,56 @@ async fn nodes_share_the_instances_and_survive_kill_stop_term_a_restart_and_a_jo
         created.len(),
         c.deliveries.versions.len(),
         started.elapsed()
+    );
+}
+
+/// `pollerd status` on the first node lists the live nodes, every instance's owner and epoch,
+/// and runs exactly the instances the database says it holds.
+async fn check_status(c: &Cluster, live: &[&str]) {
+    let status_of = |args: &[&str]| {
+        let mut command = support::pollerd_command(&c.nodes[0].dir, args);
+        command.env("POLLERD_TEST_PG_URL", &c.url);
+        support::output_async(command)
+    };
+    let out = status_of(&["status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cluster = &status["cluster"];
+    assert_eq!(cluster["node_id"], "node-0", "{cluster}");
+    let nodes: Vec<&str> = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, live, "{cluster}");
+    let leases = cluster["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), INSTANCES);
+    for lease in leases {
+        assert!(live.contains(&lease["owner"].as_str().unwrap()), "{lease}");
+        assert!(lease["epoch"].as_i64().unwrap() >= 1, "{lease}");
+    }
+    let running: Vec<&str> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    let held: Vec<&str> = leases
+        .iter()
+        .filter(|l| l["owner"] == "node-0")
+        .map(|l| l["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, held, "node-0 runs what it holds, and only that");
+    let text = status_of(&["status"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("{} live nodes", live.len())),
+        "{text}"
     );
 }
 

@@ -154,19 +154,26 @@ impl Deliverer {
 
     /// A commit added to `key`'s queue: make sure a worker is on it.
     pub fn wake(&self, key: &ResourceKey) {
-        ensure_worker(&self.inner, key);
+        if self.delivers(key) {
+            ensure_worker(&self.inner, key);
+        }
     }
 
     /// Starts workers for every non-empty queue (at start, and after targets change).
     pub fn wake_all(&self) -> Result<(), StoreError> {
-        let routed_only = self.inner.routed_only.load(Ordering::Relaxed);
         for key in self.inner.store.queues()? {
-            if routed_only && self.inner.routes.get(&key.instance).is_none() {
-                continue;
+            if self.delivers(&key) {
+                ensure_worker(&self.inner, &key);
             }
-            ensure_worker(&self.inner, &key);
         }
         Ok(())
+    }
+
+    /// Whether this node delivers `key`'s queue: every queue, or with
+    /// [`Deliverer::deliver_routed_only`] those of instances with a target.
+    fn delivers(&self, key: &ResourceKey) -> bool {
+        !self.inner.routed_only.load(Ordering::Relaxed)
+            || self.inner.routes.get(&key.instance).is_some()
     }
 
     /// Delivers only the queues of instances given a target (on a node sharing its store with
