@@ -567,6 +567,28 @@ async fn nodes_share_the_instances_and_survive_kill_stop_term_a_restart_and_a_jo
         joined.len() * RESOURCES.len()
     );
 
+    // A node whose file of an instance is removed releases it, and another node takes it on.
+    let owner_of = |c: &Cluster, name: &str| c.owners().get(name).cloned().flatten();
+    let holder_id = owner_of(&c, "i000").expect("i000 is held");
+    let holder = c.nodes.iter().position(|n| n.id == holder_id).unwrap();
+    std::fs::remove_file(c.nodes[holder].dir.instances().join("i000.json")).unwrap();
+    wait_for("i000 taken by a node with its file", WAIT, || {
+        owner_of(&c, "i000").is_some_and(|owner| owner != holder_id)
+    })
+    .await;
+    let marker = c.marker();
+    assert!(
+        c.wait_delivered(&marker, &["i000".to_string()], WAIT).await,
+        "i000 after its file left {holder_id}:\n{}",
+        c.logs()
+    );
+    let said = "lease released: instance i000 (its file is gone from this node";
+    assert!(c.nodes[holder].dir.logs().contains(said), "{}", c.logs());
+    println!(
+        "i000's file removed from {holder_id}: now held by {:?}",
+        owner_of(&c, "i000")
+    );
+
     // Everything changed was delivered to every instance, each version under one eventId.
     stop_changes.store(true, Ordering::Relaxed);
     let made = changes.await.unwrap();
