@@ -78,14 +78,17 @@ impl Leases {
         for (name, _) in &held {
             self.fence.give_up(name);
         }
-        let released = self.store.release(self.node_id(), held.clone()).await;
+        let released = match self.store.release(self.node_id(), held.clone()).await {
+            Ok(released) => released,
+            Err(e) => {
+                // Unreleased, they expire after the TTL, and other nodes take them over then.
+                tracing::warn!("lease manager: cannot release {} lease(s): {e}", held.len());
+                Vec::new()
+            }
+        };
         self.releasing().retain(|name| !instances.contains(name));
-        if let Err(e) = &released {
-            // Unreleased, they expire after the TTL, and other nodes take them over then.
-            tracing::warn!("lease manager: cannot release {} lease(s): {e}", held.len());
-        }
         let count = self.fence.held().len();
-        for (instance, epoch) in &held {
+        for (instance, epoch) in held.iter().filter(|(name, _)| released.contains(name)) {
             LeaseReleased {
                 instance,
                 epoch: *epoch,
