@@ -28,13 +28,13 @@ use support::{Daemon, DaemonDir, WAIT, holds_within, wait_for};
 
 const INSTANCES: usize = 100;
 const RENEW: Duration = Duration::from_secs(1);
-const TTL: Duration = Duration::from_secs(3);
+const TTL: Duration = Duration::from_secs(5);
 /// `event.poller.refresh_interval`, minutes: 3 s.
 const INTERVAL_MINUTES: &str = "0.05";
 /// The bound on a takeover after a `kill -9`.
 const TAKEOVER_MAX: Duration = Duration::from_secs(30);
 /// How often the test's background task changes a record.
-const CHANGE_EVERY: Duration = Duration::from_millis(500);
+const CHANGE_EVERY: Duration = Duration::from_millis(1000);
 
 /// The resources of every instance: name, hub URL, created-date field, simulator kind.
 const RESOURCES: [(&str, &str, &str, RecordKind); 3] = [
@@ -671,6 +671,20 @@ async fn check_status(c: &Cluster, live: &[&str]) {
     assert!(
         text.contains(&format!("{} live nodes", live.len())),
         "{text}"
+    );
+    // A reconcile asked of a node that does not hold the instance names the node that does.
+    let elsewhere = leases
+        .iter()
+        .find(|l| l["owner"] != "node-0")
+        .expect("another node holds some");
+    let instance = elsewhere["instance"].as_str().unwrap();
+    let out = status_of(&["reconcile", instance, "--dry-run"]).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    let owner = elsewhere["owner"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("runs on node {owner}, which holds its lease")),
+        "{said}"
     );
 }
 

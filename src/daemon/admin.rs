@@ -100,6 +100,25 @@ fn reconcile_view(s: &ReconcileStatus) -> ReconcileStatusView {
 }
 
 impl DaemonAdmin {
+    /// Why `instance` does not run on this node: not loaded, or (on a shared store) another
+    /// node holds its lease, named so the operator asks that one.
+    fn not_running_here(&self, instance: &str) -> String {
+        let owner = self.leases.as_deref().and_then(|leases| {
+            let view = leases.store().cluster(leases.ttl()).ok()?;
+            let lease = view.leases.into_iter().find(|l| l.instance == instance)?;
+            Some((leases.node_id().to_string(), lease.owner))
+        });
+        match owner {
+            Some((here, Some(owner))) if owner != here => format!(
+                "instance {instance:?} runs on node {owner}, which holds its lease (this is node {here}): ask that node"
+            ),
+            Some((here, _)) => format!(
+                "instance {instance:?} does not run on node {here}: no node holds its lease now"
+            ),
+            None => format!("no instance {instance:?} is loaded"),
+        }
+    }
+
     /// The running resources a reconcile command names, with where to ask each; an error names
     /// what is not there.
     fn reconcile_targets(
@@ -108,7 +127,7 @@ impl DaemonAdmin {
     ) -> Result<Vec<(String, tokio::sync::mpsc::Sender<ReconcileAsk>)>, String> {
         let registry = self.registry.read().expect("registry");
         let Some(view) = registry.iter().find(|v| v.spec.name == command.instance) else {
-            return Err(format!("no instance {:?} is loaded", command.instance));
+            return Err(self.not_running_here(&command.instance));
         };
         let checked: Vec<&str> = view
             .spec

@@ -296,6 +296,17 @@ impl Manager {
         }
     }
 
+    /// A claim failed; the leases held are renewed as before.
+    fn claim_failed(&mut self, reason: &str) {
+        if !std::mem::replace(&mut self.trouble, true) {
+            tracing::warn!(
+                "lease manager: node {} cannot claim leases: {reason}; retrying every {:?}",
+                self.leases.node_id(),
+                self.leases.settings.renew
+            );
+        }
+    }
+
     fn round_failed(&mut self, reason: &str) {
         if !std::mem::replace(&mut self.trouble, true) {
             tracing::warn!(
@@ -366,11 +377,14 @@ impl Manager {
             share - kept_count,
             leases.settings.ttl,
         );
-        let claims = match tokio::time::timeout_at(sent_at + leases.settings.ttl, claims).await {
+        // Bounded by the renew interval, so that a slow claim never holds back the next renewal.
+        let claims = match tokio::time::timeout_at(sent_at + leases.settings.renew, claims).await {
             Ok(Ok(claims)) => claims,
-            Ok(Err(e)) => return self.round_failed(&e.to_string()),
+            Ok(Err(e)) => return self.claim_failed(&e.to_string()),
             // Claimed or not, unknown: any it got expire unrenewed, and are claimed again.
-            Err(_) => return self.round_failed("PostgreSQL did not answer a claim in time"),
+            Err(_) => {
+                return self.claim_failed("PostgreSQL did not answer within the renew interval");
+            }
         };
         if claims.is_empty() {
             return;

@@ -106,8 +106,10 @@ impl Db {
         }
     }
 
-    /// One transaction: this node's heartbeat, its leases in `held` renewed for `ttl` where it
-    /// still holds them at their epoch, and the counts its fair share is computed from.
+    /// One statement (one round trip, so a loaded server or network delays it least): this
+    /// node's heartbeat, its leases in `held` renewed for `ttl` where it still holds them at
+    /// their epoch, and the counts its fair share is computed from. The counts see the database
+    /// as the statement started, so this node is counted apart from the others.
     pub(super) async fn heartbeat(
         &self,
         node: &str,
@@ -116,50 +118,38 @@ impl Db {
         ttl: Duration,
     ) -> Result<Heartbeat, StoreError> {
         let action = format!("renew the leases of node {node}");
-        let mut client = self.client(&action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        tx.execute(
-            "INSERT INTO pollerd_nodes (node_id) VALUES ($1) \
-             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()",
-            &[&node],
-        )
-        .await
-        .map_err(|e| self.error(&action, &e))?;
+        let client = self.client(&action).await?;
         let (names, epochs): (Vec<&str>, Vec<i64>) = held
             .iter()
             .map(|(name, epoch)| (name.as_str(), *epoch))
             .unzip();
-        let rows = tx
-            .query(
-                "UPDATE pollerd_leases l SET expires_at = now() + $4::int8 * interval '1 millisecond' \
-                 FROM unnest($2::text[], $3::int8[]) AS h(instance, epoch) \
-                 WHERE l.instance = h.instance AND l.epoch = h.epoch AND l.owner = $1 \
-                 RETURNING l.instance",
-                &[&node, &names, &epochs, &ms(ttl)],
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        let renewed = rows.iter().map(|row| row.get(0)).collect();
-        let counts = tx
+        let row = client
             .query_one(
-                "SELECT \
-                 (SELECT count(*) FROM pollerd_nodes \
-                  WHERE heartbeat_at > now() - $1::int8 * interval '1 millisecond'), \
-                 (SELECT count(*) FROM pollerd_leases \
-                  WHERE owner IS NOT NULL AND expires_at > now() AND NOT instance = ANY($2))",
-                &[&ms(ttl), &wanted],
+                "WITH beat AS ( \
+                   INSERT INTO pollerd_nodes (node_id) VALUES ($1) \
+                   ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now() RETURNING 1), \
+                 renewed AS ( \
+                   UPDATE pollerd_leases l \
+                   SET expires_at = now() + $4::int8 * interval '1 millisecond' \
+                   FROM unnest($2::text[], $3::int8[]) AS h(instance, epoch) \
+                   WHERE l.instance = h.instance AND l.epoch = h.epoch AND l.owner = $1 \
+                   RETURNING l.instance) \
+                 SELECT \
+                   (SELECT coalesce(array_agg(instance), '{}') FROM renewed), \
+                   (SELECT count(*) FROM beat), \
+                   (SELECT count(*) FROM pollerd_nodes WHERE node_id <> $1 \
+                    AND heartbeat_at > now() - $4::int8 * interval '1 millisecond'), \
+                   (SELECT count(*) FROM pollerd_leases \
+                    WHERE owner IS NOT NULL AND expires_at > now() AND NOT instance = ANY($5))",
+                &[&node, &names, &epochs, &ms(ttl), &wanted],
             )
             .await
             .map_err(|e| self.error(&action, &e))?;
-        tx.commit().await.map_err(|e| self.error(&action, &e))?;
         let wanted = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
         Ok(Heartbeat {
-            renewed,
-            live_nodes: count(&counts, 0).max(1),
-            instances: count(&counts, 1).saturating_add(wanted),
+            renewed: row.get(0),
+            live_nodes: count(&row, 2).saturating_add(1),
+            instances: count(&row, 3).saturating_add(wanted),
         })
     }
 
