@@ -170,6 +170,7 @@ impl LeaseManager {
             claiming: claiming.clone(),
             valid_until: None,
             trouble: false,
+            claim_trouble: false,
         };
         let task = tokio::spawn(manager.run(cancel.clone()));
         let handle = LeaseManager {
@@ -240,6 +241,8 @@ struct Manager {
     valid_until: Option<Instant>,
     /// A round failed: logged once until one succeeds again.
     trouble: bool,
+    /// A claim failed: logged once until one succeeds again.
+    claim_trouble: bool,
 }
 
 impl Manager {
@@ -292,13 +295,13 @@ impl Manager {
         leases.lose(&lost, LeaseLossCause::Renewal, &self.changes);
         self.valid_until = Some(sent_at + leases.settings.ttl);
         if !self.claiming.is_cancelled() {
-            self.toward_share(&beat, &wanted, sent_at).await;
+            self.toward_share(&beat, &wanted).await;
         }
     }
 
     /// A claim failed; the leases held are renewed as before.
     fn claim_failed(&mut self, reason: &str) {
-        if !std::mem::replace(&mut self.trouble, true) {
+        if !std::mem::replace(&mut self.claim_trouble, true) {
             tracing::warn!(
                 "lease manager: node {} cannot claim leases: {reason}; retrying every {:?}",
                 self.leases.node_id(),
@@ -339,7 +342,7 @@ impl Manager {
     }
 
     /// Releases what is beyond this node's share (unwanted ones first), or claims up to it.
-    async fn toward_share(&mut self, beat: &Heartbeat, wanted: &[String], sent_at: Instant) {
+    async fn toward_share(&mut self, beat: &Heartbeat, wanted: &[String]) {
         let leases = self.leases.clone();
         let share = beat.instances.div_ceil(beat.live_nodes.max(1));
         let releasing = leases.releasing().clone();
@@ -378,7 +381,7 @@ impl Manager {
             leases.settings.ttl,
         );
         // Bounded by the renew interval, so that a slow claim never holds back the next renewal.
-        let claims = match tokio::time::timeout_at(sent_at + leases.settings.renew, claims).await {
+        let claims = match tokio::time::timeout(leases.settings.renew, claims).await {
             Ok(Ok(claims)) => claims,
             Ok(Err(e)) => return self.claim_failed(&e.to_string()),
             // Claimed or not, unknown: any it got expire unrenewed, and are claimed again.
@@ -386,6 +389,9 @@ impl Manager {
                 return self.claim_failed("PostgreSQL did not answer within the renew interval");
             }
         };
+        if std::mem::take(&mut self.claim_trouble) {
+            tracing::info!("lease manager: claiming works again");
+        }
         if claims.is_empty() {
             return;
         }
