@@ -174,6 +174,33 @@ impl LabelValue for ReloadOutcome {
     }
 }
 
+/// Why this node lost a lease (`pollerd_lease_lost_total{cause}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseLossCause {
+    /// A write of the instance was refused: another node holds the lease now.
+    Write,
+    /// The renewal found the lease held by another node, or at another epoch.
+    Renewal,
+    /// Not renewed in time (PostgreSQL unreachable, or this node paused): given up unrenewed.
+    Expired,
+}
+
+impl LabelValue for LeaseLossCause {
+    const ALL: &'static [LeaseLossCause] = &[
+        LeaseLossCause::Write,
+        LeaseLossCause::Renewal,
+        LeaseLossCause::Expired,
+    ];
+
+    fn as_label(self) -> &'static str {
+        match self {
+            LeaseLossCause::Write => "write",
+            LeaseLossCause::Renewal => "renewal",
+            LeaseLossCause::Expired => "expired",
+        }
+    }
+}
+
 /// `pollerd_task_panics_total{task}`.
 impl LabelValue for TaskKind {
     const ALL: &'static [TaskKind] = &[TaskKind::Poll, TaskKind::Delivery];
@@ -253,6 +280,9 @@ struct Instruments {
     corrupt_set_aside: Gauge,
     reloads: LabelledCounter<ReloadOutcome>,
     task_panics: LabelledCounter<TaskKind>,
+    leases_held: Gauge,
+    lease_takeovers: Counter,
+    lease_lost: LabelledCounter<LeaseLossCause>,
 }
 
 /// The daemon's metrics. Cloning is cheap and every clone updates the same values. What updates
@@ -352,6 +382,24 @@ impl Metrics {
                 "Poll tasks and delivery workers that panicked (a bug) and were started again",
                 "task",
             ),
+            leases_held: register(
+                &mut r,
+                "leases_held",
+                "Instance leases this node holds (PostgreSQL store)",
+                Gauge::default(),
+            ),
+            lease_takeovers: register(
+                &mut r,
+                "lease_takeovers",
+                "Expired leases of other nodes this node took over",
+                Counter::default(),
+            ),
+            lease_lost: LabelledCounter::register(
+                &mut r,
+                "lease_lost",
+                "Leases this node lost before releasing them, by cause",
+                "cause",
+            ),
             // Last: every registration above borrowed it.
             registry: r,
         };
@@ -416,6 +464,18 @@ impl Metrics {
     /// A task panicked and was started again.
     pub fn task_panic(&self, task: TaskKind) {
         self.instruments.task_panics.inc_by(task, 1);
+    }
+
+    pub fn set_leases_held(&self, n: u64) {
+        self.instruments.leases_held.set(gauge_value(n));
+    }
+
+    pub fn lease_takeover(&self) {
+        self.instruments.lease_takeovers.inc();
+    }
+
+    pub fn lease_lost(&self, cause: LeaseLossCause) {
+        self.instruments.lease_lost.inc_by(cause, 1);
     }
 
     /// The OpenMetrics text exposition of every metric.

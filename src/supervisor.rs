@@ -4,8 +4,12 @@
 //! running (the error is reported), a removed file stops its instance, and an instance whose
 //! spec changed is stopped — its tasks awaited — before the new version starts, so two pollers
 //! never run for the same resource.
+//!
+//! On a node sharing a PostgreSQL store, only the instances whose lease the node holds run
+//! ([`Supervisor::lease_gated`], [`Supervisor::set_held`]): files ∩ held leases. One that stops
+//! for its lease stops its deliveries too, since another node delivers its queue now.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +73,9 @@ pub struct Supervisor {
     sources: SecretSources,
     files: BTreeMap<PathBuf, FileState>,
     running: HashMap<String, Running>,
+    /// The instances whose lease this node holds, on a node sharing its store; `None` when every
+    /// loaded instance runs.
+    held: Option<HashSet<String>>,
 }
 
 impl Supervisor {
@@ -79,7 +86,35 @@ impl Supervisor {
             sources,
             files: BTreeMap::new(),
             running: HashMap::new(),
+            held: None,
         }
+    }
+
+    /// From now on only instances whose lease is held run (none until [`Supervisor::set_held`]).
+    pub fn lease_gated(&mut self) {
+        self.held = Some(HashSet::new());
+    }
+
+    /// The leases held changed: starts the instances newly held, and stops (their deliveries
+    /// too) those no longer held.
+    pub async fn set_held(&mut self, held: HashSet<String>) -> ReloadSummary {
+        self.held = Some(held);
+        let mut summary = ReloadSummary::default();
+        let desired = self.desired(&mut summary);
+        self.apply(desired, &mut summary).await;
+        summary
+    }
+
+    /// The names of the instances this node has a valid file for, held or not.
+    pub fn file_instances(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .files
+            .values()
+            .filter_map(|f| f.good.as_ref().map(|spec| spec.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Re-reads `changed` files (or every file of `dir` when `None`) and applies the result.
@@ -153,6 +188,9 @@ impl Supervisor {
             }
             desired.insert(spec.name.clone(), spec.clone());
         }
+        if let Some(held) = &self.held {
+            desired.retain(|name, _| held.contains(name));
+        }
         desired
     }
 
@@ -175,10 +213,16 @@ impl Supervisor {
             }
             let running = self.running.remove(&name).expect("listed");
             stop(running).await;
-            if !desired.contains_key(&name) {
-                tracing::info!(instance = %name, "instance stopped (its file is gone); queued notifications are still delivered");
-                summary.stopped.push(name);
+            if desired.contains_key(&name) {
+                continue;
             }
+            if self.held.is_some() {
+                self.deliverer.stop_instance(&name).await;
+                tracing::info!(instance = %name, "instance stopped: this node no longer holds its lease");
+            } else {
+                tracing::info!(instance = %name, "instance stopped (its file is gone); queued notifications are still delivered");
+            }
+            summary.stopped.push(name);
         }
         let mut names: Vec<&String> = desired.keys().collect();
         names.sort();

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
 use pollerd::admin::{
-    self, AdminBackend, AdminServer, DeadLetterView, InstanceStatus, ReloadStatus,
-    ResourceStatusView, StatusReport, TaskPanicView,
+    self, AdminBackend, AdminServer, ClusterStatus, DeadLetterView, InstanceStatus,
+    LeaseStatusView, NodeStatusView, ReloadStatus, ResourceStatusView, StatusReport, TaskPanicView,
 };
 use pollerd::cli::admin::{DeadLetterAction, render_dead_letters, render_status};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,7 @@ fn sample_report() -> StatusReport {
             ok: false,
             errors: vec!["rest.toml:3:7: error: unknown key".to_string()],
         }),
+        cluster: None,
     }
 }
 
@@ -477,6 +478,60 @@ fn render_status_notes_a_task_that_panicked_and_json_keeps_it() {
             .is_none()
     );
     assert!(!render_status(&sample_report()).contains("panicked"));
+}
+
+#[test]
+fn status_on_a_shared_store_lists_the_live_nodes_and_each_instances_owner_and_epoch() {
+    // One node alone (sled, or nothing shared) shows and serializes no cluster at all.
+    let alone = serde_json::to_value(sample_report()).unwrap();
+    assert!(alone.get("cluster").is_none(), "{alone}");
+    assert!(!render_status(&sample_report()).contains("live node"));
+
+    let mut report = sample_report();
+    let node = |id: &str, leases| NodeStatusView {
+        node_id: id.to_string(),
+        started_at: at(2026, 1, 2, 0, 0, 0),
+        heartbeat_at: at(2026, 1, 2, 3, 4, 5),
+        leases,
+    };
+    let lease = |instance: &str, owner: Option<&str>, epoch| LeaseStatusView {
+        instance: instance.to_string(),
+        owner: owner.map(str::to_string),
+        epoch,
+        expires_at: at(2026, 1, 2, 3, 4, 20),
+    };
+    report.cluster = Some(ClusterStatus {
+        node_id: "eu-1".into(),
+        nodes: vec![node("eu-1", 1), node("eu-2", 1)],
+        leases: vec![
+            lease("cw-prod", Some("eu-1"), 7),
+            lease("rest", Some("eu-2"), 2),
+            lease("spare", None, 3),
+        ],
+        error: None,
+    });
+    let text = render_status(&report);
+    assert!(
+        text.contains("node eu-1; 2 live nodes: eu-1 (1 lease), eu-2 (1 lease)"),
+        "{text}"
+    );
+    let row = |instance: &str| {
+        text.lines()
+            .find(|line| {
+                line.starts_with(instance) && (line.contains(" eu-") || line.contains("(free)"))
+            })
+            .unwrap_or_else(|| panic!("no lease row for {instance}:\n{text}"))
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("cw-prod"), ["cw-prod", "eu-1", "7"]);
+    assert_eq!(row("spare"), ["spare", "(free)", "3"]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["cluster"]["leases"][1]["owner"], "eu-2");
+    assert_eq!(json["cluster"]["leases"][1]["epoch"], 2);
+    let back: StatusReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
 }
 
 #[test]

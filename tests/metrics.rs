@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pollerd::metrics::{self, DeliveryOutcome, EventType, Metrics, PollOutcome, ReloadOutcome};
+use pollerd::metrics::{
+    self, DeliveryOutcome, EventType, LeaseLossCause, Metrics, PollOutcome, ReloadOutcome,
+};
 use pollerd::task_guard::TaskKind;
 use tokio_util::sync::CancellationToken;
 
@@ -257,9 +259,20 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         ("pollerd_store_corrupt_set_aside", "gauge"),
         ("pollerd_reloads", "counter"),
         ("pollerd_task_panics", "counter"),
+        ("pollerd_leases_held", "gauge"),
+        ("pollerd_lease_takeovers", "counter"),
+        ("pollerd_lease_lost", "counter"),
     ] {
         assert_eq!(exposition.kind(family), kind, "{family}");
     }
+    for cause in ["write", "renewal", "expired"] {
+        assert_eq!(
+            exposition.value("pollerd_lease_lost_total", &[("cause", cause)]),
+            0.0
+        );
+    }
+    assert_eq!(exposition.value("pollerd_leases_held", &[]), 0.0);
+    assert_eq!(exposition.value("pollerd_lease_takeovers_total", &[]), 0.0);
     for outcome in ["ok", "error", "baseline"] {
         assert_eq!(
             exposition.value("pollerd_polls_total", &[("outcome", outcome)]),
@@ -321,6 +334,13 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     metrics.task_panic(TaskKind::Delivery);
     metrics.task_panic(TaskKind::Poll);
     metrics.task_panic(TaskKind::Delivery);
+    metrics.set_leases_held(34);
+    metrics.set_leases_held(33);
+    metrics.lease_takeover();
+    metrics.lease_takeover();
+    metrics.lease_lost(LeaseLossCause::Write);
+    metrics.lease_lost(LeaseLossCause::Expired);
+    metrics.lease_lost(LeaseLossCause::Expired);
 
     let text = metrics.render();
     let exposition = parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"));
@@ -359,6 +379,13 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     assert_eq!((reloads("ok"), reloads("error")), (2.0, 1.0));
     let panics = |task| exposition.value("pollerd_task_panics_total", &[("task", task)]);
     assert_eq!((panics("poll"), panics("delivery")), (1.0, 2.0));
+    assert_eq!(exposition.value("pollerd_leases_held", &[]), 33.0);
+    assert_eq!(exposition.value("pollerd_lease_takeovers_total", &[]), 2.0);
+    let lost = |cause| exposition.value("pollerd_lease_lost_total", &[("cause", cause)]);
+    assert_eq!(
+        (lost("write"), lost("renewal"), lost("expired")),
+        (1.0, 0.0, 2.0)
+    );
 
     // Poll durations: 0.02, 0.1, 0.2, 1.5, 7 seconds.
     assert_eq!(

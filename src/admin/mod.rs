@@ -98,6 +98,41 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_summary: Option<DeadLetterSummaryView>,
     pub last_reload: Option<ReloadStatus>,
+    /// On a node sharing a PostgreSQL store: the live nodes and each instance's lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The nodes sharing the store and who holds each instance, as the database has them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub node_id: String,
+    /// Nodes whose heartbeat is younger than the lease TTL.
+    pub nodes: Vec<NodeStatusView>,
+    /// Every instance's lease, by name.
+    pub leases: Vec<LeaseStatusView>,
+    /// Why the rest is empty, when the database could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NodeStatusView {
+    pub node_id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Unexpired leases it holds.
+    pub leases: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LeaseStatusView {
+    pub instance: String,
+    /// `None` when free: released, or never claimed.
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The dead letters at a glance (`GET /v1/dead-letters` lists each).

@@ -165,7 +165,52 @@ pub fn render_status(report: &StatusReport) -> String {
     }
     write_status_totals(&mut out, report, &table);
     write_dead_letter_summary(&mut out, report);
+    write_cluster(&mut out, report);
     out
+}
+
+/// On a node sharing a PostgreSQL store: the live nodes, then who holds each instance.
+fn write_cluster(out: &mut String, report: &StatusReport) {
+    let Some(cluster) = &report.cluster else {
+        return;
+    };
+    out.push('\n');
+    if let Some(error) = &cluster.error {
+        let _ = writeln!(
+            out,
+            "node {}; the leases cannot be read: {}",
+            cluster.node_id,
+            one_line(error)
+        );
+        return;
+    }
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("{} ({})", node.node_id, plural(node.leases, "lease")))
+        .collect();
+    let line = format!(
+        "node {}; {}: {}",
+        cluster.node_id,
+        plural(cluster.nodes.len() as u64, "live node"),
+        nodes.join(", ")
+    );
+    out.push_str(&wrap(&line, "", "  "));
+    let rows: Vec<Vec<String>> = cluster
+        .leases
+        .iter()
+        .map(|lease| {
+            vec![
+                truncate(&lease.instance, MAX_INSTANCE_WIDTH),
+                lease.owner.clone().unwrap_or_else(|| "(free)".to_string()),
+                lease.epoch.to_string(),
+                short_time(Some(lease.expires_at)),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        write_table(out, &["INSTANCE", "OWNER", "EPOCH", "EXPIRES"], &rows, &[2]);
+    }
 }
 
 /// Version, pid, start time and the outcome of the last reload with its errors.
@@ -674,6 +719,7 @@ mod tests {
             dead_letters: 0,
             dead_letter_summary: None,
             last_reload: None,
+            cluster: None,
         };
         assert!(!render_status(&report).contains("dead letters:"));
         report.dead_letters = 5;

@@ -90,12 +90,25 @@ pub struct PostgresSettings {
     pub url: StoreUrl,
     /// Connections to the server, at most.
     pub pool_size: usize,
+    /// This node's name in the shared database (`[store] node_id`).
+    pub node_id: String,
+    /// How often the node renews its heartbeat and leases (`[store] lease_renew`).
+    pub lease_renew: Duration,
+    /// How long a lease lasts unrenewed before another node may take it (`[store] lease_ttl`).
+    pub lease_ttl: Duration,
 }
 
 /// `[store] pool_size` when unset.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// More connections than this would only crowd the server.
 pub const MAX_POOL_SIZE: u64 = 1024;
+/// `[store] lease_renew` and `lease_ttl` when unset.
+pub const DEFAULT_LEASE_RENEW: Duration = Duration::from_secs(5);
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+/// A shorter renew interval would only load the server.
+pub const MIN_LEASE_RENEW: Duration = Duration::from_millis(100);
+/// Longest `[store] node_id`, in bytes.
+pub const MAX_NODE_ID_BYTES: usize = 128;
 
 /// `[store] url`: a connection string (it may hold a password) or a secret reference to one.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,6 +229,9 @@ struct RawStore {
     engine: Option<toml::Spanned<EngineName>>,
     url: Option<toml::Spanned<RawUrl>>,
     pool_size: Option<toml::Spanned<Count>>,
+    node_id: Option<toml::Spanned<String>>,
+    lease_renew: Option<toml::Spanned<HumanDuration>>,
+    lease_ttl: Option<toml::Spanned<HumanDuration>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -389,17 +405,19 @@ impl Settings {
             .schedule
             .map(|s| s.into_iter().map(|d| d.0).collect())
             .unwrap_or_else(default_schedule);
+        let state_dir = raw.state_dir.map(rel).unwrap_or_else(|| {
+            env.state_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/pollerd"))
+        });
         Ok(Settings {
             file: file.map(Path::to_path_buf),
             instances_dir: raw
                 .instances_dir
                 .map(rel)
                 .unwrap_or_else(|| base.join("instances.d")),
-            state_dir: raw.state_dir.map(rel).unwrap_or_else(|| {
-                env.state_directory
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/pollerd"))
-            }),
+            store_engine: store_engine(path, text, &raw.store, env, &state_dir)?,
+            state_dir,
             admin_socket: raw.admin_socket.map(rel).unwrap_or_else(|| {
                 env.runtime_directory
                     .clone()
@@ -438,7 +456,6 @@ impl Settings {
                     .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
             },
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
-            store_engine: store_engine(path, text, &raw.store, env)?,
         })
     }
 }
@@ -451,6 +468,7 @@ fn store_engine(
     text: &str,
     raw: &RawStore,
     env: &Environment,
+    state_dir: &Path,
 ) -> Result<StoreEngine, Diagnostic> {
     let at = |span: std::ops::Range<usize>| Some(Position::of_offset(text, span.start));
     let engine = raw.engine.as_ref().map(|e| *e.get_ref());
@@ -458,6 +476,9 @@ fn store_engine(
         let stray = [
             raw.url.as_ref().map(|u| ("url", u.span())),
             raw.pool_size.as_ref().map(|p| ("pool_size", p.span())),
+            raw.node_id.as_ref().map(|n| ("node_id", n.span())),
+            raw.lease_renew.as_ref().map(|r| ("lease_renew", r.span())),
+            raw.lease_ttl.as_ref().map(|t| ("lease_ttl", t.span())),
         ];
         if let Some((key, span)) = stray.into_iter().flatten().next() {
             return Err(Diagnostic::error(
@@ -498,7 +519,97 @@ fn store_engine(
             format!("[store] url: {reason}"),
         ));
     }
-    Ok(StoreEngine::Postgres(PostgresSettings { url, pool_size }))
+    let (lease_renew, lease_ttl) = lease_times(path, text, raw)?;
+    Ok(StoreEngine::Postgres(PostgresSettings {
+        url,
+        pool_size,
+        node_id: node_id(path, text, raw, state_dir)?,
+        lease_renew,
+        lease_ttl,
+    }))
+}
+
+/// `[store] node_id`, or `HOSTNAME:STATE_DIR` (stable across restarts, and distinct for two
+/// daemons on one host, which need state directories of their own).
+fn node_id(
+    path: &Path,
+    text: &str,
+    raw: &RawStore,
+    state_dir: &Path,
+) -> Result<String, Diagnostic> {
+    let Some(written) = raw.node_id.as_ref() else {
+        return Ok(format!("{}:{}", hostname(), state_dir.display()));
+    };
+    let id = written.get_ref().trim();
+    let problem = if id.is_empty() {
+        Some("must not be empty".to_string())
+    } else if id.len() > MAX_NODE_ID_BYTES {
+        Some(format!("must be at most {MAX_NODE_ID_BYTES} bytes"))
+    } else if id.chars().any(char::is_control) {
+        Some("must not hold control characters".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Diagnostic::error(
+            path,
+            Some(Position::of_offset(text, written.span().start)),
+            format!("[store] node_id {problem}"),
+        )),
+        None => Ok(id.to_string()),
+    }
+}
+
+/// `[store] lease_renew` and `lease_ttl`: a renew at most half the TTL, so a lease survives one
+/// failed renew (a PostgreSQL restart, a slow answer) before it expires.
+fn lease_times(
+    path: &Path,
+    text: &str,
+    raw: &RawStore,
+) -> Result<(Duration, Duration), Diagnostic> {
+    let renew = raw
+        .lease_renew
+        .as_ref()
+        .map_or(DEFAULT_LEASE_RENEW, |r| r.get_ref().0);
+    let ttl = raw
+        .lease_ttl
+        .as_ref()
+        .map_or(DEFAULT_LEASE_TTL, |t| t.get_ref().0);
+    let at = |span: Option<std::ops::Range<usize>>| {
+        span.map(|span| Position::of_offset(text, span.start))
+    };
+    if renew < MIN_LEASE_RENEW {
+        return Err(Diagnostic::error(
+            path,
+            at(raw.lease_renew.as_ref().map(|r| r.span())),
+            format!("[store] lease_renew must be at least {MIN_LEASE_RENEW:?}"),
+        ));
+    }
+    if renew.saturating_mul(2) > ttl {
+        let span = raw
+            .lease_ttl
+            .as_ref()
+            .or(raw.lease_renew.as_ref())
+            .map(|s| s.span());
+        return Err(Diagnostic::error(
+            path,
+            at(span),
+            format!(
+                "[store] lease_ttl ({ttl:?}) must be at least twice lease_renew ({renew:?}), so a \
+                 lease outlives one failed renew"
+            ),
+        ));
+    }
+    Ok((renew, ttl))
+}
+
+/// The host's name as the kernel has it; `localhost` where it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus,
-    MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus,
-    ResourceStatusView, StatusReport, TaskPanicView,
+    AdminBackend, ClusterStatus, CorruptView, DeadLetterSummaryView, DeadLetterView,
+    InstanceStatus, LeaseStatusView, MassDeleteView, NodeStatusView, ReconcileCommand,
+    ReconcileStatusView, ReconcileView, ReloadStatus, ResourceStatusView, StatusReport,
+    TaskPanicView,
 };
 use crate::delivery::Deliverer;
 use crate::poller::PollShared;
@@ -25,6 +26,8 @@ pub struct DaemonAdmin {
     pub store: Arc<dyn Store>,
     pub shared: PollShared,
     pub deliverer: Deliverer,
+    /// On a node sharing a PostgreSQL store: its leases.
+    pub leases: Option<Arc<super::lease::Leases>>,
 }
 
 impl DaemonAdmin {
@@ -97,6 +100,25 @@ fn reconcile_view(s: &ReconcileStatus) -> ReconcileStatusView {
 }
 
 impl DaemonAdmin {
+    /// Why `instance` does not run on this node: not loaded, or (on a shared store) another
+    /// node holds its lease, named so the operator asks that one.
+    fn not_running_here(&self, instance: &str) -> String {
+        let owner = self.leases.as_deref().and_then(|leases| {
+            let view = leases.store().cluster(leases.ttl()).ok()?;
+            let lease = view.leases.into_iter().find(|l| l.instance == instance)?;
+            Some((leases.node_id().to_string(), lease.owner))
+        });
+        match owner {
+            Some((here, Some(owner))) if owner != here => format!(
+                "instance {instance:?} runs on node {owner}, which holds its lease (this is node {here}): ask that node"
+            ),
+            Some((here, _)) => format!(
+                "instance {instance:?} does not run on node {here}: no node holds its lease now"
+            ),
+            None => format!("no instance {instance:?} is loaded"),
+        }
+    }
+
     /// The running resources a reconcile command names, with where to ask each; an error names
     /// what is not there.
     fn reconcile_targets(
@@ -105,7 +127,7 @@ impl DaemonAdmin {
     ) -> Result<Vec<(String, tokio::sync::mpsc::Sender<ReconcileAsk>)>, String> {
         let registry = self.registry.read().expect("registry");
         let Some(view) = registry.iter().find(|v| v.spec.name == command.instance) else {
-            return Err(format!("no instance {:?} is loaded", command.instance));
+            return Err(self.not_running_here(&command.instance));
         };
         let checked: Vec<&str> = view
             .spec
@@ -242,6 +264,45 @@ fn corrupt_replay_error(replayed: usize, refused: &[(String, String)]) -> String
     )
 }
 
+/// The live nodes and every lease, as the database has them.
+fn cluster_status(leases: &super::lease::Leases) -> ClusterStatus {
+    let node_id = leases.node_id().to_string();
+    let view = match leases.store().cluster(leases.ttl()) {
+        Ok(view) => view,
+        Err(e) => {
+            return ClusterStatus {
+                node_id,
+                error: Some(e.to_string()),
+                ..ClusterStatus::default()
+            };
+        }
+    };
+    ClusterStatus {
+        node_id,
+        nodes: view
+            .nodes
+            .into_iter()
+            .map(|n| NodeStatusView {
+                node_id: n.node_id,
+                started_at: n.started_at,
+                heartbeat_at: n.heartbeat_at,
+                leases: n.leases,
+            })
+            .collect(),
+        leases: view
+            .leases
+            .into_iter()
+            .map(|l| LeaseStatusView {
+                instance: l.instance,
+                owner: l.owner,
+                epoch: l.epoch,
+                expires_at: l.expires_at,
+            })
+            .collect(),
+        error: None,
+    }
+}
+
 impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
         // Served from counts: the letters themselves (each with its body) are not read.
@@ -294,6 +355,7 @@ impl AdminBackend for DaemonAdmin {
             dead_letters: stats.dead_letters,
             dead_letter_summary,
             last_reload: self.last_reload.lock().expect("reload").clone(),
+            cluster: self.leases.as_deref().map(cluster_status),
         }
     }
 

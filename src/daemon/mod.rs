@@ -2,7 +2,9 @@
 //! (store open, instances loaded, READY), reload (files or SIGHUP), graceful stop (SIGTERM).
 
 mod admin;
+mod lease;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc::Receiver;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, ReloadStatus};
@@ -22,10 +24,11 @@ use crate::element::ProviderClient;
 use crate::internal_events::ReloadFinished;
 use crate::metrics::Metrics;
 use crate::poller::PollShared;
-use crate::store::{PostgresStore, SledStore, Store};
+use crate::store::{Fence, PostgresStore, SledStore, Store};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
 use crate::systemd::{Notifier, Part, Progress};
 use crate::watch::{Changes, watch_instances};
+use lease::{LeaseChange, LeaseManager, LeaseSettings};
 
 /// Everything the running daemon holds.
 pub struct Daemon {
@@ -37,30 +40,74 @@ pub struct Daemon {
     registry: Arc<RwLock<Vec<InstanceView>>>,
     last_reload: Arc<Mutex<Option<ReloadStatus>>>,
     shared: PollShared,
+    /// On a node sharing a PostgreSQL store: its leases, and the instances it holds.
+    cluster: Option<Cluster>,
 }
 
-/// The store engine the settings choose: sled in the state directory, or PostgreSQL.
-async fn open_store(settings: &Settings, env: &Environment) -> anyhow::Result<Arc<dyn Store>> {
-    match &settings.store_engine {
-        StoreEngine::Sled => Ok(Arc::new(SledStore::open(
-            &settings.state_dir,
-            settings.store_cache_bytes,
-        )?)),
-        StoreEngine::Postgres(postgres) => {
-            let url = postgres
-                .url
-                .resolve(env)
-                .map_err(|reason| anyhow::anyhow!("[store] url: {reason}"))?;
-            let pool_size = postgres.pool_size;
-            // Connecting and migrating the schema block: off the async workers.
-            let store =
-                tokio::task::spawn_blocking(move || PostgresStore::open(url.expose(), pool_size))
-                    .await
-                    .context("opening the PostgreSQL store")??;
-            tracing::info!(database = store.target(), "store: PostgreSQL");
-            Ok(Arc::new(store))
+/// A node's part in a cluster sharing a PostgreSQL store.
+struct Cluster {
+    manager: LeaseManager,
+    changes: UnboundedReceiver<LeaseChange>,
+    held: HashSet<String>,
+}
+
+/// What a PostgreSQL store needs besides the store: the leases' own connections and fence.
+struct LeaseParts {
+    store: Arc<PostgresStore>,
+    fence: Arc<Fence>,
+    refusals: UnboundedReceiver<String>,
+    settings: LeaseSettings,
+}
+
+/// Connections of the lease manager, apart from the store's pool: a busy pool must not delay
+/// a renewal past the TTL.
+const LEASE_POOL_SIZE: usize = 2;
+
+/// The store engine the settings choose: sled in the state directory, or PostgreSQL shared with
+/// other nodes (then with what its lease manager needs).
+async fn open_store(
+    settings: &Settings,
+    env: &Environment,
+) -> anyhow::Result<(Arc<dyn Store>, Option<LeaseParts>)> {
+    let postgres = match &settings.store_engine {
+        StoreEngine::Sled => {
+            let store = SledStore::open(&settings.state_dir, settings.store_cache_bytes)?;
+            return Ok((Arc::new(store), None));
         }
-    }
+        StoreEngine::Postgres(postgres) => postgres,
+    };
+    let url = postgres
+        .url
+        .resolve(env)
+        .map_err(|reason| anyhow::anyhow!("[store] url: {reason}"))?;
+    let (pool_size, ttl) = (postgres.pool_size, postgres.lease_ttl);
+    let (fence, refusals) = Fence::reporting(&postgres.node_id);
+    let fenced = fence.clone();
+    // Connecting and migrating the schema block: off the async workers.
+    let (store, lease_store) = tokio::task::spawn_blocking(move || {
+        let store = PostgresStore::open_fenced(url.expose(), pool_size, fenced, ttl)?;
+        let lease_store = PostgresStore::open(url.expose(), LEASE_POOL_SIZE)?;
+        Ok::<_, crate::store::StoreError>((store, lease_store))
+    })
+    .await
+    .context("opening the PostgreSQL store")??;
+    tracing::info!(
+        database = store.target(),
+        node = %postgres.node_id,
+        "store: PostgreSQL, shared: node {} runs the instances whose lease it holds",
+        postgres.node_id
+    );
+    let parts = LeaseParts {
+        store: Arc::new(lease_store),
+        fence,
+        refusals,
+        settings: LeaseSettings {
+            node_id: postgres.node_id.clone(),
+            renew: postgres.lease_renew,
+            ttl,
+        },
+    };
+    Ok((Arc::new(store), Some(parts)))
 }
 
 impl Daemon {
@@ -72,7 +119,7 @@ impl Daemon {
                 settings.state_dir.display()
             )
         })?;
-        let store = open_store(&settings, env).await?;
+        let (store, lease_parts) = open_store(&settings, env).await?;
         let metrics = Metrics::new();
         let deliverer = Deliverer::new(store.clone(), &settings.delivery, Some(metrics.clone()))
             .context("building the webhook client")?;
@@ -86,7 +133,23 @@ impl Daemon {
             credentials_dir: env.credentials_directory.clone(),
             unverified_credentials_ok: false,
         };
-        let supervisor = Supervisor::new(shared.clone(), deliverer.clone(), sources);
+        let mut supervisor = Supervisor::new(shared.clone(), deliverer.clone(), sources);
+        let cluster = lease_parts.map(|parts| {
+            supervisor.lease_gated();
+            deliverer.deliver_routed_only();
+            let (manager, changes) = LeaseManager::start(
+                parts.store,
+                parts.fence,
+                parts.refusals,
+                parts.settings,
+                metrics.clone(),
+            );
+            Cluster {
+                manager,
+                changes,
+                held: HashSet::new(),
+            }
+        });
         let mut daemon = Daemon {
             settings,
             store,
@@ -96,6 +159,7 @@ impl Daemon {
             registry: Arc::default(),
             last_reload: Arc::default(),
             shared,
+            cluster,
         };
         let summary = daemon.reload_instances(None).await;
         tracing::info!(
@@ -114,6 +178,9 @@ impl Daemon {
             .supervisor
             .reload(&self.settings.instances_dir, changed)
             .await;
+        if let Some(cluster) = &self.cluster {
+            cluster.manager.set_wanted(self.supervisor.file_instances());
+        }
         *self.registry.write().expect("registry") = self.supervisor.views();
         *self.last_reload.lock().expect("reload") = Some(ReloadStatus {
             at: Utc::now(),
@@ -129,6 +196,37 @@ impl Daemon {
         }
         .emit(&self.metrics);
         summary
+    }
+
+    /// Runs what the lease manager says: start the instances gained, stop those lost at once,
+    /// stop those to release and then release them.
+    async fn apply_lease_change(&mut self, change: LeaseChange) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let release = match change {
+            LeaseChange::Gained(names) => {
+                cluster.held.extend(names);
+                None
+            }
+            LeaseChange::Lost(names) => {
+                for name in &names {
+                    cluster.held.remove(name);
+                }
+                None
+            }
+            LeaseChange::Release(names, reason) => {
+                for name in &names {
+                    cluster.held.remove(name);
+                }
+                Some((names, reason))
+            }
+        };
+        self.supervisor.set_held(cluster.held.clone()).await;
+        *self.registry.write().expect("registry") = self.supervisor.views();
+        if let Some((names, reason)) = release {
+            cluster.manager.leases().release(&names, reason).await;
+        }
     }
 
     /// SIGHUP: settings and every instance file. Settings that only apply at start are reported.
@@ -158,6 +256,10 @@ impl Daemon {
             store: self.store.clone(),
             shared: self.shared.clone(),
             deliverer: self.deliverer.clone(),
+            leases: self
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.manager.leases().clone()),
         }
     }
 
@@ -185,12 +287,20 @@ impl Daemon {
         line
     }
 
-    /// Graceful stop: polling first, then deliveries within the grace period, then the store.
+    /// Graceful stop: polling first, then deliveries within the grace period, then the store;
+    /// on a shared store, the leases are released last (renewed until then), so the other nodes
+    /// take the instances over at their next round.
     pub async fn stop(mut self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.manager.stop_claiming();
+        }
         self.supervisor.stop_all().await;
         self.deliverer.shutdown().await;
         if let Err(e) = self.store.flush() {
             tracing::error!("flushing the store: {e}");
+        }
+        if let Some(cluster) = self.cluster.take() {
+            cluster.manager.stop().await;
         }
     }
 }
@@ -345,6 +455,14 @@ async fn serve_metrics(
     Ok(())
 }
 
+/// The lease manager's next word; never, without a cluster.
+async fn next_lease_change(cluster: &mut Option<Cluster>) -> Option<LeaseChange> {
+    match cluster {
+        Some(cluster) => cluster.changes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the main loop acts on between READY and the stop.
 struct MainLoop<'a> {
     daemon: &'a mut Daemon,
@@ -369,6 +487,9 @@ impl MainLoop<'_> {
                 _ = signals.int.recv() => break,
                 _ = signals.hup.recv() => self.reload_all().await,
                 Some(batch) = changes.recv() => self.reload_changed(batch, changes).await,
+                Some(change) = next_lease_change(&mut self.daemon.cluster) => {
+                    self.daemon.apply_lease_change(change).await;
+                }
                 _ = gauges.tick() => self.update_store_gauges(),
             }
             self.notifier.status(&self.daemon.summary_line());

@@ -18,6 +18,7 @@ mod tests;
 mod worker_set;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -64,6 +65,9 @@ struct Inner {
     /// Panics of delivery workers, and of the poll tasks the supervisor runs (`status` shows
     /// both, per resource).
     task_panics: TaskPanics,
+    /// Wake only the queues of instances with a route: on a node sharing its store, the other
+    /// queues are other nodes' to deliver.
+    routed_only: std::sync::atomic::AtomicBool,
 }
 
 /// Where each instance's notifications go, by instance name.
@@ -80,6 +84,10 @@ impl RouteTable {
 
     fn get(&self, instance: &str) -> Option<Arc<Route>> {
         self.0.read().expect("targets").get(instance).cloned()
+    }
+
+    fn remove(&self, instance: &str) {
+        self.0.write().expect("targets").remove(instance);
     }
 
     /// After a worker's panic: the routes are plain data, still whole.
@@ -120,6 +128,7 @@ impl Deliverer {
                 abandon: CancellationToken::new(),
                 metrics,
                 task_panics: TaskPanics::default(),
+                routed_only: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -145,15 +154,43 @@ impl Deliverer {
 
     /// A commit added to `key`'s queue: make sure a worker is on it.
     pub fn wake(&self, key: &ResourceKey) {
-        ensure_worker(&self.inner, key);
+        if self.delivers(key) {
+            ensure_worker(&self.inner, key);
+        }
     }
 
     /// Starts workers for every non-empty queue (at start, and after targets change).
     pub fn wake_all(&self) -> Result<(), StoreError> {
         for key in self.inner.store.queues()? {
-            ensure_worker(&self.inner, &key);
+            if self.delivers(&key) {
+                ensure_worker(&self.inner, &key);
+            }
         }
         Ok(())
+    }
+
+    /// Whether this node delivers `key`'s queue: every queue, or with
+    /// [`Deliverer::deliver_routed_only`] those of instances with a target.
+    fn delivers(&self, key: &ResourceKey) -> bool {
+        !self.inner.routed_only.load(Ordering::Relaxed)
+            || self.inner.routes.get(&key.instance).is_some()
+    }
+
+    /// Delivers only the queues of instances given a target (on a node sharing its store with
+    /// others, the instances whose lease it holds), instead of every queue in the store.
+    pub fn deliver_routed_only(&self) {
+        self.inner.routed_only.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops delivering `instance` at once: its target is dropped and its workers are aborted
+    /// (an attempt in flight is abandoned; its entry stays queued, for whoever delivers the
+    /// queue next, under the same event id).
+    pub async fn stop_instance(&self, instance: &str) {
+        self.inner.routes.remove(instance);
+        for worker in self.inner.workers.take_instance(instance) {
+            worker.abort();
+            let _ = worker.await;
+        }
     }
 
     /// The daemon's record of task panics: delivery workers' and poll tasks'.

@@ -46,6 +46,17 @@ impl WorkerSet {
         self.lock().remove(key);
     }
 
+    /// The handles of `instance`'s workers, which leave the set.
+    pub fn take_instance(&self, instance: &str) -> Vec<JoinHandle<()>> {
+        let mut handles = self.lock();
+        let keys: Vec<ResourceKey> = handles
+            .keys()
+            .filter(|key| key.instance == instance)
+            .cloned()
+            .collect();
+        keys.iter().filter_map(|key| handles.remove(key)).collect()
+    }
+
     /// Every worker's handle; the set is left empty.
     pub fn drain(&self) -> Vec<JoinHandle<()>> {
         self.lock().drain().map(|(_, h)| h).collect()

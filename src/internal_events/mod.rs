@@ -18,6 +18,7 @@
 //! `ResourceKey`; its set-aside lines are its own, their gauge read from its stats.)
 
 mod delivery;
+mod lease;
 mod poll;
 mod reconcile;
 mod reload;
@@ -25,6 +26,7 @@ mod reload;
 mod tests;
 
 pub use delivery::{DeadLettered, DeliveryFailed, NotificationDelivered};
+pub use lease::{LeaseClaimed, LeaseLost, LeaseReleased, ReleaseReason};
 pub use poll::{
     PollFailed, PollFinished, PollRecovered, ProviderClockTrusted, ProviderClockUntrusted,
     RecordSkipped, RunResumed,

@@ -214,6 +214,60 @@ fn a_reload_with_errors_is_counted_as_one_and_names_what_changed() {
 }
 
 #[test]
+fn lease_events_log_the_instance_and_epoch_and_count_held_takeovers_and_losses() {
+    let metrics = Metrics::new();
+    let out = written_while(Output::Text, "info", || {
+        LeaseClaimed {
+            instance: "acme",
+            epoch: 3,
+            expired_owner: None,
+            held: 1,
+        }
+        .emit(&metrics);
+        LeaseClaimed {
+            instance: "globex",
+            epoch: 8,
+            expired_owner: Some("node-b"),
+            held: 2,
+        }
+        .emit(&metrics);
+        LeaseReleased {
+            instance: "acme",
+            epoch: 3,
+            reason: ReleaseReason::Rebalance,
+            held: 1,
+        }
+        .emit(&metrics);
+        LeaseLost {
+            instance: "globex",
+            cause: crate::metrics::LeaseLossCause::Write,
+            held: 0,
+        }
+        .emit(&metrics);
+    });
+    for said in [
+        "lease claimed: instance acme (epoch 3, 1 held)",
+        "lease takeover: instance globex from node node-b, whose lease expired (epoch 8, 2 held)",
+        "lease released: instance acme (more than this node's share; epoch 3, 1 held)",
+        "lease lost: instance globex (a write was refused: another node holds it now)",
+    ] {
+        assert!(out.contains(said), "{said:?} not in {out}");
+    }
+    assert_eq!(sample(&metrics, "pollerd_leases_held"), 0.0);
+    assert_eq!(sample(&metrics, "pollerd_lease_takeovers_total"), 1.0);
+    let lost = |cause: &str| {
+        sample(
+            &metrics,
+            &format!("pollerd_lease_lost_total{{cause=\"{cause}\"}}"),
+        )
+    };
+    assert_eq!(
+        (lost("write"), lost("renewal"), lost("expired")),
+        (1.0, 0.0, 0.0)
+    );
+}
+
+#[test]
 fn events_without_metrics_still_log() {
     let out = in_poll_span(|| finished_run(Duration::ZERO).emit(None));
     assert!(one_line_in_span(&out).contains("3 event(s)"), "{out}");

@@ -309,6 +309,20 @@ impl Receiver {
         self.handle.shared.lock().requests.len()
     }
 
+    /// The requests from the `start`th on (in arrival order) up to the first not answered yet:
+    /// a caller reading a long stream advances `start` by the number returned, copying each
+    /// request once.
+    pub fn answered_from(&self, start: usize) -> Vec<ReceivedRequest> {
+        let shared = self.handle.shared.lock();
+        shared
+            .requests
+            .iter()
+            .skip(start)
+            .take_while(|request| request.status.is_some())
+            .cloned()
+            .collect()
+    }
+
     /// The requests answered with a 2xx status.
     pub fn accepted(&self) -> Vec<ReceivedRequest> {
         self.handle

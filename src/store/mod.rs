@@ -10,6 +10,7 @@
 
 mod bodylog;
 mod codec;
+mod fence;
 mod postgres;
 mod sled;
 
@@ -19,7 +20,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-pub use self::postgres::PostgresStore;
+pub use self::fence::Fence;
+pub use self::postgres::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView, PostgresStore};
 pub use self::sled::SledStore;
 use crate::object_id::ObjectId;
 
@@ -250,6 +252,23 @@ pub enum StoreError {
     CorruptDeadLetter { id: String, reason: String },
     #[error("store: refusing a commit for {key}: {reason}")]
     InvalidCommit { key: ResourceKey, reason: String },
+    /// A shared store refused a write of `instance`: this node does not hold its lease at the
+    /// epoch it claimed (the lease expired and another node took it, or was given up). Nothing
+    /// of the write landed; the node must stop the instance.
+    #[error(
+        "store: lease lost: node {node} no longer holds the lease of instance {instance}, so its write was refused (the instance stops here; the owner of the lease goes on)"
+    )]
+    LeaseLost { instance: String, node: String },
+}
+
+impl StoreError {
+    /// The instance whose lease this node lost, when that is the error.
+    pub fn lost_lease(&self) -> Option<&str> {
+        match self {
+            StoreError::LeaseLost { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
 }
 
 pub trait Store: Send + Sync + 'static {

@@ -3,6 +3,7 @@
 //! is wrong that never repeat a password.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pollerd::config::settings::{DEFAULT_POOL_SIZE, PostgresSettings, StoreEngine, StoreUrl};
 use pollerd::config::{Environment, Settings};
@@ -177,4 +178,73 @@ fn a_url_that_is_not_postgres_is_refused_without_repeating_it() {
         message.contains("POLLERD_TEST_SURELY_UNSET_PG_URL"),
         "{message}"
     );
+}
+
+const PG: &str = "[store]\nengine = \"postgres\"\nurl = \"postgres://db/p\"\n";
+
+#[test]
+fn a_node_is_named_by_its_host_and_state_directory_and_leases_renew_every_5_s_for_15_s() {
+    let env = Environment {
+        state_directory: Some(PathBuf::from("/var/lib/pollerd")),
+        ..Environment::default()
+    };
+    let settings = parse(PG, &env).unwrap();
+    let postgres = postgres_settings(&settings);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        postgres.node_id,
+        format!("{}:/var/lib/pollerd", host.trim())
+    );
+    assert_eq!(
+        (postgres.lease_renew, postgres.lease_ttl),
+        (Duration::from_secs(5), Duration::from_secs(15))
+    );
+    let text = format!("{PG}node_id = \"eu-1\"\nlease_renew = \"1s\"\nlease_ttl = \"3s\"\n");
+    let settings = parse(&text, &env).unwrap();
+    let postgres = postgres_settings(&settings);
+    assert_eq!(
+        (
+            postgres.node_id.as_str(),
+            postgres.lease_renew,
+            postgres.lease_ttl
+        ),
+        ("eu-1", Duration::from_secs(1), Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn lease_settings_that_cannot_work_name_their_line_and_column() {
+    let env = Environment::default();
+    let cases: [(String, (usize, usize), &str); 5] = [
+        (
+            format!("{PG}lease_renew = \"10s\"\n"),
+            (4, 15),
+            "lease_ttl (15s) must be at least twice lease_renew (10s)",
+        ),
+        (
+            format!("{PG}lease_renew = \"2s\"\nlease_ttl = \"3s\"\n"),
+            (5, 13),
+            "must be at least twice lease_renew",
+        ),
+        (
+            format!("{PG}lease_renew = \"10ms\"\n"),
+            (4, 15),
+            "lease_renew must be at least 100ms",
+        ),
+        (
+            format!("{PG}node_id = \" \"\n"),
+            (4, 11),
+            "node_id must not be empty",
+        ),
+        (
+            "[store]\nlease_ttl = \"30s\"\n".to_string(),
+            (2, 13),
+            "lease_ttl applies to engine = \"postgres\" only",
+        ),
+    ];
+    for (text, expected_at, expected_message) in cases {
+        let (at, message) = error_at(&text, &env);
+        assert_eq!(at, expected_at, "{text}: {message}");
+        assert!(message.contains(expected_message), "{text}: {message}");
+    }
 }

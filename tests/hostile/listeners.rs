@@ -187,6 +187,7 @@ impl AdminBackend for EmptyBackend {
             dead_letters: 0,
             dead_letter_summary: None,
             last_reload: None,
+            cluster: None,
         }
     }
     fn dead_letters(&self) -> Result<Vec<DeadLetterView>, String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::Receiver;
-use pollerd::store::{PostgresStore, Store};
+use pollerd::store::{Fence, LeaseClaim, PostgresStore, Store, StoreError};
 use serde_json::Value;
 
 use super::{POSTGRES_POOL_SIZE, key, page};
@@ -212,4 +212,217 @@ fn an_unreadable_head_is_set_aside_and_the_queue_goes_on() {
     assert!(store.drop_dead_letter(&entry.id).unwrap());
     assert!(store.corrupt_entries().unwrap().is_empty());
     assert_eq!(store.dead_letter_summary().unwrap().total(), 0);
+}
+
+/// Two nodes' handles on one database: `a` holds `instance` at the epoch it claims, with a lease
+/// so short that it has expired by the time `b` claims it in turn.
+struct TwoNodes {
+    url: String,
+    a: PostgresStore,
+    b: PostgresStore,
+    fence_a: Arc<Fence>,
+    fence_b: Arc<Fence>,
+}
+
+const LONG_TTL: Duration = Duration::from_secs(60);
+
+impl TwoNodes {
+    fn open() -> TwoNodes {
+        let url = support::postgres::fresh_database();
+        let fence_a = Fence::new("node-a");
+        let fence_b = Fence::new("node-b");
+        let a = PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap();
+        let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
+        TwoNodes {
+            url,
+            a,
+            b,
+            fence_a,
+            fence_b,
+        }
+    }
+}
+
+/// Claims `instance` for the node of `store` and `fence` (up to `WAIT` while someone else's
+/// lease has not expired yet), and lets its writes through.
+async fn claim(store: &PostgresStore, fence: &Fence, instance: &str, ttl: Duration) -> LeaseClaim {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let claims = store
+            .claim(fence.node_id(), vec![instance.to_string()], 1, ttl)
+            .await
+            .unwrap();
+        if let Some(claim) = claims.into_iter().next() {
+            fence.hold(&claim.instance, claim.epoch);
+            return claim;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} could not claim {instance} in {WAIT:?}",
+            fence.node_id()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_lease_lost(result: Result<(), StoreError>, instance: &str) {
+    match result {
+        Err(StoreError::LeaseLost {
+            instance: lost,
+            node,
+        }) => {
+            assert_eq!((lost.as_str(), node.as_str()), (instance, "node-a"));
+        }
+        other => panic!("a stale write must be refused as lease lost, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+async fn a_commit_under_a_stale_epoch_is_refused_and_the_new_owners_lands() {
+    let nodes = TwoNodes::open();
+    let k = key("cw", "contacts");
+    // Not claimed yet: no write of the instance passes.
+    assert_lease_lost(nodes.a.commit(page(&k, &["e0"], super::at(0))), "cw");
+    let first = claim(&nodes.a, &nodes.fence_a, "cw", Duration::from_millis(1)).await;
+    assert_eq!((first.epoch, first.expired_owner.as_deref()), (1, None));
+    nodes.a.commit(page(&k, &["e1"], super::at(1))).unwrap();
+
+    // Expired, so b takes it over: a's epoch is stale now, though a does not know it yet.
+    let taken = claim(&nodes.b, &nodes.fence_b, "cw", LONG_TTL).await;
+    assert_eq!(
+        (taken.epoch, taken.expired_owner.as_deref()),
+        (2, Some("node-a"))
+    );
+    assert_eq!(
+        nodes.fence_a.epoch("cw"),
+        Some(1),
+        "a still thinks it holds it"
+    );
+    assert_lease_lost(nodes.a.commit(page(&k, &["stale"], super::at(9))), "cw");
+    nodes.b.commit(page(&k, &["e2"], super::at(2))).unwrap();
+
+    // Only b's commits landed, in order; a's watermark and notification did not.
+    let head = nodes.b.outbox_front(&k, 10).unwrap();
+    assert_eq!(super::event_ids(&head), ["e1", "e2"]);
+    assert_eq!(nodes.b.watermark(&k).unwrap(), Some(super::at(2)));
+    // Every other write of a's is refused too, and changes nothing.
+    let seq = head[0].seq;
+    assert_lease_lost(nodes.a.ack(&k, seq), "cw");
+    assert_lease_lost(
+        nodes.a.record_failure(&k, seq, 1, super::at(5), "HTTP 503"),
+        "cw",
+    );
+    assert_lease_lost(nodes.a.dead_letter(&k, seq, 1, Some(400), "HTTP 400"), "cw");
+    assert_lease_lost(nodes.a.forget_known_ids(&k).map(|_| ()), "cw");
+    let reconcile = pollerd::store::ReconcileCommit::new(k.clone());
+    assert_lease_lost(nodes.a.commit_reconcile(reconcile), "cw");
+    let unchanged = nodes.b.outbox_head(&k).unwrap().unwrap();
+    assert_eq!((unchanged.seq, unchanged.attempts), (seq, 0));
+    assert!(nodes.b.dead_letters().unwrap().is_empty());
+    // The owner's own settlement goes through.
+    nodes.b.ack(&k, seq).unwrap();
+    assert_eq!(
+        super::event_ids(&nodes.b.outbox_front(&k, 10).unwrap()),
+        ["e2"]
+    );
+
+    // A store opened without a fence (tests, diagnostics) is not a node: it is not checked.
+    let plain = PostgresStore::open(&nodes.url, 1).unwrap();
+    plain.commit(page(&k, &["e3"], super::at(3))).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+async fn leases_are_claimed_within_a_limit_renewed_released_and_counted() {
+    let nodes = TwoNodes::open();
+    let names: Vec<String> = (0..6).map(|n| format!("i{n}")).collect();
+    let beat = nodes
+        .a
+        .heartbeat("node-a", Vec::new(), names.clone(), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!((beat.live_nodes, beat.instances), (1, 6));
+    let claimed = nodes
+        .a
+        .claim("node-a", names.clone(), 4, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4, "{claimed:?}");
+    for c in &claimed {
+        nodes.fence_a.hold(&c.instance, c.epoch);
+    }
+    // b joins: it is counted, and finds only the two left free (the others are not expired).
+    let beat = nodes
+        .b
+        .heartbeat("node-b", Vec::new(), names.clone(), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!((beat.live_nodes, beat.instances), (2, 6));
+    let rest = nodes
+        .b
+        .claim("node-b", names.clone(), 10, LONG_TTL)
+        .await
+        .unwrap();
+    let mut all: Vec<String> = claimed
+        .iter()
+        .chain(&rest)
+        .map(|c| c.instance.clone())
+        .collect();
+    all.sort();
+    assert_eq!(all, names, "each instance claimed once");
+    // a renews what it holds; a lease it does not hold at that epoch is not renewed.
+    let mut held = nodes.fence_a.held();
+    held.push((rest[0].instance.clone(), rest[0].epoch));
+    let beat = nodes
+        .a
+        .heartbeat("node-a", held, names.clone(), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(beat.renewed.len(), 4, "{:?}", beat.renewed);
+    assert!(!beat.renewed.contains(&rest[0].instance));
+    // a releases one: b may claim it at once, as a plain claim (not a takeover).
+    let given = nodes.fence_a.held()[0].clone();
+    let released = nodes
+        .a
+        .release("node-a", vec![given.clone()])
+        .await
+        .unwrap();
+    assert_eq!(released, std::slice::from_ref(&given.0));
+    let again = nodes
+        .b
+        .claim("node-b", names.clone(), 10, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (
+            &again[0].instance,
+            again[0].epoch,
+            again[0].expired_owner.as_deref()
+        ),
+        (&given.0, given.1 + 1, None)
+    );
+    // status's picture: both nodes live, each lease with its owner and epoch.
+    let view = nodes.a.cluster(LONG_TTL).unwrap();
+    let live: Vec<(&str, u64)> = view
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.as_str(), n.leases))
+        .collect();
+    assert_eq!(live, [("node-a", 3), ("node-b", 3)]);
+    assert_eq!(view.leases.len(), 6);
+    let moved = view.leases.iter().find(|l| l.instance == given.0).unwrap();
+    assert_eq!(
+        (moved.owner.as_deref(), moved.epoch),
+        (Some("node-b"), given.1 + 1)
+    );
+    // a leaves: it is no longer counted.
+    nodes.a.leave("node-a").await.unwrap();
+    let beat = nodes
+        .b
+        .heartbeat("node-b", nodes.fence_b.held(), names, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(beat.live_nodes, 1);
 }

@@ -31,6 +31,8 @@ pub fn installed() -> bool {
 
 struct Server {
     port: u16,
+    data: PathBuf,
+    log: PathBuf,
     /// Held open until the process ends: its closing tells the watchdog to stop the server.
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
@@ -132,6 +134,8 @@ fn start() -> Server {
         if output.status.success() {
             return Server {
                 port,
+                data,
+                log: root.join("server.log"),
                 _watchdog: Mutex::new(watchdog),
             };
         }
@@ -187,6 +191,22 @@ pub fn fresh_database() -> String {
         .arg(&name);
     run(createdb, "createdb");
     url_of(server.port, &name)
+}
+
+/// Restarts the shared server (fast shutdown: every connection is cut), on the same port, and
+/// waits until it accepts connections again.
+pub fn restart_server() {
+    let server = SERVER
+        .get()
+        .expect("the server was started by fresh_database");
+    let mut pg_ctl = pg_command("pg_ctl");
+    pg_ctl
+        .args(["-w", "-t", "120", "-m", "fast", "-D"])
+        .arg(&server.data)
+        .arg("-l")
+        .arg(&server.log)
+        .arg("restart");
+    run(pg_ctl, "pg_ctl restart");
 }
 
 fn url_of(port: u16, database: &str) -> String {

@@ -131,10 +131,7 @@ impl Db {
         let key = &commit.key;
         let action = format!("commit a page of {key}");
         let mut client = self.client(&action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
         insert_notifications(self, &tx, key, &commit.notifications, &action).await?;
         if !commit.seen.is_empty() {
             // One row per id, at its latest date: one statement may not update a row twice.
@@ -210,10 +207,7 @@ impl Db {
         let key = &commit.key;
         let action = format!("commit a reconcile of {key}");
         let mut client = self.client(&action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
         insert_notifications(self, &tx, key, &commit.notifications, &action).await?;
         if !commit.removed.is_empty() {
             let removed: Vec<Vec<u8>> = commit.removed.iter().map(ObjectId::to_bytes).collect();
@@ -239,10 +233,7 @@ impl Db {
     pub(super) async fn forget_known_ids(&self, key: &ResourceKey) -> Result<bool, StoreError> {
         let action = format!("forget the known ids of {key}");
         let mut client = self.client(&action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&key.instance, &key.resource];
         let ids = tx

@@ -9,6 +9,7 @@
 //! (which tokio refuses), wherever it is called from.
 
 mod commits;
+mod leases;
 mod outbox;
 mod schema;
 
@@ -21,8 +22,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use self::leases::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView};
 use super::{
-    CorruptEntry, DeadLetter, DeadLetterSummary, KnownIds, OutboxEntry, PageCommit,
+    CorruptEntry, DeadLetter, DeadLetterSummary, Fence, KnownIds, OutboxEntry, PageCommit,
     ReconcileCommit, ResourceKey, Store, StoreError, StoreStats,
 };
 
@@ -45,6 +47,8 @@ struct Db {
     target: Arc<str>,
     /// Corrupt entries set aside since the store was opened.
     set_aside: Arc<AtomicU64>,
+    /// When set, every write of an instance's state checks this node's lease first.
+    fence: Option<Arc<Fence>>,
 }
 
 impl PostgresStore {
@@ -53,6 +57,29 @@ impl PostgresStore {
     /// `sslmode` says (the default, `prefer`, uses it when the server offers it), verified
     /// against the system's root certificates.
     pub fn open(url: &str, pool_size: usize) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with(url, pool_size, None)
+    }
+
+    /// As [`PostgresStore::open`], for a node sharing the database with others: every write of
+    /// an instance's state is refused with [`StoreError::LeaseLost`] unless `fence` holds the
+    /// instance's lease at the epoch the database has. A session left idle inside a transaction
+    /// for a third of `lease_ttl` is ended by the server: a node frozen mid-write (SIGSTOP, a
+    /// long pause) must not keep its lease row locked against a takeover.
+    pub fn open_fenced(
+        url: &str,
+        pool_size: usize,
+        fence: Arc<Fence>,
+        lease_ttl: Duration,
+    ) -> Result<PostgresStore, StoreError> {
+        let idle_limit = (lease_ttl / 3).max(Duration::from_millis(100));
+        PostgresStore::open_with(url, pool_size, Some((fence, idle_limit)))
+    }
+
+    fn open_with(
+        url: &str,
+        pool_size: usize,
+        fencing: Option<(Arc<Fence>, Duration)>,
+    ) -> Result<PostgresStore, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Engine {
             action: "open the PostgreSQL store".into(),
             reason: format!(
@@ -75,6 +102,14 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if let Some((_, idle_limit)) = &fencing {
+            let options = format!(
+                "{} -c idle_in_transaction_session_timeout={}",
+                config.get_options().unwrap_or(""),
+                idle_limit.as_millis()
+            );
+            config.options(options.trim());
+        }
         let manager = Manager::from_config(
             config,
             MakeRustlsConnect::new(tls_config().map_err(open_error)?),
@@ -94,6 +129,7 @@ impl PostgresStore {
                 pool,
                 target: target.clone(),
                 set_aside: Arc::new(AtomicU64::new(0)),
+                fence: fencing.map(|(fence, _)| fence),
             },
             runtime: Some(runtime),
         };
@@ -133,6 +169,78 @@ impl PostgresStore {
                 reason: "its runtime stopped".into(),
             })
         })
+    }
+
+    /// Runs `work` on the engine's runtime; the future answers from any runtime (the lease
+    /// manager's calls must not block the daemon's workers, and are bounded by its deadline).
+    fn call<T, F, Fut>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F, Fut>
+    where
+        T: Send + 'static,
+        F: FnOnce(Db) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("present until drop");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let future = work(self.db.clone());
+        runtime.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        async move {
+            receiver.await.unwrap_or_else(|_| {
+                Err(StoreError::Engine {
+                    action: "use the PostgreSQL store".into(),
+                    reason: "its runtime stopped".into(),
+                })
+            })
+        }
+    }
+
+    /// `node`'s heartbeat, and its leases in `held` renewed for `ttl` (see [`Heartbeat`]).
+    pub fn heartbeat(
+        &self,
+        node: &str,
+        held: Vec<(String, i64)>,
+        wanted: Vec<String>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Heartbeat, StoreError>> + Send + use<> {
+        let node = node.to_string();
+        self.call(move |db| async move { db.heartbeat(&node, &held, &wanted, ttl).await })
+    }
+
+    /// Claims up to `limit` free leases among `wanted` for `node`, and any free for over `ttl`.
+    pub fn claim(
+        &self,
+        node: &str,
+        wanted: Vec<String>,
+        limit: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<LeaseClaim>, StoreError>> + Send + use<> {
+        let node = node.to_string();
+        self.call(move |db| async move { db.claim(&node, &wanted, limit, ttl).await })
+    }
+
+    /// Frees the leases in `held` that `node` still holds at their epoch; those freed.
+    pub fn release(
+        &self,
+        node: &str,
+        held: Vec<(String, i64)>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send + use<> {
+        let node = node.to_string();
+        self.call(move |db| async move { db.release(&node, &held).await })
+    }
+
+    /// Removes `node`'s row, so the other nodes stop counting it at once.
+    pub fn leave(&self, node: &str) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
+        let node = node.to_string();
+        self.call(move |db| async move { db.leave(&node).await })
+    }
+
+    /// The nodes whose heartbeat is younger than `ttl`, and every lease (for `status`).
+    pub fn cluster(&self, ttl: Duration) -> Result<ClusterView, StoreError> {
+        self.run(move |db| async move { db.cluster(ttl).await })
     }
 
     /// The head of `key`'s queue, as on any engine (`<dyn Store>::outbox_head`).

@@ -156,10 +156,7 @@ impl Db {
         let seq: i64 = row.get("seq");
         let event_id: String = row.get("event_id");
         let mut client = self.client(action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(action, &e))?;
+        let tx = self.fenced(&mut client, &key.instance, action).await?;
         let deleted = tx
             .execute("DELETE FROM pollerd_outbox WHERE seq = $1", &[&seq])
             .await
@@ -241,8 +238,9 @@ impl Db {
 
     pub(super) async fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         let action = format!("acknowledge entry {seq} of {key}");
-        let client = self.client(&action).await?;
-        let deleted = client
+        let mut client = self.client(&action).await?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
+        let deleted = tx
             .execute(
                 &format!(
                     "DELETE FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
@@ -252,6 +250,7 @@ impl Db {
             )
             .await
             .map_err(|e| self.error(&action, &e))?;
+        tx.commit().await.map_err(|e| self.error(&action, &e))?;
         if deleted == 1 {
             return Ok(());
         }
@@ -271,9 +270,10 @@ impl Db {
         error: &str,
     ) -> Result<(), StoreError> {
         let action = format!("record a failed attempt of entry {seq} of {key}");
-        let client = self.client(&action).await?;
+        let mut client = self.client(&action).await?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-        let updated = client
+        let updated = tx
             .execute(
                 &format!(
                     "UPDATE pollerd_outbox SET attempts = $4, next_attempt_ms = $5, last_error = $6 \
@@ -290,6 +290,7 @@ impl Db {
             )
             .await
             .map_err(|e| self.error(&action, &e))?;
+        tx.commit().await.map_err(|e| self.error(&action, &e))?;
         match updated {
             1 => Ok(()),
             _ => Err(self.not_head(&client, key, seq, &action).await?),
@@ -308,10 +309,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         let action = format!("dead-letter entry {seq} of {key}");
         let mut client = self.client(&action).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+        let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let row = tx
             .query_opt(
                 &format!(

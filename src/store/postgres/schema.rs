@@ -75,6 +75,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE SEQUENCE pollerd_corrupt_ids;
     "#,
+    // 2: nodes sharing the database, and one lease per instance. Times are the server's clock
+    // (`now()`), so the nodes' clocks never have to agree. A lease with no owner is free; its
+    // epoch only grows (every claim adds one), so a write checked against the epoch its node
+    // claimed is refused once anyone else has claimed the instance since.
+    r#"
+    CREATE TABLE pollerd_nodes (
+        node_id text PRIMARY KEY,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE pollerd_leases (
+        instance text PRIMARY KEY,
+        owner text,
+        epoch bigint NOT NULL DEFAULT 0,
+        expires_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX pollerd_leases_owner ON pollerd_leases (owner);
+    "#,
 ];
 
 /// The schema version this build writes and reads.
