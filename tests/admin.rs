@@ -33,6 +33,9 @@ fn resource(name: &str, events: u64, last_error: Option<&str>) -> ResourceStatus
         pollers: 1,
         task_panics: Vec::new(),
         reconcile: None,
+        signals: Default::default(),
+        health: Default::default(),
+        counts: Default::default(),
     }
 }
 
@@ -513,10 +516,13 @@ fn with_daemon_runtime(test: impl FnOnce(&Path, &FakeBackend)) {
 fn cli_commands_exit_0_with_a_daemon_and_1_without() {
     with_daemon_runtime(|socket, backend| {
         assert_eq!(
-            pollerd::cli::admin::status(socket, false),
+            pollerd::cli::admin::status(socket, false, &Default::default()),
             ExitCode::SUCCESS
         );
-        assert_eq!(pollerd::cli::admin::status(socket, true), ExitCode::SUCCESS);
+        assert_eq!(
+            pollerd::cli::admin::status(socket, true, &Default::default()),
+            ExitCode::SUCCESS
+        );
         assert_eq!(
             pollerd::cli::admin::dead_letters(socket, DeadLetterAction::List),
             ExitCode::SUCCESS
@@ -538,7 +544,7 @@ fn cli_commands_exit_0_with_a_daemon_and_1_without() {
     let dir = tempfile::tempdir().expect("temp dir");
     let nowhere = dir.path().join("admin.sock");
     assert_eq!(
-        pollerd::cli::admin::status(&nowhere, false),
+        pollerd::cli::admin::status(&nowhere, false, &Default::default()),
         ExitCode::FAILURE
     );
     assert_eq!(

@@ -5,12 +5,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use crate::admin::health;
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, InstanceStatus,
-    MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus,
-    ResourceStatusView, StatusReport, TaskPanicView,
+    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, HealthSignals,
+    InstanceStatus, MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView,
+    ReloadStatus, ResourceStatusView, RunCountsView, StatusReport, TaskPanicView,
 };
-use crate::delivery::Deliverer;
+use crate::delivery::{Deliverer, QueueHealth};
+use crate::metrics::{CallbackSample, ResourceSample, Snapshot};
 use crate::poller::PollShared;
 use crate::poller::reconcile::{ReconcileAsk, ReconcileOutcome, ReconcileReport, ReconcileRequest};
 use crate::poller::schedule::ReconcileStatus;
@@ -77,6 +79,83 @@ impl DaemonAdmin {
             .into_iter()
             .filter(|row| ids.contains(&row.id))
             .collect())
+    }
+}
+
+impl DaemonAdmin {
+    /// The per-instance and per-resource series of a scrape: the status rows of the enabled
+    /// instances, and their queues' deliveries.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        let report = self.status();
+        let queues = self.deliverer.queue_health();
+        let now = Utc::now();
+        let mut snapshot = Snapshot::default();
+        for instance in report.instances.iter().filter(|i| i.enabled) {
+            let mut callback = CallbackSample {
+                instance: instance.name.clone(),
+                ..CallbackSample::default()
+            };
+            for resource in &instance.resources {
+                let queue = queues.of(&ResourceKey::new(&instance.name, &resource.name));
+                callback.add(&queue);
+                snapshot
+                    .resources
+                    .push(resource_sample(&instance.name, resource, now));
+            }
+            snapshot.callbacks.push(callback);
+        }
+        snapshot
+    }
+}
+
+/// Unix seconds, 0 for never (what the alert rules expect).
+fn unix_seconds(t: Option<DateTime<Utc>>) -> f64 {
+    t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+fn seconds_since(t: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+}
+
+fn resource_sample(instance: &str, r: &ResourceStatusView, now: DateTime<Utc>) -> ResourceSample {
+    let s = &r.signals;
+    ResourceSample {
+        instance: instance.to_string(),
+        resource: r.name.clone(),
+        poll_interval_seconds: s.interval_seconds,
+        poll_started_at: unix_seconds(s.polling_since),
+        last_success_at: unix_seconds(s.last_success),
+        failed_polls: s.failed_polls,
+        watermark_lag_seconds: r.watermark.map(|w| seconds_since(w, now)),
+        outbox_depth: r.outbox_depth,
+        oldest_queued_age_seconds: s.oldest_queued.map_or(0.0, |t| seconds_since(t, now)),
+        dead_letters: r.dead_letters,
+        polls_ok: r.counts.polls_ok,
+        polls_error: r.counts.polls_failed,
+        polls_baseline: r.counts.polls_baseline,
+        events_created: r.counts.created,
+        events_updated: r.counts.updated,
+        events_deleted: r.reconcile.as_ref().map_or(0, |c| c.deleted_total),
+    }
+}
+
+trait AddQueue {
+    fn add(&mut self, queue: &QueueHealth);
+}
+
+impl AddQueue for CallbackSample {
+    /// One more queue of the instance: the latest 2xx, the earliest failing head.
+    fn add(&mut self, queue: &QueueHealth) {
+        self.last_success_at = self.last_success_at.max(unix_seconds(queue.last_delivered));
+        if let Some(since) = queue.failing_since {
+            let since = unix_seconds(Some(since));
+            self.failing_since = match self.failing_since > 0.0 {
+                true => self.failing_since.min(since),
+                false => since,
+            };
+        }
+        self.delivered = self.delivered.saturating_add(queue.delivered);
+        self.latency_sum_seconds += queue.latency_sum.as_secs_f64();
     }
 }
 
@@ -248,6 +327,8 @@ impl AdminBackend for DaemonAdmin {
         let dead = self.store.dead_letter_summary().unwrap_or_default();
         let dead_of = |key: &ResourceKey| dead.of(key).map_or(0, |queue| queue.count);
         let active = self.shared.active_pollers.lock().expect("pollers").clone();
+        let queue_health = self.deliverer.queue_health();
+        let now = Utc::now();
         let registry = self.registry.read().expect("registry").clone();
         let instances: Vec<InstanceStatus> = registry
             .iter()
@@ -258,14 +339,35 @@ impl AdminBackend for DaemonAdmin {
                     .map(|(name, status)| {
                         let key = ResourceKey::new(&view.spec.name, name);
                         let s = status.lock().expect("status").clone();
+                        let queue = queue_health.of(&key);
+                        let signals = HealthSignals {
+                            interval_seconds: view.spec.refresh_interval.as_secs_f64(),
+                            polling_since: s.started_at,
+                            last_success: s.last_success,
+                            failed_polls: s.failed_in_a_row,
+                            failing_since: s.failing_since,
+                            oldest_queued: queue.oldest_queued,
+                            receiver_failing_since: queue.failing_since,
+                            last_delivered: queue.last_delivered,
+                        };
+                        let outbox_depth = self.store.outbox_depth(&key).unwrap_or(0);
                         ResourceStatusView {
+                            health: health::judge(&signals, outbox_depth, now),
+                            counts: RunCountsView {
+                                polls_ok: s.counts.ok,
+                                polls_failed: s.counts.error,
+                                polls_baseline: s.counts.baseline,
+                                created: s.counts.created,
+                                updated: s.counts.updated,
+                            },
+                            signals,
                             name: name.clone(),
                             watermark: self.store.watermark(&key).ok().flatten(),
                             last_poll: s.last_poll,
                             next_poll: s.next_poll,
                             last_error: s.last_error,
                             events_emitted: s.events_emitted,
-                            outbox_depth: self.store.outbox_depth(&key).unwrap_or(0),
+                            outbox_depth,
                             dead_letters: dead_of(&key),
                             pollers: active.get(&key).copied().unwrap_or(0),
                             task_panics: self.task_panics(&key),

@@ -13,6 +13,7 @@ pub mod proxy;
 #[cfg(test)]
 mod proxy_tests;
 mod queue;
+mod queue_health;
 #[cfg(test)]
 mod tests;
 mod worker_set;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use attempt::{Outcome, Route, Target};
 pub use client::{ClientError, WebhookClient};
 pub use proxy::ProxySettings;
+pub use queue_health::{QueueHealth, QueueHealthBoard};
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
@@ -64,6 +66,8 @@ struct Inner {
     /// Panics of delivery workers, and of the poll tasks the supervisor runs (`status` shows
     /// both, per resource).
     task_panics: TaskPanics,
+    /// What each queue's worker last saw (`status` and the per-resource metrics).
+    health: QueueHealthBoard,
 }
 
 /// Where each instance's notifications go, by instance name.
@@ -120,6 +124,7 @@ impl Deliverer {
                 abandon: CancellationToken::new(),
                 metrics,
                 task_panics: TaskPanics::default(),
+                health: QueueHealthBoard::default(),
             }),
         })
     }
@@ -159,6 +164,11 @@ impl Deliverer {
     /// The daemon's record of task panics: delivery workers' and poll tasks'.
     pub fn task_panics(&self) -> TaskPanics {
         self.inner.task_panics.clone()
+    }
+
+    /// What each queue's worker last saw of its queue and receiver.
+    pub fn queue_health(&self) -> QueueHealthBoard {
+        self.inner.health.clone()
     }
 
     /// Graceful stop: no new attempts; attempts in flight get the grace period; then the store
