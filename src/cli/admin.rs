@@ -46,9 +46,9 @@ pub const SUMMARY_ROWS: usize = 10;
 /// Exit status of `pollerd status` when a resource is failing or backlogged.
 const UNHEALTHY: u8 = 2;
 
-/// `pollerd status [--json] [--all] [--instance NAME] [--failing]`: 0 when every resource is
-/// healthy, 2 when any is failing or backlogged, 1 if the daemon is not reachable. `--json`
-/// prints the whole report whatever the selection.
+/// `pollerd status [--json] [--all] [--instance NAME] [--failing]`: 0 when every resource (of
+/// `--instance`, when given) is healthy, 2 when any is failing or backlogged, 1 if the daemon is
+/// not reachable. `--json` prints the whole report whatever the selection.
 pub fn status(socket: &Path, json: bool, selection: &StatusSelection) -> ExitCode {
     let report = match block_on(admin::get_status(socket)) {
         Ok(report) => report,
@@ -62,7 +62,7 @@ pub fn status(socket: &Path, json: bool, selection: &StatusSelection) -> ExitCod
     } else {
         print!("{}", render_status_of(&report, selection));
     }
-    match HealthCounts::of(&report).unhealthy() {
+    match HealthCounts::of(&report, selection).unhealthy() {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::from(UNHEALTHY),
     }
@@ -168,6 +168,16 @@ const STATUS_HEADERS: [&str; 9] = [
     "HEALTH / LAST ERROR",
 ];
 
+/// The columns of the worst rows when not every row is listed.
+const WORST_HEADERS: [&str; 6] = [
+    "INSTANCE",
+    "RESOURCE",
+    "HEALTH",
+    "OUTBOX",
+    "DEAD",
+    "LAST ERROR",
+];
+
 /// Notes listed without `--all` (each may take a few lines).
 const SUMMARY_NOTES: usize = 5;
 
@@ -183,7 +193,7 @@ pub fn render_status(report: &StatusReport) -> String {
 pub fn render_status_of(report: &StatusReport, selection: &StatusSelection) -> String {
     let mut out = String::new();
     write_daemon_lines(&mut out, report);
-    write_health_counts(&mut out, &HealthCounts::of(report));
+    write_health_counts(&mut out, &HealthCounts::of(report, selection));
     out.push('\n');
     let table = StatusTable::of(report, selection);
     let shown = match selection.all {
@@ -196,11 +206,19 @@ pub fn render_status_of(report: &StatusReport, selection: &StatusSelection) -> S
             false => "no resources are being polled\n",
         });
     } else {
+        // The worst of many: fewer columns, so that the health word is never cut.
+        let worst_only = shown < table.rows.len();
         let rows: Vec<Vec<String>> = table.rows[..shown]
             .iter()
-            .map(|(_, row)| row.clone())
+            .map(|row| match worst_only {
+                true => row.worst.clone(),
+                false => row.full.clone(),
+            })
             .collect();
-        let truncated = write_table(&mut out, &STATUS_HEADERS, &rows, &[5, 6, 7]);
+        let truncated = match worst_only {
+            true => write_table(&mut out, &WORST_HEADERS, &rows, &[3, 4]),
+            false => write_table(&mut out, &STATUS_HEADERS, &rows, &[5, 6, 7]),
+        };
         if truncated {
             out.push_str("(errors cut to fit; `pollerd status --json` shows them whole)\n");
         }
@@ -208,8 +226,12 @@ pub fn render_status_of(report: &StatusReport, selection: &StatusSelection) -> S
     if shown < table.rows.len() {
         let _ = writeln!(
             out,
-            "… and {} more, healthier first left out (`pollerd status --all` lists every one)",
-            plural((table.rows.len() - shown) as u64, "resource")
+            "… and {} more {}, none worse than those above (`pollerd status --all` lists every one)",
+            table.rows.len() - shown,
+            match table.rows.len() - shown {
+                1 => "resource",
+                _ => "resources",
+            }
         );
     }
     let notes = match selection.all {
@@ -231,7 +253,8 @@ pub fn render_status_of(report: &StatusReport, selection: &StatusSelection) -> S
     out
 }
 
-/// Resources by health word, over the whole report (whatever rows are selected).
+/// Resources by health word, of the instances selected (`--instance`; `--failing` selects
+/// rows, not what is counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HealthCounts {
     pub ok: u64,
@@ -242,9 +265,10 @@ pub struct HealthCounts {
 }
 
 impl HealthCounts {
-    pub fn of(report: &StatusReport) -> HealthCounts {
+    pub fn of(report: &StatusReport, selection: &StatusSelection) -> HealthCounts {
         let mut counts = HealthCounts::default();
-        for instance in &report.instances {
+        let selected = |name: &str| selection.instance.as_deref().is_none_or(|w| w == name);
+        for instance in report.instances.iter().filter(|i| selected(&i.name)) {
             if !instance.enabled {
                 counts.disabled_instances += 1;
                 continue;
@@ -338,7 +362,7 @@ fn write_daemon_lines(out: &mut String, report: &StatusReport) {
 #[derive(Default)]
 struct StatusTable {
     /// The selected rows, worst first (a stable sort: the report's order among equals).
-    rows: Vec<(Health, Vec<String>)>,
+    rows: Vec<Row>,
     notes: Vec<String>,
     resource_count: u64,
     events_total: u64,
@@ -363,7 +387,7 @@ impl StatusTable {
                 table.add_resource(instance, resource);
             }
         }
-        table.rows.sort_by_key(|(health, _)| severity(health));
+        table.rows.sort_by_key(|row| severity(&row.health));
         table
     }
 
@@ -405,8 +429,11 @@ impl StatusTable {
             ));
         }
         self.note_reconcile(instance, resource);
-        self.rows
-            .push((resource.health.clone(), status_row(instance, resource)));
+        self.rows.push(Row {
+            health: resource.health.clone(),
+            full: status_row(instance, resource),
+            worst: worst_row(instance, resource),
+        });
     }
 
     /// A reconcile stopped by the mass-delete guard, or failing, is worth a note.
@@ -435,6 +462,35 @@ impl StatusTable {
     }
 }
 
+/// One resource in both layouts of the status table.
+struct Row {
+    health: Health,
+    full: Vec<String>,
+    worst: Vec<String>,
+}
+
+fn worst_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<String> {
+    let health = match &resource.health {
+        Health::Failing { since } => format!("failing since {}", short_time(Some(*since))),
+        Health::Backlog {
+            queued,
+            oldest: Some(oldest),
+        } => format!("backlog {queued} (oldest {})", short_time(Some(*oldest))),
+        other => other.to_string(),
+    };
+    vec![
+        truncate(&instance.name, MAX_INSTANCE_WIDTH),
+        truncate(&resource.name, MAX_RESOURCE_WIDTH),
+        health,
+        resource.outbox_depth.to_string(),
+        resource.dead_letters.to_string(),
+        resource
+            .last_error
+            .as_deref()
+            .map_or_else(|| "-".to_string(), one_line),
+    ]
+}
+
 fn status_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<String> {
     vec![
         truncate(&instance.name, MAX_INSTANCE_WIDTH),
@@ -455,8 +511,7 @@ fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTa
         .iter()
         .filter(|instance| instance.enabled)
         .count() as u64;
-    let _ = writeln!(
-        out,
+    let line = format!(
         "total: {} ({enabled} enabled), {}, {} emitted, {} in the outbox, {}",
         plural(report.instances.len() as u64, "instance"),
         plural(table.resource_count, "resource"),
@@ -464,6 +519,7 @@ fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTa
         plural(report.outbox_depth, "notification"),
         plural(report.dead_letters, "dead letter"),
     );
+    out.push_str(&wrap(&line, "", "  "));
 }
 
 /// Below the totals, when there are dead letters: how many are corrupt, since when, and how
