@@ -97,7 +97,7 @@ impl DaemonAdmin {
             };
             for resource in &instance.resources {
                 let queue = queues.of(&ResourceKey::new(&instance.name, &resource.name));
-                callback.add(&queue);
+                add_queue(&mut callback, &queue);
                 snapshot
                     .resources
                     .push(resource_sample(&instance.name, resource, now));
@@ -139,24 +139,20 @@ fn resource_sample(instance: &str, r: &ResourceStatusView, now: DateTime<Utc>) -
     }
 }
 
-trait AddQueue {
-    fn add(&mut self, queue: &QueueHealth);
-}
-
-impl AddQueue for CallbackSample {
-    /// One more queue of the instance: the latest 2xx, the earliest failing head.
-    fn add(&mut self, queue: &QueueHealth) {
-        self.last_success_at = self.last_success_at.max(unix_seconds(queue.last_delivered));
-        if let Some(since) = queue.failing_since {
-            let since = unix_seconds(Some(since));
-            self.failing_since = match self.failing_since > 0.0 {
-                true => self.failing_since.min(since),
-                false => since,
-            };
-        }
-        self.delivered = self.delivered.saturating_add(queue.delivered);
-        self.latency_sum_seconds += queue.latency_sum.as_secs_f64();
+/// One more queue of the instance in its callback's sample: the latest 2xx, the earliest
+/// failing head, the sums.
+fn add_queue(callback: &mut CallbackSample, queue: &QueueHealth) {
+    let c = callback;
+    c.last_success_at = c.last_success_at.max(unix_seconds(queue.last_delivered));
+    if let Some(since) = queue.failing_since {
+        let since = unix_seconds(Some(since));
+        c.failing_since = match c.failing_since > 0.0 {
+            true => c.failing_since.min(since),
+            false => since,
+        };
     }
+    c.delivered = c.delivered.saturating_add(queue.delivered);
+    c.latency_sum_seconds += queue.latency_sum.as_secs_f64();
 }
 
 fn reconcile_view(s: &ReconcileStatus) -> ReconcileStatusView {
