@@ -647,7 +647,7 @@ fn status_at_ten_thousand_instances_is_one_screen_with_the_worst_first() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() <= 22, "{} lines:\n{text}", lines.len());
     assert!(
-        text.contains("health: 29987 ok, 12 failing, 1 backlogged; 0 instances disabled"),
+        text.contains("health: 29987 ok, 12 failing, 1 backlogged, 0 disabled"),
         "{text}"
     );
     let rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with("tenant-")).collect();

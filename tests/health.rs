@@ -101,7 +101,7 @@ async fn status_words_and_exit_codes_for_ok_failing_backlogged_disabled_and_unre
     let (code, text) = status_text(&dd, &[]);
     assert_eq!(code, Some(2), "a resource is failing: exit 2\n{text}");
     assert!(
-        text.contains("health: 1 ok, 1 failing, 1 backlogged; 1 instance disabled"),
+        text.contains("health: 1 ok, 1 failing, 1 backlogged, 1 disabled"),
         "{text}"
     );
     assert!(
@@ -117,7 +117,11 @@ async fn status_words_and_exit_codes_for_ok_failing_backlogged_disabled_and_unre
         "{text}"
     );
     assert!(text.contains("note: instance off"), "{text}");
-    assert!(text.contains("disabled"), "{text}");
+    assert!(
+        row(&text, "off").is_some_and(|r| r.ends_with("  disabled")),
+        "{text}"
+    );
+    assert_eq!(health_of(&report, "off")["state"], "disabled", "{report}");
     // The worst first: failing, then backlogged, then ok.
     let order: Vec<&str> = ["down", "late", "good"]
         .iter()
@@ -143,7 +147,10 @@ async fn status_words_and_exit_codes_for_ok_failing_backlogged_disabled_and_unre
     for (instance, expected) in [("good", 0), ("off", 0), ("down", 2), ("late", 2)] {
         let (code, text) = status_text(&dd, &["--instance", instance]);
         assert_eq!(code, Some(expected), "--instance {instance}:\n{text}");
-        for other in ["good", "down", "late"].iter().filter(|o| **o != instance) {
+        for other in ["good", "down", "late", "off"]
+            .iter()
+            .filter(|o| **o != instance)
+        {
             assert!(
                 row(&text, other).is_none(),
                 "--instance {instance} shows {other}:\n{text}"
@@ -176,7 +183,7 @@ async fn status_words_and_exit_codes_for_ok_failing_backlogged_disabled_and_unre
     let (code, text) = status_text(&dd, &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("health: 1 ok, 0 failing, 0 backlogged; 1 instance disabled"),
+        text.contains("health: 1 ok, 0 failing, 0 backlogged, 1 disabled"),
         "{text}"
     );
 

@@ -260,8 +260,8 @@ pub struct HealthCounts {
     pub ok: u64,
     pub failing: u64,
     pub backlog: u64,
-    /// Instances with events disabled: they have no resource polling.
-    pub disabled_instances: u64,
+    /// Resources of instances with events disabled.
+    pub disabled: u64,
 }
 
 impl HealthCounts {
@@ -269,13 +269,10 @@ impl HealthCounts {
         let mut counts = HealthCounts::default();
         let selected = |name: &str| selection.instance.as_deref().is_none_or(|w| w == name);
         for instance in report.instances.iter().filter(|i| selected(&i.name)) {
-            if !instance.enabled {
-                counts.disabled_instances += 1;
-                continue;
-            }
             for resource in &instance.resources {
                 match resource.health {
-                    Health::Ok | Health::Disabled => counts.ok += 1,
+                    Health::Ok => counts.ok += 1,
+                    Health::Disabled => counts.disabled += 1,
                     Health::Failing { .. } => counts.failing += 1,
                     Health::Backlog { .. } => counts.backlog += 1,
                 }
@@ -292,11 +289,8 @@ impl HealthCounts {
 fn write_health_counts(out: &mut String, counts: &HealthCounts) {
     let _ = writeln!(
         out,
-        "health: {} ok, {} failing, {} backlogged; {} disabled",
-        counts.ok,
-        counts.failing,
-        counts.backlog,
-        plural(counts.disabled_instances, "instance"),
+        "health: {} ok, {} failing, {} backlogged, {} disabled",
+        counts.ok, counts.failing, counts.backlog, counts.disabled,
     );
 }
 

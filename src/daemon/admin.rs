@@ -7,15 +7,15 @@ use chrono::{DateTime, Utc};
 
 use crate::admin::health;
 use crate::admin::{
-    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, HealthSignals,
+    AdminBackend, CorruptView, DeadLetterSummaryView, DeadLetterView, Health, HealthSignals,
     InstanceStatus, MassDeleteView, ReconcileCommand, ReconcileStatusView, ReconcileView,
     ReloadStatus, ResourceStatusView, RunCountsView, StatusReport, TaskPanicView,
 };
-use crate::delivery::{Deliverer, QueueHealth};
+use crate::delivery::{Deliverer, QueueHealth, QueueHealthBoard};
 use crate::metrics::{CallbackSample, ResourceSample, Snapshot};
 use crate::poller::PollShared;
 use crate::poller::reconcile::{ReconcileAsk, ReconcileOutcome, ReconcileReport, ReconcileRequest};
-use crate::poller::schedule::ReconcileStatus;
+use crate::poller::schedule::{ReconcileStatus, ResourceStatus};
 use crate::store::{DeadLetterSummary, ResourceKey, Store, StoreError};
 use crate::supervisor::InstanceView;
 
@@ -317,68 +317,106 @@ fn corrupt_replay_error(replayed: usize, refused: &[(String, String)]) -> String
     )
 }
 
+/// What every status row of one report reads.
+struct RowContext<'a> {
+    dead: &'a DeadLetterSummary,
+    active: std::collections::HashMap<ResourceKey, u32>,
+    queues: QueueHealthBoard,
+    now: DateTime<Utc>,
+}
+
+impl DaemonAdmin {
+    /// The rows of an instance: its running resources, or, for a disabled instance (which runs
+    /// none), each resource of its file as `disabled`.
+    fn resource_rows(&self, view: &InstanceView, context: &RowContext) -> Vec<ResourceStatusView> {
+        if view.spec.notifications.is_none() {
+            return view
+                .spec
+                .resources
+                .iter()
+                .map(|r| self.resource_row(view, &r.name, None, context))
+                .collect();
+        }
+        view.resources
+            .iter()
+            .map(|(name, status)| {
+                let status = status.lock().expect("status").clone();
+                self.resource_row(view, name, Some(status), context)
+            })
+            .collect()
+    }
+
+    fn resource_row(
+        &self,
+        view: &InstanceView,
+        name: &str,
+        status: Option<ResourceStatus>,
+        context: &RowContext,
+    ) -> ResourceStatusView {
+        let key = ResourceKey::new(&view.spec.name, name);
+        let running = status.is_some();
+        let s = status.unwrap_or_default();
+        let queue = context.queues.of(&key);
+        let signals = HealthSignals {
+            interval_seconds: view.spec.refresh_interval.as_secs_f64(),
+            polling_since: s.started_at,
+            last_success: s.last_success,
+            failed_polls: s.failed_in_a_row,
+            failing_since: s.failing_since,
+            oldest_queued: queue.oldest_queued,
+            receiver_failing_since: queue.failing_since,
+            last_delivered: queue.last_delivered,
+        };
+        let outbox_depth = self.store.outbox_depth(&key).unwrap_or(0);
+        let health = match running {
+            true => health::judge(&signals, outbox_depth, context.now),
+            false => Health::Disabled,
+        };
+        ResourceStatusView {
+            health,
+            counts: RunCountsView {
+                polls_ok: s.counts.ok,
+                polls_failed: s.counts.error,
+                polls_baseline: s.counts.baseline,
+                created: s.counts.created,
+                updated: s.counts.updated,
+            },
+            signals,
+            name: name.to_string(),
+            watermark: self.store.watermark(&key).ok().flatten(),
+            last_poll: s.last_poll,
+            next_poll: s.next_poll,
+            last_error: s.last_error,
+            events_emitted: s.events_emitted,
+            outbox_depth,
+            dead_letters: context.dead.of(&key).map_or(0, |queue| queue.count),
+            pollers: context.active.get(&key).copied().unwrap_or(0),
+            task_panics: self.task_panics(&key),
+            reconcile: s.reconcile.as_ref().map(reconcile_view),
+        }
+    }
+}
+
 impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
         // Served from counts: the letters themselves (each with its body) are not read.
         let dead = self.store.dead_letter_summary().unwrap_or_default();
-        let dead_of = |key: &ResourceKey| dead.of(key).map_or(0, |queue| queue.count);
-        let active = self.shared.active_pollers.lock().expect("pollers").clone();
-        let queue_health = self.deliverer.queue_health();
-        let now = Utc::now();
+        let context = RowContext {
+            dead: &dead,
+            active: self.shared.active_pollers.lock().expect("pollers").clone(),
+            queues: self.deliverer.queue_health(),
+            now: Utc::now(),
+        };
         let registry = self.registry.read().expect("registry").clone();
         let instances: Vec<InstanceStatus> = registry
             .iter()
-            .map(|view| {
-                let resources = view
-                    .resources
-                    .iter()
-                    .map(|(name, status)| {
-                        let key = ResourceKey::new(&view.spec.name, name);
-                        let s = status.lock().expect("status").clone();
-                        let queue = queue_health.of(&key);
-                        let signals = HealthSignals {
-                            interval_seconds: view.spec.refresh_interval.as_secs_f64(),
-                            polling_since: s.started_at,
-                            last_success: s.last_success,
-                            failed_polls: s.failed_in_a_row,
-                            failing_since: s.failing_since,
-                            oldest_queued: queue.oldest_queued,
-                            receiver_failing_since: queue.failing_since,
-                            last_delivered: queue.last_delivered,
-                        };
-                        let outbox_depth = self.store.outbox_depth(&key).unwrap_or(0);
-                        ResourceStatusView {
-                            health: health::judge(&signals, outbox_depth, now),
-                            counts: RunCountsView {
-                                polls_ok: s.counts.ok,
-                                polls_failed: s.counts.error,
-                                polls_baseline: s.counts.baseline,
-                                created: s.counts.created,
-                                updated: s.counts.updated,
-                            },
-                            signals,
-                            name: name.clone(),
-                            watermark: self.store.watermark(&key).ok().flatten(),
-                            last_poll: s.last_poll,
-                            next_poll: s.next_poll,
-                            last_error: s.last_error,
-                            events_emitted: s.events_emitted,
-                            outbox_depth,
-                            dead_letters: dead_of(&key),
-                            pollers: active.get(&key).copied().unwrap_or(0),
-                            task_panics: self.task_panics(&key),
-                            reconcile: s.reconcile.as_ref().map(reconcile_view),
-                        }
-                    })
-                    .collect();
-                InstanceStatus {
-                    name: view.spec.name.clone(),
-                    file: view.spec.file.display().to_string(),
-                    element: view.spec.element.key().to_string(),
-                    enabled: view.spec.notifications.is_some(),
-                    resources,
-                    error: view.error.clone(),
-                }
+            .map(|view| InstanceStatus {
+                name: view.spec.name.clone(),
+                file: view.spec.file.display().to_string(),
+                element: view.spec.element.key().to_string(),
+                enabled: view.spec.notifications.is_some(),
+                resources: self.resource_rows(view, &context),
+                error: view.error.clone(),
             })
             .collect();
         let stats = self.store.stats().unwrap_or_default();
