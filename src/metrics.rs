@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::listener::Limits;
 use crate::task_guard::TaskKind;
 
+mod per_resource;
+
+pub use per_resource::{CallbackSample, ResourceSample, Snapshot, SnapshotSource};
+
 /// Content type of the OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -279,10 +283,12 @@ struct Instruments {
     dead_letters: Gauge,
     corrupt_set_aside: Gauge,
     reloads: LabelledCounter<ReloadOutcome>,
+    last_reload_ok: Gauge,
     task_panics: LabelledCounter<TaskKind>,
     leases_held: Gauge,
     lease_takeovers: Counter,
     lease_lost: LabelledCounter<LeaseLossCause>,
+    per_resource: per_resource::PerResource,
 }
 
 /// The daemon's metrics. Cloning is cheap and every clone updates the same values. What updates
@@ -376,6 +382,12 @@ impl Metrics {
                 "Configuration reloads by result",
                 "result",
             ),
+            last_reload_ok: register(
+                &mut r,
+                "config_last_reload_successful",
+                "1 when the last reload of the instance files used every file, 0 when one could not be used",
+                Gauge::default(),
+            ),
             task_panics: LabelledCounter::register(
                 &mut r,
                 "task_panics",
@@ -400,6 +412,11 @@ impl Metrics {
                 "Leases this node lost before releasing them, by cause",
                 "cause",
             ),
+            per_resource: {
+                let collector = per_resource::PerResource::default();
+                r.register_collector(Box::new(collector.clone()));
+                collector
+            },
             // Last: every registration above borrowed it.
             registry: r,
         };
@@ -459,6 +476,14 @@ impl Metrics {
     /// A reload of the instance files ended.
     pub fn reload(&self, outcome: ReloadOutcome) {
         self.instruments.reloads.inc_by(outcome, 1);
+        let ok = i64::from(outcome == ReloadOutcome::Ok);
+        self.instruments.last_reload_ok.set(ok);
+    }
+
+    /// Where each scrape reads the per-instance and per-resource series (the daemon's state for
+    /// `status`); without one they are described with no samples.
+    pub fn set_snapshot_source(&self, source: SnapshotSource) {
+        self.instruments.per_resource.set_source(source);
     }
 
     /// A task panicked and was started again.
@@ -549,12 +574,17 @@ pub enum MetricsServerError {
     },
 }
 
+/// Rendered on a blocking thread: the per-resource series read the daemon's state and store.
 async fn metrics_page(State(state): State<ServerState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.metrics.render(),
-    )
-        .into_response()
+    let metrics = state.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rendering the metrics failed",
+        )
+            .into_response(),
+    }
 }
 
 async fn ready_page(State(state): State<ServerState>) -> Response {

@@ -278,7 +278,7 @@ impl Supervisor {
                 None => self.shared.clone(),
             };
             for resource in &spec.resources {
-                let status: SharedStatus = Arc::new(Mutex::new(ResourceStatus::default()));
+                let status: SharedStatus = Arc::new(Mutex::new(ResourceStatus::starting_now()));
                 statuses.push((resource.name.clone(), status.clone()));
                 tasks.push(tokio::spawn(guarded_poll_loop(
                     shared.clone(),

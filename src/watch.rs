@@ -112,6 +112,7 @@ pub fn watch_instances(
         })?;
     let mut state = Watched {
         dir: watched_dir,
+        parent,
         reported_dir: dir.to_path_buf(),
     };
     state.arm(&mut debouncer);
@@ -157,13 +158,15 @@ fn run(
         };
         match next {
             Input::Batch(batch) => state.absorb(batch, &mut debouncer, &mut pending),
-            Input::Stop => return,
+            Input::Stop => return state.disarm(&mut debouncer),
         }
         // Whatever else is already queued joins the same report, so a burst becomes one.
         loop {
             match input.try_recv() {
                 Ok(Input::Batch(batch)) => state.absorb(batch, &mut debouncer, &mut pending),
-                Ok(Input::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return,
+                Ok(Input::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                    return state.disarm(&mut debouncer);
+                }
                 Err(std_mpsc::TryRecvError::Empty) => break,
             }
         }
@@ -174,7 +177,7 @@ fn run(
             Ok(()) => {}
             // The daemon is busy: keep merging into this report and offer it again shortly.
             Err(TrySendError::Full(unsent)) => pending = unsent,
-            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Closed(_)) => return state.disarm(&mut debouncer),
         }
     }
 }
@@ -182,6 +185,7 @@ fn run(
 /// The directory being watched, as notify spells it and as the caller does.
 struct Watched {
     dir: PathBuf,
+    parent: PathBuf,
     reported_dir: PathBuf,
 }
 
@@ -202,6 +206,15 @@ impl Watched {
                 tracing::debug!(%error, dir = %self.dir.display(), "cannot watch instances directory yet")
             }
         }
+    }
+
+    /// Removes both watches before the watcher is dropped. Dropping it does not wait for
+    /// notify's own thread, which would otherwise still see the directory go if it is removed
+    /// right after the daemon stops (`pollerd demo` removes its temporary directory) and warn
+    /// that it cannot remove a watch already gone. `unwatch` waits for that thread's answer.
+    fn disarm(&self, debouncer: &mut Watcher) {
+        let _ = debouncer.unwatch(&self.dir);
+        let _ = debouncer.unwatch(&self.parent);
     }
 
     fn absorb(&mut self, batch: DebounceEventResult, debouncer: &mut Watcher, into: &mut Changes) {

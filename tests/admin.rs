@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
 use pollerd::admin::{
-    self, AdminBackend, AdminServer, ClusterStatus, DeadLetterView, InstanceStatus,
+    self, AdminBackend, AdminServer, ClusterStatus, DeadLetterView, Health, InstanceStatus,
     LeaseStatusView, NodeStatusView, ReloadStatus, ResourceStatusView, StatusReport, TaskPanicView,
 };
-use pollerd::cli::admin::{DeadLetterAction, render_dead_letters, render_status};
+use pollerd::cli::admin::{
+    DeadLetterAction, StatusSelection, render_dead_letters, render_status, render_status_of,
+};
 use tokio_util::sync::CancellationToken;
 
 fn at(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -33,6 +35,9 @@ fn resource(name: &str, events: u64, last_error: Option<&str>) -> ResourceStatus
         pollers: 1,
         task_panics: Vec::new(),
         reconcile: None,
+        signals: Default::default(),
+        health: Default::default(),
+        counts: Default::default(),
     }
 }
 
@@ -568,10 +573,13 @@ fn with_daemon_runtime(test: impl FnOnce(&Path, &FakeBackend)) {
 fn cli_commands_exit_0_with_a_daemon_and_1_without() {
     with_daemon_runtime(|socket, backend| {
         assert_eq!(
-            pollerd::cli::admin::status(socket, false),
+            pollerd::cli::admin::status(socket, false, &Default::default()),
             ExitCode::SUCCESS
         );
-        assert_eq!(pollerd::cli::admin::status(socket, true), ExitCode::SUCCESS);
+        assert_eq!(
+            pollerd::cli::admin::status(socket, true, &Default::default()),
+            ExitCode::SUCCESS
+        );
         assert_eq!(
             pollerd::cli::admin::dead_letters(socket, DeadLetterAction::List),
             ExitCode::SUCCESS
@@ -593,7 +601,7 @@ fn cli_commands_exit_0_with_a_daemon_and_1_without() {
     let dir = tempfile::tempdir().expect("temp dir");
     let nowhere = dir.path().join("admin.sock");
     assert_eq!(
-        pollerd::cli::admin::status(&nowhere, false),
+        pollerd::cli::admin::status(&nowhere, false, &Default::default()),
         ExitCode::FAILURE
     );
     assert_eq!(
@@ -653,4 +661,114 @@ async fn malformed_selections_and_unknown_routes_are_refused_with_json_errors() 
     let (status, answer) = raw_request(&running.socket, "GET", "/v2/everything", "").await;
     assert_eq!(status, 404);
     assert!(answer.contains("no such admin route"), "{answer}");
+}
+
+/// 10,000 instances of 3 resources, of which `failing` resources are failing (the oldest first
+/// by index) and one is backlogged.
+fn large_report(failing: usize) -> StatusReport {
+    let mut report = sample_report();
+    report.last_reload = None;
+    report.instances = (0..10_000)
+        .map(|i| InstanceStatus {
+            name: format!("tenant-{i:05}"),
+            file: format!("/etc/pollerd/instances.d/tenant-{i:05}.json"),
+            element: "connectwisecrmrest".to_string(),
+            enabled: true,
+            resources: ["contacts", "companies", "tickets"]
+                .iter()
+                .map(|name| resource(name, 1, None))
+                .collect(),
+            error: None,
+        })
+        .collect();
+    for k in 0..failing {
+        // Spread over the report; tenant index k * 397 failing since minute k.
+        let row = &mut report.instances[k * 397].resources[1];
+        row.health = Health::Failing {
+            since: at(2026, 1, 2, 0, k as u32 % 60, 0),
+        };
+    }
+    report.instances[9_999].resources[2].health = Health::Backlog {
+        queued: 42,
+        oldest: Some(at(2026, 1, 1, 23, 0, 0)),
+    };
+    report
+}
+
+#[test]
+fn status_at_ten_thousand_instances_is_one_screen_with_the_worst_first() {
+    let report = large_report(12);
+    let text = render_status(&report);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() <= 22, "{} lines:\n{text}", lines.len());
+    assert!(
+        text.contains("health: 29987 ok, 12 failing, 1 backlogged, 0 disabled"),
+        "{text}"
+    );
+    let rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with("tenant-")).collect();
+    assert_eq!(rows.len(), 10, "{text}");
+    // Failing the longest first: minutes 0..=9 of the twelve, none of the ok ones.
+    assert!(
+        rows[0].starts_with("tenant-00000") && rows[0].contains("failing since"),
+        "{text}"
+    );
+    assert!(rows.iter().all(|r| r.contains("failing since")), "{text}");
+    assert!(text.contains("… and 29990 more resources"), "{text}");
+    assert!(text.contains("`pollerd status --all`"), "{text}");
+    for line in &lines {
+        assert!(line.chars().count() <= 120, "too wide: {line}");
+    }
+
+    let failing = render_status_of(
+        &report,
+        &StatusSelection {
+            failing: true,
+            all: true,
+            ..StatusSelection::default()
+        },
+    );
+    let rows: Vec<&str> = failing
+        .lines()
+        .filter(|l| l.starts_with("tenant-"))
+        .collect();
+    assert_eq!(rows.len(), 13, "12 failing and 1 backlogged:\n{failing}");
+    assert!(rows[12].starts_with("tenant-09999") && rows[12].contains("backlog 42 (oldest"));
+
+    let all = render_status_of(
+        &report,
+        &StatusSelection {
+            all: true,
+            ..StatusSelection::default()
+        },
+    );
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("tenant-")).count(),
+        30_000
+    );
+
+    let one = render_status_of(
+        &report,
+        &StatusSelection {
+            instance: Some("tenant-09999".into()),
+            ..StatusSelection::default()
+        },
+    );
+    let rows: Vec<&str> = one.lines().filter(|l| l.starts_with("tenant-")).collect();
+    assert_eq!(rows.len(), 3, "{one}");
+    assert!(
+        one.contains("health: 2 ok, 0 failing, 1 backlogged"),
+        "{one}"
+    );
+}
+
+#[test]
+fn a_small_status_lists_every_row_without_all() {
+    let text = render_status(&sample_report());
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("API_Polling"))
+            .count(),
+        2
+    );
+    assert!(!text.contains("more resource"), "{text}");
 }

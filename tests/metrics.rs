@@ -1,4 +1,7 @@
-//! The metrics exposition, read back with a strict parser written here, and the HTTP server.
+//! The metrics exposition, read back with a strict parser written here, the HTTP server, and
+//! the per-instance and per-resource series of the real daemon.
+
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -258,10 +261,26 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         ("pollerd_dead_letters", "gauge"),
         ("pollerd_store_corrupt_set_aside", "gauge"),
         ("pollerd_reloads", "counter"),
+        ("pollerd_config_last_reload_successful", "gauge"),
         ("pollerd_task_panics", "counter"),
         ("pollerd_leases_held", "gauge"),
         ("pollerd_lease_takeovers", "counter"),
         ("pollerd_lease_lost", "counter"),
+        // Per resource and instance: described, with no series until the daemon has instances.
+        ("pollerd_resource_poll_interval_seconds", "gauge"),
+        ("pollerd_resource_poll_started_timestamp_seconds", "gauge"),
+        ("pollerd_resource_last_success_timestamp_seconds", "gauge"),
+        ("pollerd_resource_consecutive_failed_polls", "gauge"),
+        ("pollerd_resource_watermark_lag_seconds", "gauge"),
+        ("pollerd_resource_outbox_depth", "gauge"),
+        ("pollerd_resource_outbox_oldest_age_seconds", "gauge"),
+        ("pollerd_resource_dead_letters", "gauge"),
+        ("pollerd_resource_polls", "counter"),
+        ("pollerd_resource_events", "counter"),
+        ("pollerd_callback_last_success_timestamp_seconds", "gauge"),
+        ("pollerd_callback_failing_since_timestamp_seconds", "gauge"),
+        ("pollerd_callback_delivered", "counter"),
+        ("pollerd_callback_delivery_latency_seconds", "counter"),
     ] {
         assert_eq!(exposition.kind(family), kind, "{family}");
     }
@@ -377,6 +396,11 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     );
     let reloads = |result| exposition.value("pollerd_reloads_total", &[("result", result)]);
     assert_eq!((reloads("ok"), reloads("error")), (2.0, 1.0));
+    // The last of the three reloads was ok.
+    assert_eq!(
+        exposition.value("pollerd_config_last_reload_successful", &[]),
+        1.0
+    );
     let panics = |task| exposition.value("pollerd_task_panics_total", &[("task", task)]);
     assert_eq!((panics("poll"), panics("delivery")), (1.0, 2.0));
     assert_eq!(exposition.value("pollerd_leases_held", &[]), 33.0);
@@ -548,4 +572,179 @@ async fn a_busy_address_is_a_clear_error() {
             .contains(&format!("cannot listen for metrics on {address}")),
         "{error:#}"
     );
+}
+
+/// `/metrics` of the daemon at `address`, parsed strictly.
+async fn scrape(address: SocketAddr) -> Exposition {
+    let text = http_client()
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("metrics answers")
+        .text()
+        .await
+        .expect("metrics body");
+    parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"))
+}
+
+/// The value of `name` for resource `contacts` of the seed instance.
+fn of_contacts(exposition: &Exposition, name: &str) -> f64 {
+    exposition.value(
+        name,
+        &[
+            ("pollerd_instance", "API_Polling"),
+            ("resource", "contacts"),
+        ],
+    )
+}
+
+fn of_callback(exposition: &Exposition, name: &str) -> f64 {
+    exposition.value(name, &[("pollerd_instance", "API_Polling")])
+}
+
+/// Whether any series names pollerd instance `instance`.
+fn has_instance(exposition: &Exposition, instance: &str) -> bool {
+    exposition
+        .families
+        .values()
+        .flat_map(|family| &family.samples)
+        .any(|sample| sample.labels.get("pollerd_instance").map(String::as_str) == Some(instance))
+}
+
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_daemon_serves_per_resource_series_that_follow_polls_deliveries_and_files() {
+    use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
+    use pollerd::sim::receiver::{Behaviour, Receiver};
+    use support::{DaemonDir, WAIT, metrics_address, seed_instance, wait_for};
+
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let dd = DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    // Polled every 1.2 s; a second instance with events disabled.
+    dd.write_instance(
+        "contacts.json",
+        &seed_instance(&sim, &receiver.url(), "0.02"),
+    );
+    let mut disabled = seed_instance(&sim, &receiver.url(), "0.02");
+    disabled["name"] = "quiet".into();
+    disabled["configuration"]["event.notification.enabled"] = false.into();
+    dd.write_instance("quiet.json", &disabled);
+    let started = unix_now();
+    let daemon = dd.start(&[]);
+    let address = metrics_address(&daemon).await;
+    wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
+    sim.create_many(RecordKind::Contact, 2, None);
+    wait_for("both contacts delivered", WAIT, || {
+        receiver
+            .accepted()
+            .iter()
+            .map(|r| r.json()["message"]["events"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+            >= 2
+    })
+    .await;
+
+    let m = scrape(address).await;
+    assert_eq!(
+        of_contacts(&m, "pollerd_resource_poll_interval_seconds"),
+        1.2
+    );
+    let loop_started = of_contacts(&m, "pollerd_resource_poll_started_timestamp_seconds");
+    let last_success = of_contacts(&m, "pollerd_resource_last_success_timestamp_seconds");
+    assert!(
+        started - 1.0 <= loop_started && loop_started <= last_success,
+        "{loop_started} {last_success}"
+    );
+    assert!(last_success <= unix_now() + 1.0);
+    assert_eq!(
+        of_contacts(&m, "pollerd_resource_consecutive_failed_polls"),
+        0.0
+    );
+    assert!(of_contacts(&m, "pollerd_resource_watermark_lag_seconds") >= 0.0);
+    assert_eq!(
+        of_contacts(&m, "pollerd_resource_outbox_oldest_age_seconds"),
+        0.0
+    );
+    let polls = |m: &Exposition, outcome: &str| {
+        m.value(
+            "pollerd_resource_polls_total",
+            &[
+                ("pollerd_instance", "API_Polling"),
+                ("resource", "contacts"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(polls(&m, "baseline"), 1.0);
+    assert!(polls(&m, "ok") >= 1.0);
+    assert_eq!(polls(&m, "error"), 0.0);
+    // The seed example's contacts have one date for both, so every event is CREATED.
+    let events = |m: &Exposition, kind: &str| {
+        m.value(
+            "pollerd_resource_events_total",
+            &[
+                ("pollerd_instance", "API_Polling"),
+                ("resource", "contacts"),
+                ("type", kind),
+            ],
+        )
+    };
+    assert_eq!((events(&m, "CREATED"), events(&m, "UPDATED")), (2.0, 0.0));
+    assert!(of_callback(&m, "pollerd_callback_delivered_total") >= 1.0);
+    assert!(of_callback(&m, "pollerd_callback_last_success_timestamp_seconds") >= started - 1.0);
+    assert!(of_callback(&m, "pollerd_callback_delivery_latency_seconds_total") > 0.0);
+    assert_eq!(
+        of_callback(&m, "pollerd_callback_failing_since_timestamp_seconds"),
+        0.0
+    );
+    assert_eq!(m.value("pollerd_config_last_reload_successful", &[]), 1.0);
+    assert!(
+        !has_instance(&m, "quiet"),
+        "a disabled instance has no series"
+    );
+
+    // The receiver fails: the queue holds the notification, and the callback is failing.
+    receiver.set_default(Behaviour::Status(503));
+    let failed_from = unix_now();
+    sim.create_many(RecordKind::Contact, 1, None);
+    let deadline = std::time::Instant::now() + WAIT;
+    let m = loop {
+        let m = scrape(address).await;
+        if of_callback(&m, "pollerd_callback_failing_since_timestamp_seconds") > 0.0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callback never showed as failing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        of_callback(&m, "pollerd_callback_failing_since_timestamp_seconds") >= failed_from - 1.0
+    );
+    assert_eq!(of_contacts(&m, "pollerd_resource_outbox_depth"), 1.0);
+    assert!(of_contacts(&m, "pollerd_resource_outbox_oldest_age_seconds") > 0.0);
+
+    // A broken file: the reload failed. Removing the instance takes its series away.
+    std::fs::write(dd.instances().join("broken.json"), "{ not json").unwrap();
+    std::fs::remove_file(dd.instances().join("contacts.json")).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = scrape(address).await;
+        if !has_instance(&m, "API_Polling")
+            && m.value("pollerd_config_last_reload_successful", &[]) == 0.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed instance's series stayed, or the reload did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(daemon);
 }

@@ -272,10 +272,17 @@ async fn the_demo_shows_created_updated_and_deleted_events() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pollerd"))
         .arg("demo")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Read to its end (the demo's exit closes it) beside the rest, so it never fills.
+    let warnings = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         let mut buf = [0u8; 4096];
@@ -307,6 +314,12 @@ async fn the_demo_shows_created_updated_and_deleted_events() {
     assert!(text.contains(" UPDATED "), "{text}");
     assert!(text.contains(" DELETED "), "{text}");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends the demo with 0");
+    // Neither its own instance (both resources have a creation date) nor its stop (the file
+    // watcher) warns about anything.
+    let warnings = tokio::task::spawn_blocking(move || warnings.join().unwrap())
+        .await
+        .unwrap();
+    assert!(warnings.is_empty(), "the demo printed:\n{warnings}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,3 +332,47 @@ fn a_missing_parent_directory_is_an_error_naming_it() {
     let message = format!("{error:#}");
     assert!(message.contains(&parent.display().to_string()), "{message}");
 }
+
+/// The inodes this process's inotify descriptors watch now (from `/proc/self/fdinfo`).
+fn watched_inodes() -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let inode = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("ino:"))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            inodes.extend(inode);
+        }
+    }
+    inodes
+}
+
+/// Before the watcher unwatched on stop, notify's own thread closed its descriptor a moment
+/// after the drop returned, and a directory removed in that moment (as `pollerd demo` removes
+/// its temporary one) made notify warn `WatchNotFound`. 20 watchers in a row make that moment
+/// likely to show.
+#[tokio::test]
+async fn a_dropped_watcher_leaves_no_watch_behind() {
+    use std::os::unix::fs::MetadataExt;
+
+    for round in 0..20 {
+        let mut fixture = fixture(true, &["a.json"]);
+        let dir = std::fs::metadata(&fixture.dir).unwrap().ino();
+        let root = std::fs::metadata(&fixture.root).unwrap().ino();
+        let watched = watched_inodes();
+        assert!(
+            watched.contains(&dir) && watched.contains(&root),
+            "the directory and its parent are watched while the watcher lives"
+        );
+        drop(fixture.watcher.take());
+        let left = watched_inodes();
+        assert!(
+            !left.contains(&dir) && !left.contains(&root),
+            "round {round}: watches left once the drop returned: {left:?}"
+        );
+    }
+}

@@ -20,6 +20,7 @@
 //! dates, counts and error texts.
 
 mod client;
+pub mod health;
 mod server;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,7 @@ pub use self::client::{
     AdminClientError, drop_dead_letters, get_status, list_dead_letters, reconcile,
     replay_dead_letters,
 };
+pub use self::health::Health;
 pub use self::server::{AdminServer, AdminStartError};
 
 /// Path prefix of every route; bumped if the JSON shapes ever change incompatibly.
@@ -179,6 +181,50 @@ pub struct ResourceStatusView {
     /// The DELETED check, for a resource with `deletedCheckInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileStatusView>,
+    /// What the health rules (and the alert rules) read; `#[serde(default)]` so that a newer
+    /// `pollerd status` still reads an older daemon's report.
+    #[serde(flatten)]
+    pub signals: HealthSignals,
+    /// The health word, from [`health::judge`] on `signals` when the report was made.
+    #[serde(default)]
+    pub health: Health,
+    /// Runs and events since the poll loop started.
+    #[serde(default)]
+    pub counts: RunCountsView,
+}
+
+/// A resource's runs by outcome and events by type, since its poll loop started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct RunCountsView {
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// First runs, which only set the watermark.
+    pub polls_baseline: u64,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// What the health of a resource is judged from: the same values the per-resource metrics
+/// export and the alert rules read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
+pub struct HealthSignals {
+    /// The instance's refresh interval, in seconds.
+    pub interval_seconds: f64,
+    /// When the resource's poll loop started (the instance was loaded or changed).
+    pub polling_since: Option<DateTime<Utc>>,
+    /// When a poll run last completed.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Runs failed since the last that completed, and when the first of them ended.
+    pub failed_polls: u64,
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Commit time of the oldest queued notification of this resource.
+    pub oldest_queued: Option<DateTime<Utc>>,
+    /// When the receiver started failing this resource's queue (its head waits for a retry).
+    pub receiver_failing_since: Option<DateTime<Utc>>,
+    /// When the receiver last answered 2xx for this resource, since the daemon started.
+    pub last_delivered: Option<DateTime<Utc>>,
 }
 
 /// A resource's reconciles at a glance.

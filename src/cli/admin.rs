@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 
 use crate::admin::{
-    self, CorruptView, DeadLetterView, InstanceStatus, ResourceStatusView, StatusReport,
+    self, CorruptView, DeadLetterView, Health, InstanceStatus, ResourceStatusView, StatusReport,
 };
 
 /// Tables are laid out to fit a terminal this wide.
@@ -29,8 +29,27 @@ pub enum DeadLetterAction {
     Drop(Option<Vec<String>>),
 }
 
-/// `pollerd status [--json]`: 0, or 1 if the daemon is not reachable.
-pub fn status(socket: &Path, json: bool) -> ExitCode {
+/// Which rows `pollerd status` prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusSelection {
+    /// Every selected row, however many (otherwise the worst [`SUMMARY_ROWS`]).
+    pub all: bool,
+    /// Only this instance's resources.
+    pub instance: Option<String>,
+    /// Only resources that are failing or backlogged.
+    pub failing: bool,
+}
+
+/// Rows listed without `--all`: with the lines around them, one screen.
+pub const SUMMARY_ROWS: usize = 10;
+
+/// Exit status of `pollerd status` when a resource is failing or backlogged.
+const UNHEALTHY: u8 = 2;
+
+/// `pollerd status [--json] [--all] [--instance NAME] [--failing]`: 0 when every resource (of
+/// `--instance`, when given) is healthy, 2 when any is failing or backlogged, 1 if the daemon is
+/// not reachable. `--json` prints the whole report whatever the selection.
+pub fn status(socket: &Path, json: bool, selection: &StatusSelection) -> ExitCode {
     let report = match block_on(admin::get_status(socket)) {
         Ok(report) => report,
         Err(error) => return fail(&error),
@@ -41,9 +60,12 @@ pub fn status(socket: &Path, json: bool) -> ExitCode {
             Err(error) => return fail(&anyhow::Error::new(error).context("cannot print status")),
         }
     } else {
-        print!("{}", render_status(&report));
+        print!("{}", render_status_of(&report, selection));
     }
-    ExitCode::SUCCESS
+    match HealthCounts::of(&report, selection).unhealthy() {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(UNHEALTHY),
+    }
 }
 
 /// `pollerd dead-letters list|replay|drop`: 0, or 1 on any error.
@@ -143,25 +165,88 @@ const STATUS_HEADERS: [&str; 9] = [
     "EVENTS",
     "OUTBOX",
     "DEAD",
+    "HEALTH / LAST ERROR",
+];
+
+/// The columns of the worst rows when not every row is listed.
+const WORST_HEADERS: [&str; 6] = [
+    "INSTANCE",
+    "RESOURCE",
+    "HEALTH",
+    "OUTBOX",
+    "DEAD",
     "LAST ERROR",
 ];
 
-/// The status as a table: one row per resource, then notes and totals; fits 120 columns.
+/// Notes listed without `--all` (each may take a few lines).
+const SUMMARY_NOTES: usize = 5;
+
+/// The status as `pollerd status` prints it by default: every row when they fit one screen,
+/// else the worst [`SUMMARY_ROWS`].
 pub fn render_status(report: &StatusReport) -> String {
+    render_status_of(report, &StatusSelection::default())
+}
+
+/// The status: the daemon's lines, the health counts, a table of the selected rows (the worst
+/// first when they do not all fit and `--all` was not given), notes and totals. Fits 120
+/// columns.
+pub fn render_status_of(report: &StatusReport, selection: &StatusSelection) -> String {
     let mut out = String::new();
     write_daemon_lines(&mut out, report);
+    write_health_counts(&mut out, &HealthCounts::of(report, selection));
     out.push('\n');
-    let table = StatusTable::of(report);
+    let table = StatusTable::of(report, selection);
+    let shown = match selection.all {
+        true => table.rows.len(),
+        false => table.rows.len().min(SUMMARY_ROWS),
+    };
     if table.rows.is_empty() {
-        out.push_str("no resources are being polled\n");
+        out.push_str(match selection.instance.is_some() || selection.failing {
+            true => "no resource matches\n",
+            false => "no resources are being polled\n",
+        });
     } else {
-        let truncated = write_table(&mut out, &STATUS_HEADERS, &table.rows, &[5, 6, 7]);
+        // The worst of many: fewer columns, so that the health word is never cut.
+        let worst_only = shown < table.rows.len();
+        let rows: Vec<Vec<String>> = table.rows[..shown]
+            .iter()
+            .map(|row| match worst_only {
+                true => row.worst.clone(),
+                false => row.full.clone(),
+            })
+            .collect();
+        let truncated = match worst_only {
+            true => write_table(&mut out, &WORST_HEADERS, &rows, &[3, 4]),
+            false => write_table(&mut out, &STATUS_HEADERS, &rows, &[5, 6, 7]),
+        };
         if truncated {
             out.push_str("(errors cut to fit; `pollerd status --json` shows them whole)\n");
         }
     }
-    for note in &table.notes {
+    if shown < table.rows.len() {
+        let _ = writeln!(
+            out,
+            "… and {} more {}, none worse than those above (`pollerd status --all` lists every one)",
+            table.rows.len() - shown,
+            match table.rows.len() - shown {
+                1 => "resource",
+                _ => "resources",
+            }
+        );
+    }
+    let notes = match selection.all {
+        true => table.notes.len(),
+        false => table.notes.len().min(SUMMARY_NOTES),
+    };
+    for note in &table.notes[..notes] {
         out.push_str(&wrap(note, "note: ", "      "));
+    }
+    if notes < table.notes.len() {
+        let _ = writeln!(
+            out,
+            "… and {} more (`--all`)",
+            plural((table.notes.len() - notes) as u64, "note")
+        );
     }
     write_status_totals(&mut out, report, &table);
     write_dead_letter_summary(&mut out, report);
@@ -213,6 +298,77 @@ fn write_cluster(out: &mut String, report: &StatusReport) {
     }
 }
 
+/// Resources by health word, of the instances selected (`--instance`; `--failing` selects
+/// rows, not what is counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthCounts {
+    pub ok: u64,
+    pub failing: u64,
+    pub backlog: u64,
+    /// Resources of instances with events disabled.
+    pub disabled: u64,
+}
+
+impl HealthCounts {
+    pub fn of(report: &StatusReport, selection: &StatusSelection) -> HealthCounts {
+        let mut counts = HealthCounts::default();
+        let selected = |name: &str| selection.instance.as_deref().is_none_or(|w| w == name);
+        for instance in report.instances.iter().filter(|i| selected(&i.name)) {
+            for resource in &instance.resources {
+                match resource.health {
+                    Health::Ok => counts.ok += 1,
+                    Health::Disabled => counts.disabled += 1,
+                    Health::Failing { .. } => counts.failing += 1,
+                    Health::Backlog { .. } => counts.backlog += 1,
+                }
+            }
+        }
+        counts
+    }
+
+    pub fn unhealthy(&self) -> u64 {
+        self.failing + self.backlog
+    }
+}
+
+fn write_health_counts(out: &mut String, counts: &HealthCounts) {
+    let _ = writeln!(
+        out,
+        "health: {} ok, {} failing, {} backlogged, {} disabled",
+        counts.ok, counts.failing, counts.backlog, counts.disabled,
+    );
+}
+
+/// How bad a health word is, worst first: failing the longest, then the oldest backlog.
+fn severity(health: &Health) -> (u8, Option<DateTime<Utc>>) {
+    match health {
+        Health::Failing { since } => (0, Some(*since)),
+        Health::Backlog { oldest, .. } => (1, *oldest),
+        Health::Ok | Health::Disabled => (2, None),
+    }
+}
+
+/// The last column: what is wrong first (the health word, then the last error), else the last
+/// error of a resource still ok, else `ok`. Times as the other columns show them.
+fn health_cell(resource: &ResourceStatusView) -> String {
+    let word = match &resource.health {
+        Health::Ok => None,
+        Health::Disabled => Some("disabled".to_string()),
+        Health::Failing { since } => Some(format!("failing since {}", short_time_today(*since))),
+        Health::Backlog { queued, oldest } => Some(match oldest {
+            Some(oldest) => format!("backlog {queued} (oldest {})", short_time_today(*oldest)),
+            None => format!("backlog {queued}"),
+        }),
+    };
+    let error = resource.last_error.as_deref().map(one_line);
+    match (word, error) {
+        (Some(word), Some(error)) => format!("{word}; {error}"),
+        (Some(word), None) => word,
+        (None, Some(error)) => error,
+        (None, None) => "ok".to_string(),
+    }
+}
+
 /// Version, pid, start time and the outcome of the last reload with its errors.
 fn write_daemon_lines(out: &mut String, report: &StatusReport) {
     let _ = writeln!(
@@ -244,21 +400,33 @@ fn write_daemon_lines(out: &mut String, report: &StatusReport) {
 /// totals line needs.
 #[derive(Default)]
 struct StatusTable {
-    rows: Vec<Vec<String>>,
+    /// The selected rows, worst first (a stable sort: the report's order among equals).
+    rows: Vec<Row>,
     notes: Vec<String>,
     resource_count: u64,
     events_total: u64,
 }
 
 impl StatusTable {
-    fn of(report: &StatusReport) -> Self {
+    fn of(report: &StatusReport, selection: &StatusSelection) -> Self {
         let mut table = Self::default();
         for instance in &report.instances {
+            if selection
+                .instance
+                .as_deref()
+                .is_some_and(|wanted| wanted != instance.name)
+            {
+                continue;
+            }
             table.note_instance(instance);
             for resource in &instance.resources {
+                if selection.failing && !resource.health.is_unhealthy() {
+                    continue;
+                }
                 table.add_resource(instance, resource);
             }
         }
+        table.rows.sort_by_key(|row| severity(&row.health));
         table
     }
 
@@ -300,7 +468,11 @@ impl StatusTable {
             ));
         }
         self.note_reconcile(instance, resource);
-        self.rows.push(status_row(instance, resource));
+        self.rows.push(Row {
+            health: resource.health.clone(),
+            full: status_row(instance, resource),
+            worst: worst_row(instance, resource),
+        });
     }
 
     /// A reconcile stopped by the mass-delete guard, or failing, is worth a note.
@@ -329,6 +501,35 @@ impl StatusTable {
     }
 }
 
+/// One resource in both layouts of the status table.
+struct Row {
+    health: Health,
+    full: Vec<String>,
+    worst: Vec<String>,
+}
+
+fn worst_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<String> {
+    let health = match &resource.health {
+        Health::Failing { since } => format!("failing since {}", short_time(Some(*since))),
+        Health::Backlog {
+            queued,
+            oldest: Some(oldest),
+        } => format!("backlog {queued} (oldest {})", short_time(Some(*oldest))),
+        other => other.to_string(),
+    };
+    vec![
+        truncate(&instance.name, MAX_INSTANCE_WIDTH),
+        truncate(&resource.name, MAX_RESOURCE_WIDTH),
+        health,
+        resource.outbox_depth.to_string(),
+        resource.dead_letters.to_string(),
+        resource
+            .last_error
+            .as_deref()
+            .map_or_else(|| "-".to_string(), one_line),
+    ]
+}
+
 fn status_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<String> {
     vec![
         truncate(&instance.name, MAX_INSTANCE_WIDTH),
@@ -339,10 +540,7 @@ fn status_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<S
         resource.events_emitted.to_string(),
         resource.outbox_depth.to_string(),
         resource.dead_letters.to_string(),
-        resource
-            .last_error
-            .as_deref()
-            .map_or_else(|| "-".to_string(), one_line),
+        health_cell(resource),
     ]
 }
 
@@ -352,8 +550,7 @@ fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTa
         .iter()
         .filter(|instance| instance.enabled)
         .count() as u64;
-    let _ = writeln!(
-        out,
+    let line = format!(
         "total: {} ({enabled} enabled), {}, {} emitted, {} in the outbox, {}",
         plural(report.instances.len() as u64, "instance"),
         plural(table.resource_count, "resource"),
@@ -361,6 +558,7 @@ fn write_status_totals(out: &mut String, report: &StatusReport, table: &StatusTa
         plural(report.outbox_depth, "notification"),
         plural(report.dead_letters, "dead letter"),
     );
+    out.push_str(&wrap(&line, "", "  "));
 }
 
 /// Below the totals, when there are dead letters: how many are corrupt, since when, and how
@@ -594,6 +792,15 @@ fn wrap(text: &str, first: &str, rest: &str) -> String {
 /// Error texts may hold newlines (provider bodies); a table row must not.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The time alone when it is today (UTC), else as [`short_time`]: the health word must fit
+/// the last column.
+fn short_time_today(time: DateTime<Utc>) -> String {
+    match time.date_naive() == Utc::now().date_naive() {
+        true => time.format("%H:%M:%S").to_string(),
+        false => short_time(Some(time)),
+    }
 }
 
 /// Month, day and time, UTC: the year adds width and rarely information here.

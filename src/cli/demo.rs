@@ -90,8 +90,10 @@ async fn demo() -> anyhow::Result<()> {
     result
 }
 
-/// Contacts (created only, as ConnectWise contacts cannot tell) and companies (created, updated,
-/// and now and then deleted: reconciled every 10 seconds), polled every 3 seconds, signed.
+/// Tickets (created) and companies (created, updated, and now and then deleted: reconciled every
+/// 10 seconds), polled every 3 seconds, signed. Both record their creation in
+/// `_info.dateEntered`, so CREATED and UPDATED are told apart and `pollerd check` has nothing to
+/// warn about (ConnectWise contacts have no creation date).
 fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
     let mut instance = json!({
         "element": {"key": "connectwisecrmrest"},
@@ -103,7 +105,7 @@ fn demo_instance(sim: &ConnectWiseSim, callback: &str) -> Value {
             "event.notification.signature.key": "demo-signing-key",
             "event.poller.refresh_interval": "0.05",
             "event.poller.configuration": {
-                "contacts": ConnectWiseSim::resource_configuration("/hubs/crm/contacts", "_info.lastUpdated"),
+                "tickets": ConnectWiseSim::resource_configuration("/hubs/crm/incidents", "_info.dateEntered"),
                 "companies": ConnectWiseSim::resource_configuration("/hubs/crm/accounts", "_info.dateEntered")
             }
         }
@@ -126,7 +128,7 @@ async fn change_records(sim: ConnectWiseSim) {
     for round in 0u64.. {
         match round % 4 {
             0 => {
-                sim.create(RecordKind::Contact, None);
+                sim.create(RecordKind::Ticket, None);
             }
             1 => companies.push(sim.create(RecordKind::Company, None)),
             2 => {
@@ -198,7 +200,7 @@ pub fn describe(body: &Value) -> Vec<String> {
 }
 
 fn record_name(r: &Value) -> String {
-    if let Some(name) = r["name"].as_str() {
+    if let Some(name) = r["name"].as_str().or(r["summary"].as_str()) {
         return name.to_string();
     }
     let first = r["firstName"].as_str().unwrap_or("");

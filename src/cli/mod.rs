@@ -44,10 +44,20 @@ pub enum Command {
         #[arg(long)]
         since: Option<String>,
     },
-    /// Ask the running daemon for its status
+    /// Ask the running daemon for its status: a summary (exit 2 when a resource is failing or backlogged)
     Status {
+        /// The whole report as JSON (every resource, whatever the other options)
         #[arg(long)]
         json: bool,
+        /// Every resource's row [default: the worst 10 when there are more]
+        #[arg(long)]
+        all: bool,
+        /// Only this instance's resources
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// Only the resources that are failing or backlogged
+        #[arg(long)]
+        failing: bool,
     },
     /// List, replay or drop dead letters of the running daemon
     #[command(name = "dead-letters", subcommand)]
@@ -112,8 +122,21 @@ pub fn main() -> ExitCode {
             resource.as_deref(),
             since.as_deref(),
         ),
-        Command::Status { json } => match admin_socket(args.config.as_deref()) {
-            Ok(socket) => admin::status(&socket, json),
+        Command::Status {
+            json,
+            all,
+            instance,
+            failing,
+        } => match admin_socket(args.config.as_deref()) {
+            Ok(socket) => admin::status(
+                &socket,
+                json,
+                &admin::StatusSelection {
+                    all,
+                    instance,
+                    failing,
+                },
+            ),
             Err(code) => code,
         },
         Command::DeadLetters(action) => {

@@ -5,16 +5,18 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use crate::admin::health;
 use crate::admin::{
-    AdminBackend, ClusterStatus, CorruptView, DeadLetterSummaryView, DeadLetterView,
-    InstanceStatus, LeaseStatusView, MassDeleteView, NodeStatusView, ReconcileCommand,
-    ReconcileStatusView, ReconcileView, ReloadStatus, ResourceStatusView, StatusReport,
-    TaskPanicView,
+    AdminBackend, ClusterStatus, CorruptView, DeadLetterSummaryView, DeadLetterView, Health,
+    HealthSignals, InstanceStatus, LeaseStatusView, MassDeleteView, NodeStatusView,
+    ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus, ResourceStatusView,
+    RunCountsView, StatusReport, TaskPanicView,
 };
-use crate::delivery::Deliverer;
+use crate::delivery::{Deliverer, QueueHealth, QueueHealthBoard};
+use crate::metrics::{CallbackSample, ResourceSample, Snapshot};
 use crate::poller::PollShared;
 use crate::poller::reconcile::{ReconcileAsk, ReconcileOutcome, ReconcileReport, ReconcileRequest};
-use crate::poller::schedule::ReconcileStatus;
+use crate::poller::schedule::{ReconcileStatus, ResourceStatus};
 use crate::store::{DeadLetterSummary, ResourceKey, Store, StoreError};
 use crate::supervisor::InstanceView;
 
@@ -81,6 +83,79 @@ impl DaemonAdmin {
             .filter(|row| ids.contains(&row.id))
             .collect())
     }
+}
+
+impl DaemonAdmin {
+    /// The per-instance and per-resource series of a scrape: the status rows of the enabled
+    /// instances, and their queues' deliveries.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        let report = self.status();
+        let queues = self.deliverer.queue_health();
+        let now = Utc::now();
+        let mut snapshot = Snapshot::default();
+        for instance in report.instances.iter().filter(|i| i.enabled) {
+            let mut callback = CallbackSample {
+                instance: instance.name.clone(),
+                ..CallbackSample::default()
+            };
+            for resource in &instance.resources {
+                let queue = queues.of(&ResourceKey::new(&instance.name, &resource.name));
+                add_queue(&mut callback, &queue);
+                snapshot
+                    .resources
+                    .push(resource_sample(&instance.name, resource, now));
+            }
+            snapshot.callbacks.push(callback);
+        }
+        snapshot
+    }
+}
+
+/// Unix seconds, 0 for never (what the alert rules expect).
+fn unix_seconds(t: Option<DateTime<Utc>>) -> f64 {
+    t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+fn seconds_since(t: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+}
+
+fn resource_sample(instance: &str, r: &ResourceStatusView, now: DateTime<Utc>) -> ResourceSample {
+    let s = &r.signals;
+    ResourceSample {
+        instance: instance.to_string(),
+        resource: r.name.clone(),
+        poll_interval_seconds: s.interval_seconds,
+        poll_started_at: unix_seconds(s.polling_since),
+        last_success_at: unix_seconds(s.last_success),
+        failed_polls: s.failed_polls,
+        watermark_lag_seconds: r.watermark.map(|w| seconds_since(w, now)),
+        outbox_depth: r.outbox_depth,
+        oldest_queued_age_seconds: s.oldest_queued.map_or(0.0, |t| seconds_since(t, now)),
+        dead_letters: r.dead_letters,
+        polls_ok: r.counts.polls_ok,
+        polls_error: r.counts.polls_failed,
+        polls_baseline: r.counts.polls_baseline,
+        events_created: r.counts.created,
+        events_updated: r.counts.updated,
+        events_deleted: r.reconcile.as_ref().map_or(0, |c| c.deleted_total),
+    }
+}
+
+/// One more queue of the instance in its callback's sample: the latest 2xx, the earliest
+/// failing head, the sums.
+fn add_queue(callback: &mut CallbackSample, queue: &QueueHealth) {
+    let c = callback;
+    c.last_success_at = c.last_success_at.max(unix_seconds(queue.last_delivered));
+    if let Some(since) = queue.failing_since {
+        let since = unix_seconds(Some(since));
+        c.failing_since = match c.failing_since > 0.0 {
+            true => c.failing_since.min(since),
+            false => since,
+        };
+    }
+    c.delivered = c.delivered.saturating_add(queue.delivered);
+    c.latency_sum_seconds += queue.latency_sum.as_secs_f64();
 }
 
 fn reconcile_view(s: &ReconcileStatus) -> ReconcileStatusView {
@@ -303,45 +378,106 @@ fn cluster_status(leases: &super::lease::Leases) -> ClusterStatus {
     }
 }
 
+/// What every status row of one report reads.
+struct RowContext<'a> {
+    dead: &'a DeadLetterSummary,
+    active: std::collections::HashMap<ResourceKey, u32>,
+    queues: QueueHealthBoard,
+    now: DateTime<Utc>,
+}
+
+impl DaemonAdmin {
+    /// The rows of an instance: its running resources, or, for a disabled instance (which runs
+    /// none), each resource of its file as `disabled`.
+    fn resource_rows(&self, view: &InstanceView, context: &RowContext) -> Vec<ResourceStatusView> {
+        if view.spec.notifications.is_none() {
+            return view
+                .spec
+                .resources
+                .iter()
+                .map(|r| self.resource_row(view, &r.name, None, context))
+                .collect();
+        }
+        view.resources
+            .iter()
+            .map(|(name, status)| {
+                let status = status.lock().expect("status").clone();
+                self.resource_row(view, name, Some(status), context)
+            })
+            .collect()
+    }
+
+    fn resource_row(
+        &self,
+        view: &InstanceView,
+        name: &str,
+        status: Option<ResourceStatus>,
+        context: &RowContext,
+    ) -> ResourceStatusView {
+        let key = ResourceKey::new(&view.spec.name, name);
+        let running = status.is_some();
+        let s = status.unwrap_or_default();
+        let queue = context.queues.of(&key);
+        let signals = HealthSignals {
+            interval_seconds: view.spec.refresh_interval.as_secs_f64(),
+            polling_since: s.started_at,
+            last_success: s.last_success,
+            failed_polls: s.failed_in_a_row,
+            failing_since: s.failing_since,
+            oldest_queued: queue.oldest_queued,
+            receiver_failing_since: queue.failing_since,
+            last_delivered: queue.last_delivered,
+        };
+        let outbox_depth = self.store.outbox_depth(&key).unwrap_or(0);
+        let health = match running {
+            true => health::judge(&signals, outbox_depth, context.now),
+            false => Health::Disabled,
+        };
+        ResourceStatusView {
+            health,
+            counts: RunCountsView {
+                polls_ok: s.counts.ok,
+                polls_failed: s.counts.error,
+                polls_baseline: s.counts.baseline,
+                created: s.counts.created,
+                updated: s.counts.updated,
+            },
+            signals,
+            name: name.to_string(),
+            watermark: self.store.watermark(&key).ok().flatten(),
+            last_poll: s.last_poll,
+            next_poll: s.next_poll,
+            last_error: s.last_error,
+            events_emitted: s.events_emitted,
+            outbox_depth,
+            dead_letters: context.dead.of(&key).map_or(0, |queue| queue.count),
+            pollers: context.active.get(&key).copied().unwrap_or(0),
+            task_panics: self.task_panics(&key),
+            reconcile: s.reconcile.as_ref().map(reconcile_view),
+        }
+    }
+}
+
 impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
         // Served from counts: the letters themselves (each with its body) are not read.
         let dead = self.store.dead_letter_summary().unwrap_or_default();
-        let dead_of = |key: &ResourceKey| dead.of(key).map_or(0, |queue| queue.count);
-        let active = self.shared.active_pollers.lock().expect("pollers").clone();
+        let context = RowContext {
+            dead: &dead,
+            active: self.shared.active_pollers.lock().expect("pollers").clone(),
+            queues: self.deliverer.queue_health(),
+            now: Utc::now(),
+        };
         let registry = self.registry.read().expect("registry").clone();
         let instances: Vec<InstanceStatus> = registry
             .iter()
-            .map(|view| {
-                let resources = view
-                    .resources
-                    .iter()
-                    .map(|(name, status)| {
-                        let key = ResourceKey::new(&view.spec.name, name);
-                        let s = status.lock().expect("status").clone();
-                        ResourceStatusView {
-                            name: name.clone(),
-                            watermark: self.store.watermark(&key).ok().flatten(),
-                            last_poll: s.last_poll,
-                            next_poll: s.next_poll,
-                            last_error: s.last_error,
-                            events_emitted: s.events_emitted,
-                            outbox_depth: self.store.outbox_depth(&key).unwrap_or(0),
-                            dead_letters: dead_of(&key),
-                            pollers: active.get(&key).copied().unwrap_or(0),
-                            task_panics: self.task_panics(&key),
-                            reconcile: s.reconcile.as_ref().map(reconcile_view),
-                        }
-                    })
-                    .collect();
-                InstanceStatus {
-                    name: view.spec.name.clone(),
-                    file: view.spec.file.display().to_string(),
-                    element: view.spec.element.key().to_string(),
-                    enabled: view.spec.notifications.is_some(),
-                    resources,
-                    error: view.error.clone(),
-                }
+            .map(|view| InstanceStatus {
+                name: view.spec.name.clone(),
+                file: view.spec.file.display().to_string(),
+                element: view.spec.element.key().to_string(),
+                enabled: view.spec.notifications.is_some(),
+                resources: self.resource_rows(view, &context),
+                error: view.error.clone(),
             })
             .collect();
         let stats = self.store.stats().unwrap_or_default();

@@ -443,6 +443,10 @@ async fn serve_metrics(
     let Some(listen) = daemon.settings.metrics_listen else {
         return Ok(());
     };
+    let admin = daemon.admin();
+    daemon
+        .metrics
+        .set_snapshot_source(Arc::new(move || admin.metrics_snapshot()));
     let r = ready.clone();
     let bound = crate::metrics::serve(
         listen,

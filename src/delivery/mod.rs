@@ -13,6 +13,7 @@ pub mod proxy;
 #[cfg(test)]
 mod proxy_tests;
 mod queue;
+mod queue_health;
 #[cfg(test)]
 mod tests;
 mod worker_set;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use attempt::{Outcome, Route, Target};
 pub use client::{ClientError, WebhookClient};
 pub use proxy::ProxySettings;
+pub use queue_health::{QueueHealth, QueueHealthBoard};
 
 use crate::config::TlsCa;
 use crate::config::settings::DeliverySettings;
@@ -68,6 +70,8 @@ struct Inner {
     /// Wake only the queues of instances with a route: on a node sharing its store, the other
     /// queues are other nodes' to deliver.
     routed_only: std::sync::atomic::AtomicBool,
+    /// What each queue's worker last saw (`status` and the per-resource metrics).
+    health: QueueHealthBoard,
 }
 
 /// Where each instance's notifications go, by instance name.
@@ -129,6 +133,7 @@ impl Deliverer {
                 metrics,
                 task_panics: TaskPanics::default(),
                 routed_only: std::sync::atomic::AtomicBool::new(false),
+                health: QueueHealthBoard::default(),
             }),
         })
     }
@@ -196,6 +201,11 @@ impl Deliverer {
     /// The daemon's record of task panics: delivery workers' and poll tasks'.
     pub fn task_panics(&self) -> TaskPanics {
         self.inner.task_panics.clone()
+    }
+
+    /// What each queue's worker last saw of its queue and receiver.
+    pub fn queue_health(&self) -> QueueHealthBoard {
+        self.inner.health.clone()
     }
 
     /// Graceful stop: no new attempts; attempts in flight get the grace period; then the store

@@ -107,6 +107,7 @@ impl QueueWorker {
             let Some(head) = self.ahead.pop_front() else {
                 continue;
             };
+            self.inner.health.head(&self.key, Some(&head));
             self.store_works_again();
             let now = Utc::now();
             let Some(at) = head.next_attempt_at.filter(|at| *at > now) else {
@@ -127,6 +128,7 @@ impl QueueWorker {
         }
         match self.inner.store.outbox_front(&self.key, self.read_limit) {
             Ok(front) if front.is_empty() => {
+                self.inner.health.head(&self.key, None);
                 if self.leave_if_empty() {
                     ReadAhead::Leave
                 } else {
@@ -242,9 +244,11 @@ impl QueueWorker {
         let event_id = head.event_id.as_str();
         match settlement {
             Settlement::Ack => {
+                let latency = (Utc::now() - head.created_at).to_std().ok();
+                inner.health.delivered(key, latency);
                 NotificationDelivered {
                     event_id,
-                    latency: (Utc::now() - head.created_at).to_std().ok(),
+                    latency,
                     recovered: std::mem::take(&mut self.failing),
                 }
                 .emit(metrics);
@@ -255,6 +259,7 @@ impl QueueWorker {
                 delay,
                 error,
             } => {
+                inner.health.failed(key);
                 DeliveryFailed {
                     event_id,
                     url: &route.shown_url,
@@ -275,6 +280,7 @@ impl QueueWorker {
                 error,
                 why,
             } => {
+                inner.health.dead_lettered(key);
                 DeadLettered {
                     event_id,
                     why: &why,

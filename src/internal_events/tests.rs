@@ -211,6 +211,23 @@ fn a_reload_with_errors_is_counted_as_one_and_names_what_changed() {
     let errors = sample(&metrics, r#"pollerd_reloads_total{result="error"}"#);
     let oks = sample(&metrics, r#"pollerd_reloads_total{result="ok"}"#);
     assert_eq!((errors, oks), (1.0, 0.0));
+    // What PollerdReloadFailed reads: 0 until a reload uses every file again.
+    assert_eq!(
+        sample(&metrics, "pollerd_config_last_reload_successful"),
+        0.0
+    );
+    ReloadFinished {
+        started: &[],
+        restarted: &[],
+        stopped: &[],
+        unchanged: 3,
+        errors: 0,
+    }
+    .emit(&metrics);
+    assert_eq!(
+        sample(&metrics, "pollerd_config_last_reload_successful"),
+        1.0
+    );
 }
 
 #[test]

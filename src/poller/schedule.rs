@@ -22,15 +22,26 @@ use crate::internal_events::{
 };
 use crate::store::ResourceKey;
 
-/// What the daemon can tell about a resource (for `pollerd status`).
+/// What the daemon can tell about a resource (for `pollerd status` and the per-resource
+/// metrics).
 #[derive(Clone, Debug, Default)]
 pub struct ResourceStatus {
+    /// When its poll loop started: the health rules count from here until a run succeeds.
+    pub started_at: Option<DateTime<Utc>>,
     pub last_poll: Option<DateTime<Utc>>,
     pub next_poll: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_report: Option<RunReport>,
     pub events_emitted: u64,
     pub runs: u64,
+    /// When a run last completed (a baseline run included).
+    pub last_success: Option<DateTime<Utc>>,
+    /// Runs failed since the last that completed.
+    pub failed_in_a_row: u64,
+    /// When the first of those failed runs ended.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Runs by how they ended, and events by type, since the loop started.
+    pub counts: RunCounts,
     /// The DELETED check, when the resource has one.
     pub reconcile: Option<ReconcileStatus>,
 }
@@ -46,6 +57,26 @@ pub struct ReconcileStatus {
     /// The last reconcile was stopped by the mass-delete guard: (would delete, known).
     pub mass_delete_refused: Option<(usize, usize)>,
     pub deleted_total: u64,
+}
+
+/// What a resource's runs produced since its poll loop started (the per-resource counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub ok: u64,
+    pub error: u64,
+    pub baseline: u64,
+    pub created: u64,
+    pub updated: u64,
+}
+
+impl ResourceStatus {
+    /// The status of a poll loop starting now.
+    pub fn starting_now() -> ResourceStatus {
+        ResourceStatus {
+            started_at: Some(Utc::now()),
+            ..ResourceStatus::default()
+        }
+    }
 }
 
 pub type SharedStatus = Arc<Mutex<ResourceStatus>>;
@@ -449,18 +480,38 @@ impl ResourcePoll {
         }
     }
 
-    /// What `status` shows of the run.
+    /// What `status` and the per-resource metrics show of the run.
     fn record(&self, result: Result<RunReport, PollError>) {
+        let now = Utc::now();
         let mut s = self.status.lock().expect("status");
-        s.last_poll = Some(Utc::now());
+        s.last_poll = Some(now);
         s.runs = s.runs.saturating_add(1);
         match result {
             Ok(report) => {
-                s.events_emitted = s.events_emitted.saturating_add(report.events as u64);
+                let events = report.events as u64;
+                let created = report.created as u64;
+                let counts = &mut s.counts;
+                match report.baseline {
+                    true => counts.baseline = counts.baseline.saturating_add(1),
+                    false => counts.ok = counts.ok.saturating_add(1),
+                }
+                counts.created = counts.created.saturating_add(created);
+                counts.updated = counts
+                    .updated
+                    .saturating_add(events.saturating_sub(created));
+                s.events_emitted = s.events_emitted.saturating_add(events);
                 s.last_error = None;
+                s.last_success = Some(now);
+                s.failed_in_a_row = 0;
+                s.failing_since = None;
                 s.last_report = Some(report);
             }
-            Err(e) => s.last_error = Some(e.to_string()),
+            Err(e) => {
+                s.counts.error = s.counts.error.saturating_add(1);
+                s.failed_in_a_row = s.failed_in_a_row.saturating_add(1);
+                s.failing_since.get_or_insert(now);
+                s.last_error = Some(e.to_string());
+            }
         }
     }
 }
