@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
 
 use crate::Bench;
-use crate::harness::{BenchDaemon, DaemonDir, ProcSample, WAIT_LIMIT, closed_port};
-use crate::instances::{InstanceShape, RESOURCES, instance};
+use crate::harness::{BenchDaemon, DaemonDir, ProcSample};
+use crate::instances::{RESOURCES, write_idle_instances};
 use crate::report::{Metric, Target, metric, targeted};
 
 const MIB: f64 = 1048576.0;
@@ -29,10 +29,11 @@ async fn measure(
 ) -> anyhow::Result<Vec<Metric>> {
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let dir = DaemonDir::new("")?;
-    write_instances(&sim, &dir, instances)?;
+    // Every 15 minutes: no poll falls due during the idle window.
+    write_idle_instances(&sim, &dir, "footprint", instances, 15.0)?;
     let mut daemon = dir.start(&bench.pollerd).await?;
     let ready = daemon.wait_ready().await?;
-    wait_baselines(&mut daemon, instances * RESOURCES.len()).await?;
+    daemon.wait_baselines(instances * RESOURCES.len()).await?;
     let idle = idle_window(&daemon, bench.scale.idle).await?;
     daemon.stop().await?;
     let label = format!("{instances}x3");
@@ -43,41 +44,6 @@ async fn measure(
         rss_target_mib,
         cpu_and_ready,
     ))
-}
-
-/// `instances` instances of every resource, polling the simulator every 15 minutes and
-/// notifying a closed port (an idle simulator gives them nothing to send).
-fn write_instances(sim: &ConnectWiseSim, dir: &DaemonDir, instances: usize) -> anyhow::Result<()> {
-    let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
-    for i in 0..instances {
-        let name = format!("footprint-{i:04}");
-        let shape = InstanceShape {
-            name: &name,
-            callback: &callback,
-            interval_minutes: 15.0,
-            resources: RESOURCES.len(),
-            batch_size: 10,
-            page_size: 1000,
-            backfill_since: None,
-        };
-        dir.write_instance(&name, &instance(sim, &shape))?;
-    }
-    Ok(())
-}
-
-/// Until `resources` resources have a watermark: every first (baseline) poll committed.
-async fn wait_baselines(daemon: &mut BenchDaemon, resources: usize) -> anyhow::Result<()> {
-    daemon
-        .wait_status("every baseline poll committed", WAIT_LIMIT, |s| {
-            s.instances
-                .iter()
-                .flat_map(|i| &i.resources)
-                .filter(|r| r.watermark.is_some())
-                .count()
-                >= resources
-        })
-        .await?;
-    Ok(())
 }
 
 /// The daemon's memory and CPU over an idle window.

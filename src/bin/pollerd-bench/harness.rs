@@ -248,6 +248,20 @@ impl BenchDaemon {
         }
     }
 
+    /// Until `resources` resources have a watermark: every first (baseline) poll committed.
+    pub async fn wait_baselines(&mut self, resources: usize) -> anyhow::Result<()> {
+        self.wait_status("every baseline poll committed", WAIT_LIMIT, |s| {
+            s.instances
+                .iter()
+                .flat_map(|i| &i.resources)
+                .filter(|r| r.watermark.is_some())
+                .count()
+                >= resources
+        })
+        .await?;
+        Ok(())
+    }
+
     /// SIGTERM, then waits for the exit (the store is flushed by then).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let ok = Command::new("kill")

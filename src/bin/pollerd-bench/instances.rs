@@ -3,6 +3,8 @@
 use pollerd::sim::connectwise::ConnectWiseSim;
 use serde_json::{Map, Value, json};
 
+use crate::harness::{DaemonDir, closed_port};
+
 /// The simulator's resources, as hub URLs, with the created-date field each has.
 pub const RESOURCES: [(&str, &str, &str); 3] = [
     ("contacts", "/hubs/crm/contacts", "_info.lastUpdated"),
@@ -52,4 +54,30 @@ pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
         .expect("an object");
     conf.extend(sim.instance_configuration());
     instance
+}
+
+/// `count` instances named `<prefix>-NNNNN` of every resource, polling every `interval_minutes`
+/// and notifying a closed port (an idle simulator gives them nothing to send).
+pub fn write_idle_instances(
+    sim: &ConnectWiseSim,
+    dir: &DaemonDir,
+    prefix: &str,
+    count: usize,
+    interval_minutes: f64,
+) -> anyhow::Result<()> {
+    let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
+    for i in 0..count {
+        let name = format!("{prefix}-{i:05}");
+        let shape = InstanceShape {
+            name: &name,
+            callback: &callback,
+            interval_minutes,
+            resources: RESOURCES.len(),
+            batch_size: 10,
+            page_size: 1000,
+            backfill_since: None,
+        };
+        dir.write_instance(&name, &instance(sim, &shape))?;
+    }
+    Ok(())
 }

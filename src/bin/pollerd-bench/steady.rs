@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
 
 use crate::Bench;
-use crate::harness::{
-    BenchDaemon, DaemonDir, ProcSample, WAIT_LIMIT, closed_port, thread_cpu_seconds,
-};
-use crate::instances::{InstanceShape, RESOURCES, instance};
+use crate::harness::{BenchDaemon, DaemonDir, ProcSample, thread_cpu_seconds};
+use crate::instances::{RESOURCES, write_idle_instances};
 use crate::report::{Metric, Target, metric, targeted};
 
 const MIB: f64 = 1048576.0;
@@ -37,52 +35,16 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
 async fn measure(bench: &Bench, shape: &SteadyShape) -> anyhow::Result<Vec<Metric>> {
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let dir = DaemonDir::new("")?;
-    write_instances(&sim, &dir, shape)?;
+    let interval_minutes = shape.interval.as_secs_f64() / 60.0;
+    write_idle_instances(&sim, &dir, "steady", shape.instances, interval_minutes)?;
     let mut daemon = dir.start(&bench.pollerd).await?;
     daemon.wait_ready().await?;
-    wait_baselines(&mut daemon, shape.instances * RESOURCES.len()).await?;
+    daemon
+        .wait_baselines(shape.instances * RESOURCES.len())
+        .await?;
     let window = watch(&daemon, &sim, shape.window).await?;
     daemon.stop().await?;
     Ok(steady_metrics(shape, &window))
-}
-
-/// `shape.instances` instances of every resource, notifying a closed port (an idle simulator
-/// gives them nothing to send).
-fn write_instances(
-    sim: &ConnectWiseSim,
-    dir: &DaemonDir,
-    shape: &SteadyShape,
-) -> anyhow::Result<()> {
-    let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
-    let interval_minutes = shape.interval.as_secs_f64() / 60.0;
-    for i in 0..shape.instances {
-        let name = format!("steady-{i:05}");
-        let spec = InstanceShape {
-            name: &name,
-            callback: &callback,
-            interval_minutes,
-            resources: RESOURCES.len(),
-            batch_size: 10,
-            page_size: 1000,
-            backfill_since: None,
-        };
-        dir.write_instance(&name, &instance(sim, &spec))?;
-    }
-    Ok(())
-}
-
-async fn wait_baselines(daemon: &mut BenchDaemon, resources: usize) -> anyhow::Result<()> {
-    daemon
-        .wait_status("every baseline poll committed", WAIT_LIMIT, |s| {
-            s.instances
-                .iter()
-                .flat_map(|i| &i.resources)
-                .filter(|r| r.watermark.is_some())
-                .count()
-                >= resources
-        })
-        .await?;
-    Ok(())
 }
 
 /// What one window saw: the daemon's samples, the simulator's CPU and the requests it served.
