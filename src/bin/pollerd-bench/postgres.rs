@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use pollerd::store::{PostgresStore, SledStore, Store};
 
-/// Connections of the daemon's pool (`[store] pool_size`), as the cluster test runs it.
+/// Connections of the bench's own pool (the delivery fill) and of the takeover nodes' (as the
+/// cluster test runs them).
 pub const POOL_SIZE: usize = 4;
 
 /// The server `--store-url` names.
@@ -72,12 +73,13 @@ impl StoreChoice {
         })
     }
 
-    /// The `[store]` table of pollerd.toml (empty for sled, the default).
+    /// The `[store]` table of pollerd.toml (empty for sled, the default); the daemon's pool is
+    /// its default size.
     pub fn settings(&self) -> String {
         match self {
             StoreChoice::Sled => String::new(),
             StoreChoice::Postgres { url } => format!(
-                "[store]\nengine = \"postgres\"\nurl = {}\npool_size = {POOL_SIZE}\n",
+                "[store]\nengine = \"postgres\"\nurl = {}\n",
                 toml::Value::String(url.clone())
             ),
         }
