@@ -14,6 +14,8 @@ mod harness;
 mod ingest;
 #[path = "pollerd-bench/instances.rs"]
 mod instances;
+#[path = "pollerd-bench/postgres.rs"]
+mod postgres;
 #[path = "pollerd-bench/receiver.rs"]
 mod receiver;
 #[path = "pollerd-bench/reconcile.rs"]
@@ -26,6 +28,8 @@ mod report;
 mod steady;
 #[path = "pollerd-bench/store.rs"]
 mod store;
+#[path = "pollerd-bench/takeover.rs"]
+mod takeover;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +58,11 @@ struct Args {
     /// The pollerd binary to drive (default: `pollerd` next to this executable).
     #[arg(long)]
     pollerd: Option<PathBuf>,
+    /// A PostgreSQL server (`postgres://user@host:port/db`, a throwaway one): `ingest` and
+    /// `delivery` then run the daemon with `[store] engine = "postgres"`, each run in a fresh
+    /// database created there (`bench_<pid>_<n>`, left in place); `takeover` needs it.
+    #[arg(long)]
+    store_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,6 +75,8 @@ enum ScenarioArg {
     Store,
     Reconcile,
     Steady,
+    /// Not part of `all`: needs `--store-url`.
+    Takeover,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -156,7 +167,12 @@ const TINY: Scale = Scale {
 pub struct Bench {
     pub pollerd: PathBuf,
     pub scale: &'static Scale,
+    /// `--store-url`: the daemon stores in PostgreSQL instead of sled.
+    pub postgres: Option<postgres::PgServer>,
 }
+
+/// The exit status when a scenario asked for was skipped: not a pass (automake's SKIP).
+const EXIT_SKIPPED: u8 = 77;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -171,7 +187,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::AllRan) => ExitCode::SUCCESS,
+        Ok(Outcome::Skipped) => ExitCode::from(EXIT_SKIPPED),
         Err(e) => {
             eprintln!("pollerd-bench: {e:#}");
             ExitCode::FAILURE
@@ -179,7 +196,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Whether every scenario asked for ran.
+enum Outcome {
+    AllRan,
+    Skipped,
+}
+
+async fn run(args: Args) -> anyhow::Result<Outcome> {
     let scale = match args.scale {
         ScaleArg::Tiny => &TINY,
         ScaleArg::Full => &FULL,
@@ -202,8 +225,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pollerd.display()
         );
     }
-    let bench = Bench { pollerd, scale };
-    let selected = selection(&args.scenarios);
+    let postgres = args
+        .store_url
+        .as_deref()
+        .map(postgres::PgServer::new)
+        .transpose()?;
+    let bench = Bench {
+        pollerd,
+        scale,
+        postgres,
+    };
+    let (selected, skipped) = runnable(&bench, selection(&args.scenarios));
     let mut results: Vec<(ScenarioArg, Vec<Vec<Metric>>)> =
         selected.iter().map(|s| (*s, Vec::new())).collect();
     for run in 1..=args.runs {
@@ -227,10 +259,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     println!("{}", report::table(&summaries, args.runs as usize));
     let commit = git_commit();
+    let engine = postgres::engine_name(bench.postgres.as_ref());
     for (scenario, s) in &summaries {
-        println!("{}", report::json_line(scenario, scale.name, &commit, s));
+        println!(
+            "{}",
+            report::json_line(scenario, scale.name, engine, &commit, s)
+        );
     }
-    Ok(())
+    for (scenario, reason) in &skipped {
+        println!("SKIP {}: {reason}", scenario_name(*scenario));
+    }
+    Ok(if skipped.is_empty() {
+        Outcome::AllRan
+    } else {
+        Outcome::Skipped
+    })
+}
+
+/// The scenarios that can run here, and the others with the reason.
+fn runnable(
+    bench: &Bench,
+    selected: Vec<ScenarioArg>,
+) -> (Vec<ScenarioArg>, Vec<(ScenarioArg, &'static str)>) {
+    let (run, skip): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|s| *s != ScenarioArg::Takeover || bench.postgres.is_some());
+    let skipped = skip
+        .into_iter()
+        .map(|s| {
+            (
+                s,
+                "needs a PostgreSQL server: pass --store-url postgres://…",
+            )
+        })
+        .collect();
+    (run, skipped)
 }
 
 fn selection(asked: &[ScenarioArg]) -> Vec<ScenarioArg> {
@@ -269,6 +332,7 @@ fn scenario_name(s: ScenarioArg) -> &'static str {
         ScenarioArg::Store => "store",
         ScenarioArg::Reconcile => "reconcile",
         ScenarioArg::Steady => "steady",
+        ScenarioArg::Takeover => "takeover",
     }
 }
 
@@ -281,6 +345,7 @@ async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metri
         ScenarioArg::Store => store::run(bench).await,
         ScenarioArg::Reconcile => reconcile::run(bench).await,
         ScenarioArg::Steady => steady::run(bench).await,
+        ScenarioArg::Takeover => takeover::run(bench).await,
         ScenarioArg::All => unreachable!("expanded by selection()"),
     }
 }

@@ -18,12 +18,13 @@ use pollerd::config::{InstanceSpec, SecretSources, load_instance_file};
 use pollerd::poller::EventType;
 use pollerd::poller::notification::{EventRecord, envelope, event_id};
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
-use pollerd::store::{NewNotification, PageCommit, ResourceKey, SledStore, Store};
+use pollerd::store::{NewNotification, PageCommit, ResourceKey};
 use serde_json::value::RawValue;
 
 use crate::Bench;
 use crate::harness::{DaemonDir, WAIT_LIMIT};
 use crate::instances::{InstanceShape, instance};
+use crate::postgres::StoreChoice;
 use crate::receiver::{FastReceiver, Seen};
 use crate::report::{Metric, Target, metric, quantile, targeted};
 
@@ -46,16 +47,19 @@ async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let templates = contact_templates(&sim).await?;
     let receiver = FastReceiver::start().await?;
+    let store = StoreChoice::fresh(bench.postgres.as_ref()).await?;
     let dir = DaemonDir::new(&format!(
-        "[delivery]\nmax_in_flight = {}\n",
-        scale.max_in_flight
+        "[delivery]\nmax_in_flight = {}\n{}",
+        scale.max_in_flight,
+        store.settings()
     ))?;
     let specs = write_instances(&sim, &dir, &receiver.url(), scale.delivery_queues, batch)?;
     let state = dir.state();
     let fill_started = Instant::now();
-    let bodies =
-        tokio::task::spawn_blocking(move || fill(&state, &specs, &templates, n, batch as usize))
-            .await??;
+    let bodies = tokio::task::spawn_blocking(move || {
+        fill(&store, &state, &specs, &templates, n, batch as usize)
+    })
+    .await??;
     let fill_seconds = fill_started.elapsed().as_secs_f64();
     let daemon = deliver_outbox(bench, &dir, &receiver, n).await?;
     let ceiling = ceiling_run(Arc::new(bodies), scale.max_in_flight).await?;
@@ -239,16 +243,16 @@ async fn wait_count(
 
 /// Writes `n` notifications of `batch` events each, round-robin over the instances' contacts
 /// queues, in commits of [`FILL_COMMIT`] (each atomic and flushed, as the poller's). Returns the
-/// bodies, for the ceiling.
+/// bodies, for the ceiling. The store is closed before it returns, so the daemon can open it.
 fn fill(
+    store: &StoreChoice,
     state: &Path,
     specs: &[InstanceSpec],
     templates: &[Box<RawValue>],
     n: usize,
     batch: usize,
 ) -> anyhow::Result<Vec<Bytes>> {
-    std::fs::create_dir_all(state)?;
-    let store = SledStore::open(state, 16 << 20)?;
+    let store = store.open(state)?;
     let mut bodies = Vec::with_capacity(n);
     let mut object = 0usize;
     let per_queue = n.div_ceil(specs.len());

@@ -13,6 +13,7 @@ use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use crate::Bench;
 use crate::harness::{DaemonDir, WAIT_LIMIT, closed_port};
 use crate::instances::{InstanceShape, instance};
+use crate::postgres::StoreChoice;
 use crate::report::{Metric, Target, metric, targeted};
 
 pub const BATCH_SIZE: u32 = 10;
@@ -77,7 +78,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
     let sims = start_sims(scale.ingest_instances, per_sim).await?;
     let record_bytes =
         serde_json::to_vec(&sims[0].record(RecordKind::Contact, 1).expect("record 1"))?.len();
-    let dir = DaemonDir::new("[delivery]\nschedule = [\"1h\"]\n")?;
+    let store = StoreChoice::fresh(bench.postgres.as_ref()).await?;
+    let dir = DaemonDir::new(&format!(
+        "[delivery]\nschedule = [\"1h\"]\n{}",
+        store.settings()
+    ))?;
     let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
     write_backfill_instances(&dir, &sims, "ingest", &callback, scale.ingest_page_size)?;
     let expected = scale.ingest_instances

@@ -184,7 +184,14 @@ pub fn table(scenarios: &[(String, Vec<Summary>)], runs: usize) -> String {
 }
 
 /// One JSON line: the scenario, how it was run, and every figure with its runs.
-pub fn json_line(scenario: &str, scale: &str, commit: &str, summaries: &[Summary]) -> String {
+/// `store` is the daemon's engine (`sled`, `postgres`); figures keep their names across engines.
+pub fn json_line(
+    scenario: &str,
+    scale: &str,
+    store: &str,
+    commit: &str,
+    summaries: &[Summary],
+) -> String {
     let mut figures = serde_json::Map::new();
     for s in summaries {
         let mut f = json!({
@@ -203,6 +210,7 @@ pub fn json_line(scenario: &str, scale: &str, commit: &str, summaries: &[Summary
     json!({
         "scenario": scenario,
         "scale": scale,
+        "store": store,
         "commit": commit,
         "runs": summaries.first().map_or(0, |s| s.values.len()),
         "figures": figures,
