@@ -89,11 +89,13 @@ impl DaemonAdmin {
     /// The per-instance and per-resource series of a scrape: the status rows of the enabled
     /// instances, and their queues' deliveries.
     pub fn metrics_snapshot(&self) -> Snapshot {
-        let report = self.status();
-        let queues = self.deliverer.queue_health();
-        let now = Utc::now();
+        // The rows only: not the store's totals or the cluster's leases, which `status` adds.
+        let dead = self.store.dead_letter_summary().unwrap_or_default();
+        let context = self.row_context(&dead);
+        let instances = self.instance_statuses(&context);
+        let (queues, now) = (&context.queues, context.now);
         let mut snapshot = Snapshot::default();
-        for instance in report.instances.iter().filter(|i| i.enabled) {
+        for instance in instances.iter().filter(|i| i.enabled) {
             let mut callback = CallbackSample {
                 instance: instance.name.clone(),
                 ..CallbackSample::default()
@@ -387,6 +389,31 @@ struct RowContext<'a> {
 }
 
 impl DaemonAdmin {
+    fn row_context<'a>(&self, dead: &'a DeadLetterSummary) -> RowContext<'a> {
+        RowContext {
+            dead,
+            active: self.shared.active_pollers.lock().expect("pollers").clone(),
+            queues: self.deliverer.queue_health(),
+            now: Utc::now(),
+        }
+    }
+
+    /// Every loaded instance with its resource rows (what `status` and `/metrics` both show).
+    fn instance_statuses(&self, context: &RowContext) -> Vec<InstanceStatus> {
+        let registry = self.registry.read().expect("registry").clone();
+        registry
+            .iter()
+            .map(|view| InstanceStatus {
+                name: view.spec.name.clone(),
+                file: view.spec.file.display().to_string(),
+                element: view.spec.element.key().to_string(),
+                enabled: view.spec.notifications.is_some(),
+                resources: self.resource_rows(view, context),
+                error: view.error.clone(),
+            })
+            .collect()
+    }
+
     /// The rows of an instance: its running resources, or, for a disabled instance (which runs
     /// none), each resource of its file as `disabled`.
     fn resource_rows(&self, view: &InstanceView, context: &RowContext) -> Vec<ResourceStatusView> {
@@ -462,24 +489,7 @@ impl AdminBackend for DaemonAdmin {
     fn status(&self) -> StatusReport {
         // Served from counts: the letters themselves (each with its body) are not read.
         let dead = self.store.dead_letter_summary().unwrap_or_default();
-        let context = RowContext {
-            dead: &dead,
-            active: self.shared.active_pollers.lock().expect("pollers").clone(),
-            queues: self.deliverer.queue_health(),
-            now: Utc::now(),
-        };
-        let registry = self.registry.read().expect("registry").clone();
-        let instances: Vec<InstanceStatus> = registry
-            .iter()
-            .map(|view| InstanceStatus {
-                name: view.spec.name.clone(),
-                file: view.spec.file.display().to_string(),
-                element: view.spec.element.key().to_string(),
-                enabled: view.spec.notifications.is_some(),
-                resources: self.resource_rows(view, &context),
-                error: view.error.clone(),
-            })
-            .collect();
+        let instances = self.instance_statuses(&self.row_context(&dead));
         let stats = self.store.stats().unwrap_or_default();
         let dead_letter_summary = summary_view(&dead, &instances);
         StatusReport {

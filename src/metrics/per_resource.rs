@@ -189,22 +189,14 @@ fn encode_resources(
         rows,
     )
     .encode(e, |m, r| set(m, &of_resource(r), float(r.failed_polls)))?;
-    let with_watermark: Vec<ResourceSample> = rows
-        .iter()
-        .filter(|r| r.watermark_lag_seconds.is_some())
-        .cloned()
-        .collect();
     gauge(
         "resource_watermark_lag_seconds",
         "Now minus the resource's watermark (absent before its first run sets one)",
-        &with_watermark,
+        rows,
     )
-    .encode(e, |m, r| {
-        set(
-            m,
-            &of_resource(r),
-            r.watermark_lag_seconds.unwrap_or_default(),
-        )
+    .encode(e, |m, r| match r.watermark_lag_seconds {
+        Some(lag) => set(m, &of_resource(r), lag),
+        None => Ok(()),
     })?;
     gauge(
         "resource_outbox_depth",
