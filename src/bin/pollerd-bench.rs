@@ -63,6 +63,10 @@ struct Args {
     /// database created there (`bench_<pid>_<n>`, left in place); `takeover` needs it.
     #[arg(long)]
     store_url: Option<String>,
+    /// `steady` runs only its shapes with this many instances (e.g. 1000), to compare two builds
+    /// without the 10,000-instance window each time.
+    #[arg(long)]
+    steady_instances: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -169,6 +173,8 @@ pub struct Bench {
     pub scale: &'static Scale,
     /// `--store-url`: the daemon stores in PostgreSQL instead of sled.
     pub postgres: Option<postgres::PgServer>,
+    /// `--steady-instances`: the steady shapes to run, by instance count (all when `None`).
+    pub steady_instances: Option<usize>,
 }
 
 /// The exit status when a scenario asked for was skipped: not a pass (automake's SKIP).
@@ -234,6 +240,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         pollerd,
         scale,
         postgres,
+        steady_instances: args.steady_instances,
     };
     let (selected, skipped) = runnable(&bench, selection(&args.scenarios));
     let mut results: Vec<(ScenarioArg, Vec<Vec<Metric>>)> =

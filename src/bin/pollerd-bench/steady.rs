@@ -26,7 +26,8 @@ pub struct SteadyShape {
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
     let mut out = Vec::new();
-    for shape in bench.scale.steady {
+    let chosen = |shape: &&SteadyShape| bench.steady_instances.is_none_or(|n| n == shape.instances);
+    for shape in bench.scale.steady.iter().filter(chosen) {
         out.extend(measure(bench, shape).await?);
     }
     Ok(out)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ::sled::{Batch, Config, Db};
 
 use super::corrupt::{self, OpenDamage};
-use super::engine::{Counters, Engine};
+use super::engine::{Counters, Engine, GroupFlush};
 use super::seen::SeenSets;
 use crate::store::bodylog::{BodyLog, BodyRef};
 use crate::store::codec::{self, HeadFailure, NewRunEntry, QueueFront, Run, consumed, position};
@@ -67,6 +67,7 @@ impl Engine {
             bodies,
             counters: Mutex::new(counters),
             seen: SeenSets::default(),
+            flushes: GroupFlush::default(),
         })
     }
 }
