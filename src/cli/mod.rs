@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod generate;
 mod poll;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move the stopped daemon's store to another engine (sled to PostgreSQL)
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run the real daemon against a built-in simulated ConnectWise API and a local receiver
     Demo,
     /// Write man pages or shell completions (used when building the packages)
@@ -86,6 +90,31 @@ pub enum Command {
         /// Directory to write into (created if missing)
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a stopped single-host sled store into an empty PostgreSQL database, in one transaction
+    ///
+    /// Copies every resource's watermark, seen ids, known ids (the DELETED check) and queued
+    /// notifications (bodies, order and attempt state), and the dead letters, then prints the
+    /// counts per kind. Refused while a daemon runs on the sled store (sled's lock on the
+    /// directory), and when the database already holds state or a held lease for any instance
+    /// being copied (a copy never merges). One transaction: a failure leaves nothing copied.
+    /// Copied instances get no lease: the nodes claim them. The target is shown as server and
+    /// database only, never with its password.
+    Copy {
+        /// The sled store: sled:STATE_DIR
+        #[arg(long, value_name = "sled:PATH")]
+        from: String,
+        /// postgres://… or a secret reference (${credential:NAME}, ${env:NAME}, ${file:/path})
+        /// [default: the settings' [store] url]
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Print what would be copied; write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -176,6 +205,14 @@ pub fn main() -> ExitCode {
                 Ok(socket) => admin::reconcile(&socket, &command, json),
                 Err(code) => code,
             }
+        }
+        Command::Store(StoreCommand::Copy { from, to, dry_run }) => {
+            store::copy(&store::CopyRequest {
+                config: args.config.as_deref(),
+                from: &from,
+                to: to.as_deref(),
+                dry_run,
+            })
         }
         Command::Demo => demo::run(),
         Command::Generate { what, out_dir } => generate::run(what, &out_dir),

@@ -13,6 +13,7 @@ mod codec;
 mod fence;
 mod postgres;
 mod sled;
+mod snapshot;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 pub use self::fence::Fence;
 pub use self::postgres::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView, PostgresStore};
 pub use self::sled::SledStore;
+pub use self::snapshot::{ResourceState, SnapshotCounts, StoreSnapshot};
 use crate::object_id::ObjectId;
 
 /// Longest error text kept with an outbox entry or a dead letter, in bytes.

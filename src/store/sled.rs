@@ -5,6 +5,7 @@ mod corrupt;
 mod dead;
 mod engine;
 mod errors;
+mod export;
 mod known;
 mod open;
 mod outbox;

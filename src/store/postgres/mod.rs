@@ -9,6 +9,7 @@
 //! (which tokio refuses), wherever it is called from.
 
 mod commits;
+mod import;
 mod leases;
 mod outbox;
 mod schema;

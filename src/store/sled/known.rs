@@ -12,9 +12,9 @@ use crate::object_id::ObjectId;
 use crate::store::{KnownIds, ReconcileCommit, ResourceKey, StoreError};
 
 /// A known id: tag, resource key, then the id's stored form ([`ObjectId::to_bytes`]).
-const TAG_KNOWN: u8 = b'k';
+pub(super) const TAG_KNOWN: u8 = b'k';
 /// Present once the resource's first reconcile committed.
-const TAG_BASELINED: u8 = b'b';
+pub(super) const TAG_BASELINED: u8 = b'b';
 
 fn known_key(key: &ResourceKey, id: &ObjectId) -> Vec<u8> {
     let mut out = codec::resource_prefix(TAG_KNOWN, key);
