@@ -31,7 +31,7 @@ mod server;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -315,6 +315,8 @@ struct SimState {
     log: Mutex<RequestJournal>,
     /// By [`RecordKind::index`].
     served: [ServedCounter; 3],
+    /// Requests being answered (a delayed one until its answer is logged, or dropped).
+    in_flight: AtomicUsize,
     /// The server, for handles given to actions; weak, so that a pending action does not keep
     /// the server up after the last handle is dropped.
     server: OnceLock<Weak<ServerTask>>,
@@ -380,6 +382,7 @@ impl ConnectWiseSim {
             actions: Mutex::new(Vec::new()),
             log: Mutex::new(RequestJournal::default()),
             served: Default::default(),
+            in_flight: AtomicUsize::new(0),
             server: OnceLock::new(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -660,6 +663,12 @@ impl ConnectWiseSim {
     /// How many requests have been answered since the start.
     pub fn request_count(&self) -> usize {
         self.state.log.lock().expect("request log lock").total
+    }
+
+    /// Requests arrived and not yet answered (e.g. held back by [`Fault::Latency`] after the
+    /// client gave up): a test reading [`Self::requests`] waits for 0 to see every answer.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops the server (for every handle) and waits for it, at most 10 s, for requests in

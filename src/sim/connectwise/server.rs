@@ -3,6 +3,7 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
@@ -138,7 +139,24 @@ async fn handle(State(state): State<Arc<SimState>>, request: Request) -> Respons
     }
 }
 
+/// Counts a request in [`SimState::in_flight`] while it is being answered, cancelled or not.
+struct InFlight<'a>(&'a SimState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a SimState) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve(state: Arc<SimState>, request: Request) -> Response {
+    let _in_flight = InFlight::enter(&state);
     let (parts, _body) = request.into_parts();
     let asked = Asked {
         had_valid_auth: credentials_ok(&state, &parts.headers),
