@@ -126,7 +126,11 @@ impl QueueWorker {
         if !self.ahead.is_empty() {
             return ReadAhead::Ready;
         }
-        match self.inner.store.outbox_front(&self.key, self.read_limit) {
+        let read = self
+            .inner
+            .store
+            .outbox_front_async(&self.key, self.read_limit);
+        match read.await {
             Ok(front) if front.is_empty() => {
                 self.inner.health.head(&self.key, None);
                 if self.leave_if_empty() {
@@ -213,7 +217,7 @@ impl QueueWorker {
         settlement: Settlement,
     ) -> ControlFlow<()> {
         let delivered = matches!(settlement, Settlement::Ack);
-        let result = self.store_settlement(head, route, settlement);
+        let result = self.store_settlement(head, route, settlement).await;
         if !delivered || result.is_err() {
             self.ahead.clear();
         }
@@ -233,7 +237,7 @@ impl QueueWorker {
 
     /// Emits the settlement (a failure is logged once until the queue recovers) and writes it
     /// to the store.
-    fn store_settlement(
+    async fn store_settlement(
         &mut self,
         head: &OutboxEntry,
         route: &Route,
@@ -242,7 +246,7 @@ impl QueueWorker {
         let (inner, key) = (&self.inner, &self.key);
         let metrics = inner.metrics.as_ref();
         let event_id = head.event_id.as_str();
-        match settlement {
+        let write = match settlement {
             Settlement::Ack => {
                 let latency = (Utc::now() - head.created_at).to_std().ok();
                 inner.health.delivered(key, latency);
@@ -252,7 +256,7 @@ impl QueueWorker {
                     recovered: std::mem::take(&mut self.failing),
                 }
                 .emit(metrics);
-                inner.store.ack(key, head.seq)
+                inner.store.ack_async(key, head.seq)
             }
             Settlement::Retry {
                 failures,
@@ -272,7 +276,7 @@ impl QueueWorker {
                 let at = crate::time_math::utc_after(Utc::now(), delay);
                 inner
                     .store
-                    .record_failure(key, head.seq, failures, at, &error)
+                    .record_failure_async(key, head.seq, failures, at, &error)
             }
             Settlement::Dead {
                 attempts,
@@ -288,9 +292,10 @@ impl QueueWorker {
                 .emit(metrics);
                 inner
                     .store
-                    .dead_letter(key, head.seq, attempts, status, &error)
+                    .dead_letter_async(key, head.seq, attempts, status, &error)
             }
-        }
+        };
+        write.await
     }
 }
 

@@ -17,7 +17,9 @@ mod snapshot;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
@@ -26,6 +28,9 @@ pub use self::postgres::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView
 pub use self::sled::SledStore;
 pub use self::snapshot::{ResourceState, SnapshotCounts, StoreSnapshot};
 use crate::object_id::ObjectId;
+
+/// The answer of a store call made from async code (see [`Store::outbox_front_async`]).
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// Longest error text kept with an outbox entry or a dead letter, in bytes.
 pub const ERROR_SNIPPET_MAX_BYTES: usize = 512;
@@ -346,6 +351,44 @@ pub trait Store: Send + Sync + 'static {
     fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Writes everything held in memory (acks) and flushes to disk.
     fn flush(&self) -> Result<(), StoreError>;
+
+    // Delivery's calls, for its async queue workers. An engine whose calls wait on a server
+    // (PostgreSQL: a round trip, a commit) answers them without holding the caller's thread, so
+    // one queue's wait never stalls the runtime's other workers; the defaults run the call in
+    // place, for an engine that answers from memory (sled).
+
+    /// [`Store::outbox_front`], from async code.
+    fn outbox_front_async(&self, key: &ResourceKey, limit: usize) -> StoreFuture<Vec<OutboxEntry>> {
+        Box::pin(std::future::ready(self.outbox_front(key, limit)))
+    }
+    /// [`Store::ack`], from async code.
+    fn ack_async(&self, key: &ResourceKey, seq: u64) -> StoreFuture<()> {
+        Box::pin(std::future::ready(self.ack(key, seq)))
+    }
+    /// [`Store::record_failure`], from async code.
+    fn record_failure_async(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreFuture<()> {
+        let result = self.record_failure(key, seq, attempts, next_attempt_at, error);
+        Box::pin(std::future::ready(result))
+    }
+    /// [`Store::dead_letter`], from async code.
+    fn dead_letter_async(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> StoreFuture<()> {
+        let result = self.dead_letter(key, seq, attempts, status, error);
+        Box::pin(std::future::ready(result))
+    }
 }
 
 /// Conveniences over the contract, for any engine: not part of what an engine implements.

@@ -118,7 +118,61 @@ fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen(new_place: fn() 
     assert_eq!((last.event_id.as_str(), last.attempts), ("e5", 0));
 }
 
+/// Delivery's calls from async code: an ack hides its entry at once (PostgreSQL writes it with
+/// the others noted meanwhile), the next write of the queue sees it gone, an ack behind the head
+/// removes nothing, and a flush keeps them all across a reopen.
+fn acks_from_async_code_take_effect_at_once_and_survive_a_flush_and_reopen(
+    new_place: fn() -> Place,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = new_place();
+    let k = key("cw", "contacts");
+    {
+        let store = dir.open();
+        store
+            .commit(page(&k, &["e1", "e2", "e3", "e4", "e5"], at(0)))
+            .unwrap();
+        let front = runtime.block_on(store.outbox_front_async(&k, 5)).unwrap();
+        for delivered in &front[..2] {
+            runtime
+                .block_on(store.ack_async(&k, delivered.seq))
+                .unwrap();
+        }
+        let rest = runtime.block_on(store.outbox_front_async(&k, 5)).unwrap();
+        assert_eq!(event_ids(&rest), ["e3", "e4", "e5"]);
+        assert_eq!(store.outbox_depth(&k).unwrap(), 3);
+        // The head is e3 now for every write, not only for reads.
+        runtime
+            .block_on(store.record_failure_async(&k, rest[0].seq, 1, at(30), "HTTP 503"))
+            .unwrap();
+        // Behind the head: refused (sled) or written as nothing (PostgreSQL); never removed.
+        let _ = runtime.block_on(store.ack_async(&k, rest[2].seq));
+        store.flush().unwrap();
+        assert_eq!(store.outbox_depth(&k).unwrap(), 3);
+    }
+    let store = dir.open();
+    let front = store.outbox_front(&k, 5).unwrap();
+    assert_eq!(event_ids(&front), ["e3", "e4", "e5"]);
+    assert_eq!(
+        (front[0].attempts, front[0].next_attempt_at),
+        (1, Some(at(30)))
+    );
+    runtime
+        .block_on(store.dead_letter_async(&k, front[0].seq, 2, Some(503), "HTTP 503"))
+        .unwrap();
+    runtime.block_on(store.ack_async(&k, front[1].seq)).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = dir.open();
+    assert_eq!(event_ids(&drain(&store, &k)), ["e5"]);
+    assert_eq!(store.dead_letters().unwrap()[0].event_id, "e3");
+}
+
 on_both_engines!(
+    acks_from_async_code_take_effect_at_once_and_survive_a_flush_and_reopen,
     a_big_page_drains_in_order_across_its_runs_and_a_reopen,
     the_front_reads_ahead_across_runs,
     only_the_head_leaves_a_queue,

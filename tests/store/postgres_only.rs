@@ -332,6 +332,42 @@ async fn a_commit_under_a_stale_epoch_is_refused_and_the_new_owners_lands() {
     plain.commit(page(&k, &["e3"], super::at(3))).unwrap();
 }
 
+/// Delivery's acks are written in groups after the call returns; a stale node's are refused
+/// in the same way as its other writes: nothing of them lands, and its node is told to stop
+/// the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+async fn acks_under_a_stale_epoch_are_refused_and_the_node_is_told() {
+    let url = support::postgres::fresh_database();
+    let (fence_a, mut refusals) = Fence::reporting("node-a");
+    let fence_b = Fence::new("node-b");
+    let a = PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap();
+    let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
+    let k = key("cw", "contacts");
+    claim(&a, &fence_a, "cw", Duration::from_millis(1)).await;
+    a.commit(page(&k, &["e1", "e2", "e3"], super::at(1)))
+        .unwrap();
+    let front = a.outbox_front_async(&k, 3).await.unwrap();
+    a.ack_async(&k, front[0].seq).await.unwrap();
+    a.flush().unwrap();
+    assert_eq!(
+        super::event_ids(&b.outbox_front(&k, 3).unwrap()),
+        ["e2", "e3"]
+    );
+
+    // b takes the expired lease over; a delivers e2 and acknowledges it, unaware.
+    claim(&b, &fence_b, "cw", LONG_TTL).await;
+    a.ack_async(&k, front[1].seq).await.unwrap();
+    a.flush().unwrap();
+    let told = tokio::time::timeout(WAIT, refusals.recv()).await;
+    assert_eq!(told.ok().flatten().as_deref(), Some("cw"), "a must be told");
+    assert_eq!(
+        super::event_ids(&b.outbox_front(&k, 3).unwrap()),
+        ["e2", "e3"],
+        "the new owner delivers e2 again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
 async fn leases_are_claimed_within_a_limit_renewed_released_and_counted() {

@@ -8,6 +8,7 @@
 //! there and waits on a plain channel. That never nests one runtime's `block_on` inside another
 //! (which tokio refuses), wherever it is called from.
 
+mod acks;
 mod commits;
 mod import;
 mod leases;
@@ -26,7 +27,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use self::leases::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView};
 use super::{
     CorruptEntry, DeadLetter, DeadLetterSummary, Fence, KnownIds, OutboxEntry, PageCommit,
-    ReconcileCommit, ResourceKey, Store, StoreError, StoreStats,
+    ReconcileCommit, ResourceKey, Store, StoreError, StoreFuture, StoreStats,
 };
 
 /// How long an operation waits for a pooled connection, and for a new one to be made.
@@ -50,6 +51,8 @@ struct Db {
     set_aside: Arc<AtomicU64>,
     /// When set, every write of an instance's state checks this node's lease first.
     fence: Option<Arc<Fence>>,
+    /// Deliveries acknowledged and not yet deleted (`acks.rs`).
+    acks: Arc<acks::PendingAcks>,
 }
 
 impl PostgresStore {
@@ -131,9 +134,13 @@ impl PostgresStore {
                 target: target.clone(),
                 set_aside: Arc::new(AtomicU64::new(0)),
                 fence: fencing.map(|(fence, _)| fence),
+                acks: Arc::default(),
             },
             runtime: Some(runtime),
         };
+        if let Some(runtime) = &store.runtime {
+            runtime.spawn(store.db.clone().write_acks_forever());
+        }
         store.run(|db| async move {
             let mut client = db.client("open the store").await?;
             schema::migrate(&mut client)
@@ -481,10 +488,54 @@ impl Store for PostgresStore {
         self.run(|db| async move { db.stats().await })
     }
 
-    /// Every change is committed durably when its call returns (PostgreSQL's default
-    /// `synchronous_commit`): nothing is held back to flush.
+    /// Every change but an ack made through [`Store::ack_async`] is committed durably when its
+    /// call returns (PostgreSQL's default `synchronous_commit`); those acks are written here.
     fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.run(|db| async move { db.write_acks().await })
+    }
+
+    fn outbox_front_async(&self, key: &ResourceKey, limit: usize) -> StoreFuture<Vec<OutboxEntry>> {
+        let key = key.clone();
+        Box::pin(self.call(move |db| async move { db.outbox_front(&key, limit).await }))
+    }
+
+    /// Noted, not waited for: the ack writer deletes it with the others noted meanwhile
+    /// (`acks.rs`); until then the entry is hidden from this store's reads of its queue.
+    fn ack_async(&self, key: &ResourceKey, seq: u64) -> StoreFuture<()> {
+        // A position past i64 is in no table: acknowledging what is gone is fine.
+        if let Some(seq) = seq_param(seq) {
+            self.db.note_ack(key, seq);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn record_failure_async(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreFuture<()> {
+        let (key, error) = (key.clone(), error.to_string());
+        Box::pin(self.call(move |db| async move {
+            db.record_failure(&key, seq, attempts, next_attempt_at, &error)
+                .await
+        }))
+    }
+
+    fn dead_letter_async(
+        &self,
+        key: &ResourceKey,
+        seq: u64,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> StoreFuture<()> {
+        let (key, error) = (key.clone(), error.to_string());
+        Box::pin(self.call(move |db| async move {
+            db.dead_letter(&key, seq, attempts, status, &error).await
+        }))
     }
 }
 

@@ -73,6 +73,7 @@ fn dead_letter(row: &Row) -> Result<DeadLetter, String> {
 impl Db {
     pub(super) async fn queues(&self) -> Result<Vec<ResourceKey>, StoreError> {
         let action = "list the outbox queues";
+        self.write_acks().await?;
         let client = self.client(action).await?;
         let rows = client
             .query(
@@ -91,6 +92,7 @@ impl Db {
 
     pub(super) async fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
         let action = format!("count the outbox of {key}");
+        self.write_acks().await?;
         let client = self.client(&action).await?;
         let row = client
             .query_one(
@@ -112,14 +114,19 @@ impl Db {
         let action = format!("read the front of the outbox of {key}");
         let client = self.client(&action).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let statement = client
+            .prepare_cached(
+                "SELECT seq, event_id, body, created_ms, attempts, next_attempt_ms, last_error \
+                 FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
+                 AND NOT seq = ANY($4) ORDER BY seq LIMIT $3",
+            )
+            .await
+            .map_err(|e| self.error(&action, &e))?;
         for _ in 0..SET_ASIDE_MAX_PER_READ {
+            // Delivered entries whose ack is not yet written are not the front any more.
+            let hidden = self.acks.hidden(key);
             let rows = client
-                .query(
-                    "SELECT seq, event_id, body, created_ms, attempts, next_attempt_ms, last_error \
-                     FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
-                     ORDER BY seq LIMIT $3",
-                    &[&key.instance, &key.resource, &limit],
-                )
+                .query(&statement, &[&key.instance, &key.resource, &limit, &hidden])
                 .await
                 .map_err(|e| self.error(&action, &e))?;
             let mut entries = Vec::with_capacity(rows.len());
@@ -238,6 +245,7 @@ impl Db {
 
     pub(super) async fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         let action = format!("acknowledge entry {seq} of {key}");
+        self.write_acks().await?;
         let mut client = self.client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let deleted = tx
@@ -270,6 +278,7 @@ impl Db {
         error: &str,
     ) -> Result<(), StoreError> {
         let action = format!("record a failed attempt of entry {seq} of {key}");
+        self.write_acks().await?;
         let mut client = self.client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
@@ -308,6 +317,7 @@ impl Db {
         error: &str,
     ) -> Result<(), StoreError> {
         let action = format!("dead-letter entry {seq} of {key}");
+        self.write_acks().await?;
         let mut client = self.client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let row = tx
@@ -528,6 +538,7 @@ impl Db {
     /// with what was delivered, since delivered rows are deleted.
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         let action = "read the store's counts";
+        self.write_acks().await?;
         let client = self.client(action).await?;
         let row = client
             .query_one(
