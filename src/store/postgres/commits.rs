@@ -49,10 +49,16 @@ pub(super) async fn insert_notifications(
     let event_ids: Vec<&str> = notifications.iter().map(|n| n.event_id.as_str()).collect();
     let bodies: Vec<&[u8]> = notifications.iter().map(|n| n.body.as_slice()).collect();
     let created: Vec<i64> = notifications.iter().map(|n| millis(n.created_at)).collect();
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO pollerd_outbox (instance, resource, event_id, body, created_ms) \
+             SELECT $1, $2, e, b, c FROM unnest($3::text[], $4::bytea[], $5::int8[]) \
+             WITH ORDINALITY AS t(e, b, c, n) ORDER BY n",
+        )
+        .await
+        .map_err(|e| db.error(action, &e))?;
     tx.execute(
-        "INSERT INTO pollerd_outbox (instance, resource, event_id, body, created_ms) \
-         SELECT $1, $2, e, b, c FROM unnest($3::text[], $4::bytea[], $5::int8[]) \
-         WITH ORDINALITY AS t(e, b, c, n) ORDER BY n",
+        &statement,
         &[&key.instance, &key.resource, &event_ids, &bodies, &created],
     )
     .await
@@ -107,12 +113,15 @@ impl Db {
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
         let action = format!("read seen ids of {key}");
         let client = self.client(&action).await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT object_id, seen_ms FROM pollerd_seen \
                  WHERE instance = $1 AND resource = $2 AND object_id = ANY($3)",
-                &[&key.instance, &key.resource, &ids],
             )
+            .await
+            .map_err(|e| self.error(&action, &e))?;
+        let rows = client
+            .query(&statement, &[&key.instance, &key.resource, &ids])
             .await
             .map_err(|e| self.error(&action, &e))?;
         let found: HashMap<Vec<u8>, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -142,34 +151,47 @@ impl Db {
             }
             let ids: Vec<&[u8]> = latest.keys().map(|id| id.as_bytes()).collect();
             let dates: Vec<i64> = latest.values().copied().collect();
-            tx.execute(
-                "INSERT INTO pollerd_seen (instance, resource, object_id, seen_ms) \
-                 SELECT $1, $2, id, ms FROM unnest($3::bytea[], $4::int8[]) AS t(id, ms) \
-                 ON CONFLICT (instance, resource, object_id) \
-                 DO UPDATE SET seen_ms = GREATEST(pollerd_seen.seen_ms, EXCLUDED.seen_ms)",
-                &[&key.instance, &key.resource, &ids, &dates],
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO pollerd_seen (instance, resource, object_id, seen_ms) \
+                     SELECT $1, $2, id, ms FROM unnest($3::bytea[], $4::int8[]) AS t(id, ms) \
+                     ON CONFLICT (instance, resource, object_id) \
+                     DO UPDATE SET seen_ms = GREATEST(pollerd_seen.seen_ms, EXCLUDED.seen_ms)",
+                )
+                .await
+                .map_err(|e| self.error(&action, &e))?;
+            tx.execute(&statement, &[&key.instance, &key.resource, &ids, &dates])
+                .await
+                .map_err(|e| self.error(&action, &e))?;
         }
         insert_known(self, &tx, key, &commit.known, &action).await?;
         if let Some(watermark) = commit.watermark {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO pollerd_watermarks (instance, resource, watermark_ms) \
+                     VALUES ($1, $2, $3) ON CONFLICT (instance, resource) \
+                     DO UPDATE SET watermark_ms = EXCLUDED.watermark_ms",
+                )
+                .await
+                .map_err(|e| self.error(&action, &e))?;
             tx.execute(
-                "INSERT INTO pollerd_watermarks (instance, resource, watermark_ms) \
-                 VALUES ($1, $2, $3) ON CONFLICT (instance, resource) \
-                 DO UPDATE SET watermark_ms = EXCLUDED.watermark_ms",
+                &statement,
                 &[&key.instance, &key.resource, &millis(watermark)],
             )
             .await
             .map_err(|e| self.error(&action, &e))?;
         }
         if let Some(cutoff) = commit.prune_seen_before {
-            tx.execute(
-                "DELETE FROM pollerd_seen WHERE instance = $1 AND resource = $2 AND seen_ms < $3",
-                &[&key.instance, &key.resource, &millis(cutoff)],
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+            let statement = tx
+                .prepare_cached(
+                    "DELETE FROM pollerd_seen \
+                     WHERE instance = $1 AND resource = $2 AND seen_ms < $3",
+                )
+                .await
+                .map_err(|e| self.error(&action, &e))?;
+            tx.execute(&statement, &[&key.instance, &key.resource, &millis(cutoff)])
+                .await
+                .map_err(|e| self.error(&action, &e))?;
         }
         tx.commit().await.map_err(|e| self.error(&action, &e))
     }
