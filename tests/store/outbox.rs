@@ -120,7 +120,7 @@ fn acks_failures_and_dead_letters_inside_a_run_survive_a_reopen(new_place: fn() 
 
 /// Delivery's calls from async code: an ack hides its entry at once (PostgreSQL writes it with
 /// the others noted meanwhile), the next write of the queue sees it gone, an ack behind the head
-/// removes nothing, and a flush keeps them all across a reopen.
+/// is refused, and a flush keeps them all across a reopen.
 fn acks_from_async_code_take_effect_at_once_and_survive_a_flush_and_reopen(
     new_place: fn() -> Place,
 ) {
@@ -148,8 +148,12 @@ fn acks_from_async_code_take_effect_at_once_and_survive_a_flush_and_reopen(
         runtime
             .block_on(store.record_failure_async(&k, rest[0].seq, 1, at(30), "HTTP 503"))
             .unwrap();
-        // Behind the head: refused (sled) or written as nothing (PostgreSQL); never removed.
-        let _ = runtime.block_on(store.ack_async(&k, rest[2].seq));
+        // Behind the head: refused, and nothing removed.
+        let behind = runtime.block_on(store.ack_async(&k, rest[2].seq));
+        assert!(
+            matches!(behind, Err(StoreError::NotHead { head, .. }) if head == rest[0].seq),
+            "{behind:?}"
+        );
         store.flush().unwrap();
         assert_eq!(store.outbox_depth(&k).unwrap(), 3);
     }

@@ -499,14 +499,12 @@ impl Store for PostgresStore {
         Box::pin(self.call(move |db| async move { db.outbox_front(&key, limit).await }))
     }
 
-    /// Noted, not waited for: the ack writer deletes it with the others noted meanwhile
-    /// (`acks.rs`); until then the entry is hidden from this store's reads of its queue.
+    /// The head as last read is noted, not waited for: the ack writer deletes it with the
+    /// others noted meanwhile (`acks.rs`); until then the entry is hidden from this store's
+    /// reads of its queue.
     fn ack_async(&self, key: &ResourceKey, seq: u64) -> StoreFuture<()> {
-        // A position past i64 is in no table: acknowledging what is gone is fine.
-        if let Some(seq) = seq_param(seq) {
-            self.db.note_ack(key, seq);
-        }
-        Box::pin(std::future::ready(Ok(())))
+        let key = key.clone();
+        Box::pin(self.call(move |db| async move { db.ack_soon(&key, seq).await }))
     }
 
     fn record_failure_async(

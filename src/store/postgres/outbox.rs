@@ -118,15 +118,15 @@ impl Db {
             .prepare_cached(
                 "SELECT seq, event_id, body, created_ms, attempts, next_attempt_ms, last_error \
                  FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
-                 AND NOT seq = ANY($4) ORDER BY seq LIMIT $3",
+                 AND seq > $4 ORDER BY seq LIMIT $3",
             )
             .await
             .map_err(|e| self.error(&action, &e))?;
         for _ in 0..SET_ASIDE_MAX_PER_READ {
             // Delivered entries whose ack is not yet written are not the front any more.
-            let hidden = self.acks.hidden(key);
+            let after = self.acks.hidden_through(key).unwrap_or(i64::MIN);
             let rows = client
-                .query(&statement, &[&key.instance, &key.resource, &limit, &hidden])
+                .query(&statement, &[&key.instance, &key.resource, &limit, &after])
                 .await
                 .map_err(|e| self.error(&action, &e))?;
             let mut entries = Vec::with_capacity(rows.len());
@@ -141,6 +141,8 @@ impl Db {
                 }
             }
             if !entries.is_empty() || rows.is_empty() {
+                let seqs = entries.iter().filter_map(|e| i64::try_from(e.seq).ok());
+                self.acks.read_front(key, seqs);
                 return Ok(entries);
             }
         }
