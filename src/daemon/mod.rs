@@ -24,7 +24,7 @@ use crate::element::ProviderClient;
 use crate::internal_events::ReloadFinished;
 use crate::metrics::Metrics;
 use crate::poller::PollShared;
-use crate::store::{Fence, PostgresStore, SledStore, Store};
+use crate::store::{Fence, PostgresStore, SledStore, Store, StoreStats};
 use crate::supervisor::{InstanceView, ReloadSummary, Supervisor};
 use crate::systemd::{Notifier, Part, Progress};
 use crate::watch::{Changes, watch_instances};
@@ -263,11 +263,10 @@ impl Daemon {
         }
     }
 
-    /// A one-line summary (systemd's STATUS=, logs).
-    pub fn summary_line(&self) -> String {
+    /// A one-line summary (systemd's STATUS=, logs), with the store's counts as last read.
+    pub fn summary_line(&self, stats: &StoreStats) -> String {
         let registry = self.registry.read().expect("registry");
         let resources: usize = registry.iter().map(|v| v.resources.len()).sum();
-        let stats = self.store.stats().unwrap_or_default();
         let last_error = registry
             .iter()
             .flat_map(|v| v.resources.iter())
@@ -376,7 +375,8 @@ pub async fn serve(
     serve_metrics(&daemon, &ready, &cancel).await?;
     ready.store(true, Ordering::Relaxed);
     notifier.ready();
-    notifier.status(&daemon.summary_line());
+    let stats = store_stats(&daemon.store).await;
+    notifier.status(&daemon.summary_line(&stats));
     let progress = Progress::new(
         notifier
             .watchdog_interval()
@@ -391,6 +391,7 @@ pub async fn serve(
         progress: &progress,
         config_path,
         env: &env,
+        stats,
     }
     .run_until_stopped(&mut signals, &mut changes)
     .await;
@@ -474,6 +475,20 @@ struct MainLoop<'a> {
     progress: &'a Progress,
     config_path: Option<&'a Path>,
     env: &'a Environment,
+    /// The store's counts as the gauge timer last read them: the status line shows these, so
+    /// a pass of the loop never waits on the store (a count of a large PostgreSQL outbox takes
+    /// a while).
+    stats: StoreStats,
+}
+
+/// The store's counts, read off the async runtime (a PostgreSQL store asks its server); the
+/// default (zeros) when the store cannot answer, as before.
+async fn store_stats(store: &Arc<dyn Store>) -> StoreStats {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.stats()).await {
+        Ok(Ok(stats)) => stats,
+        _ => StoreStats::default(),
+    }
 }
 
 impl MainLoop<'_> {
@@ -494,9 +509,9 @@ impl MainLoop<'_> {
                 Some(change) = next_lease_change(&mut self.daemon.cluster) => {
                     self.daemon.apply_lease_change(change).await;
                 }
-                _ = gauges.tick() => self.update_store_gauges(),
+                _ = gauges.tick() => self.update_store_gauges().await,
             }
-            self.notifier.status(&self.daemon.summary_line());
+            self.notifier.status(&self.daemon.summary_line(&self.stats));
         }
     }
 
@@ -517,8 +532,9 @@ impl MainLoop<'_> {
             .await;
     }
 
-    fn update_store_gauges(&self) {
-        let stats = self.daemon.store.stats().unwrap_or_default();
+    async fn update_store_gauges(&mut self) {
+        let stats = store_stats(&self.daemon.store).await;
+        self.stats = stats;
         self.daemon.metrics.set_outbox_depth(stats.outbox_depth);
         self.daemon.metrics.set_dead_letters(stats.dead_letters);
         self.daemon

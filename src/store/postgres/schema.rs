@@ -95,11 +95,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 3: queued bodies (one page's batch of records is a megabyte and more) compressed with lz4
     // instead of the default pglz, which cost PostgreSQL about 70 ms of CPU per page of 100
-    // notifications and capped ingest; and kept in the row up to a page's size once compressed
-    // (a batch of 10 contacts is about 3 kB), not moved to the TOAST table past 2 kB. A server
-    // built without lz4 (or older than 14) keeps pglz.
+    // notifications and capped ingest. A server built without lz4 (or older than 14) keeps
+    // pglz. (Bodies stay out of the row past 2 kB, as by default, so the scans that count the
+    // outbox or list its queues read a narrow table.)
     r#"
-    ALTER TABLE pollerd_outbox SET (toast_tuple_target = 8160);
     DO $$
     BEGIN
         ALTER TABLE pollerd_outbox ALTER COLUMN body SET COMPRESSION lz4;
