@@ -15,10 +15,11 @@ use super::reconcile::{
 };
 use super::{PollError, PollShared, Resume, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
-use crate::element::Element;
+use crate::element::{Element, ThrottleWatch};
 use crate::internal_events::{
     MassDeleteRefused, PollFailed, PollFinished, PollRecovered, ProviderClockTrusted,
-    ProviderClockUntrusted, ReconcileFailed, ReconcileFinished, poll_span,
+    ProviderClockUntrusted, ReconcileFailed, ReconcileFinished, TenantThrottleEnded,
+    TenantThrottled, poll_span,
 };
 use crate::store::ResourceKey;
 
@@ -44,6 +45,9 @@ pub struct ResourceStatus {
     pub counts: RunCounts,
     /// The DELETED check, when the resource has one.
     pub reconcile: Option<ReconcileStatus>,
+    /// Until when a request of the resource waits for its tenant's request budget, while one
+    /// does.
+    pub throttled_until: Option<DateTime<Utc>>,
 }
 
 /// What `pollerd status` shows of a resource's reconciles.
@@ -110,13 +114,17 @@ fn random_below(max: Duration) -> Duration {
 /// Not an `async fn`: the loop is built here and only its own future is returned, so the task
 /// does not also keep these arguments (ten thousand resources wait in such futures at once).
 pub fn poll_loop(
-    shared: PollShared,
+    mut shared: PollShared,
     instance: Arc<InstanceSpec>,
     element: Element,
     resource: Arc<ResourceSpec>,
     status: SharedStatus,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
+    shared.client = shared.client.watched_by(Arc::new(ThrottleShown {
+        status: status.clone(),
+        metrics: shared.metrics.clone(),
+    }));
     let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
     let alive = AliveGuard::enter(&shared, key.clone());
@@ -513,6 +521,25 @@ impl ResourcePoll {
                 s.last_error = Some(e.to_string());
             }
         }
+    }
+}
+
+/// Shows a resource's waits for its tenant's request budget in its status and the metrics.
+struct ThrottleShown {
+    status: SharedStatus,
+    metrics: Option<crate::metrics::Metrics>,
+}
+
+impl ThrottleWatch for ThrottleShown {
+    fn waiting(&self, wait: Duration) {
+        let until = crate::time_math::utc_after(Utc::now(), wait);
+        self.status.lock().expect("status").throttled_until = Some(until);
+        TenantThrottled { wait }.emit(self.metrics.as_ref());
+    }
+
+    fn done(&self) {
+        self.status.lock().expect("status").throttled_until = None;
+        TenantThrottleEnded.emit(self.metrics.as_ref());
     }
 }
 
