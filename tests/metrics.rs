@@ -763,3 +763,100 @@ async fn the_real_daemon_serves_per_resource_series_that_follow_polls_deliveries
     }
     drop(daemon);
 }
+
+/// The resources of `report` (`pollerd status --json`) shown waiting for a tenant's budget.
+fn throttled_resources(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|instance| {
+            instance["resources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|resource| resource.get("throttled").is_some())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_daemon_shows_a_tenant_waiting_for_its_budget_in_status_and_metrics() {
+    use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
+    use support::{DaemonDir, WAIT, metrics_address, pollerd_async, seed_instance};
+
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let dd = DaemonDir::new(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[polling]\ntenant_requests_per_minute = 2\n",
+    );
+    // One tenant, three resources: their first runs make 3 requests, one more than a budget of
+    // 2 a minute, so the third waits 30 s.
+    let mut instance = seed_instance(&sim, "http://127.0.0.1:9/hook", "10");
+    let resources = &mut instance["configuration"]["event.poller.configuration"];
+    for (name, url) in [
+        ("companies", "/hubs/crm/accounts"),
+        ("tickets", "/hubs/crm/incidents"),
+    ] {
+        let mut resource = resources["contacts"].clone();
+        resource["url"] =
+            format!("{url}?where=lastUpdated>'${{gmtDate:yyyy-MM-dd'T'HH:mm:ss'Z'}}'").into();
+        resources[name] = resource;
+    }
+    dd.write_instance("tenant.json", &instance);
+    let daemon = dd.start(&[]);
+    let address = metrics_address(&daemon).await;
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let throttled = loop {
+        let out = pollerd_async(&dd, &["status", "--json"]).await;
+        if let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let throttled = throttled_resources(&report);
+            if !throttled.is_empty() {
+                break throttled;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resource was shown waiting for its tenant's budget; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(throttled.len(), 1, "{throttled:#?}");
+    assert_eq!(throttled[0]["throttled"]["reason"], "tenant request budget");
+    let waiting = throttled[0]["throttled"]["waiting_seconds"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=30).contains(&waiting), "{throttled:#?}");
+    assert_eq!(sim.request_count(), 2, "the budget let two requests go");
+
+    let out = pollerd_async(&dd, &["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Waiting is not failing: every resource is still ok.
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let name = throttled[0]["name"].as_str().unwrap();
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("API_Polling") && line.contains(name))
+        .unwrap_or_else(|| panic!("no row of {name}:\n{text}"));
+    assert!(row.contains("throttled, waiting "), "{text}");
+    assert!(
+        text.replace("\n      ", " ").contains(&format!(
+            "note: 1 resource waiting for a tenant's request budget ([polling] \
+             tenant_requests_per_minute): API_Polling/{name}"
+        )),
+        "{text}"
+    );
+
+    let m = scrape(address).await;
+    assert_eq!(m.value("pollerd_tenant_throttled_total", &[]), 1.0);
+    assert_eq!(m.value("pollerd_tenant_throttled_waiting", &[]), 1.0);
+    assert!(
+        daemon
+            .log_text()
+            .contains("for the tenant's request budget ([polling] tenant_requests_per_minute)"),
+        "{}",
+        daemon.log_text()
+    );
+    drop(daemon);
+}
