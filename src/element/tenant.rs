@@ -197,12 +197,7 @@ impl Gates {
             None => Duration::ZERO,
         };
         let tenant_permits = gate.permits.clone();
-        let max_per_host = self.max_per_host;
-        let host_permits = state
-            .hosts
-            .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(max_per_host)))
-            .clone();
+        let host_permits = state.host_permits(host, self.max_per_host);
         Ok(Admission {
             wait,
             tenant_permits,
@@ -238,6 +233,16 @@ impl Gates {
 }
 
 impl GateState {
+    /// The host's semaphore; its name is copied only the first time (this runs every request).
+    fn host_permits(&mut self, host: &str, max_per_host: usize) -> Arc<Semaphore> {
+        if let Some(permits) = self.hosts.get(host) {
+            return permits.clone();
+        }
+        let permits = Arc::new(Semaphore::new(max_per_host));
+        self.hosts.insert(host.to_string(), permits.clone());
+        permits
+    }
+
     /// Forgets idle tenants and hosts, at most once every [`SWEEP_EVERY`].
     fn sweep_if_due(&mut self, now: Instant) {
         if now.saturating_duration_since(self.swept_at) < SWEEP_EVERY {
@@ -258,6 +263,14 @@ mod tests {
 
     fn per_minute(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()
+    }
+
+    fn gates(max_per_host: usize, max_per_tenant: usize, requests_per_minute: u32) -> Gates {
+        let limits = TenantLimits {
+            max_per_tenant,
+            requests_per_minute: Some(per_minute(requests_per_minute)),
+        };
+        Gates::new(max_per_host, limits)
     }
 
     /// The waits a budget gives requests asking at `offsets` (seconds) after `start`.
@@ -294,11 +307,7 @@ mod tests {
 
     #[test]
     fn tenants_have_budgets_of_their_own() {
-        let limits = TenantLimits {
-            max_per_tenant: 2,
-            requests_per_minute: Some(per_minute(2)),
-        };
-        let gates = Gates::new(64, limits);
+        let gates = gates(64, 2, 2);
         let now = Instant::now();
         let (a, b) = (Tenant(1), Tenant(2));
         let wait = |t| gates.admit_at(t, "h", now).unwrap().wait;
@@ -311,11 +320,7 @@ mod tests {
 
     #[test]
     fn a_paused_tenant_is_refused_without_spending_its_budget() {
-        let limits = TenantLimits {
-            max_per_tenant: 1,
-            requests_per_minute: Some(per_minute(1)),
-        };
-        let gates = Gates::new(4, limits);
+        let gates = gates(4, 1, 1);
         gates.pause(Tenant(7), Duration::from_secs(30));
         let refused = gates.admit(Tenant(7), "h").err().expect("paused");
         assert!(refused > Duration::from_secs(25), "{refused:?}");
@@ -333,11 +338,7 @@ mod tests {
 
     #[test]
     fn idle_tenants_and_hosts_are_forgotten_busy_ones_kept() {
-        let limits = TenantLimits {
-            max_per_tenant: 4,
-            requests_per_minute: Some(per_minute(60)),
-        };
-        let gates = Gates::new(4, limits);
+        let gates = gates(4, 4, 60);
         let start = Instant::now();
         for t in 0..1000 {
             drop(gates.admit_at(Tenant(t), &format!("host-{}", t % 10), start));

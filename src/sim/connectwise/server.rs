@@ -19,7 +19,7 @@ use super::conditions::Conditions;
 use super::faults::{LOGIN_PAGE, MAINTENANCE_PAGE};
 use super::fields::Fields;
 use super::records::RecordTable;
-use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState};
+use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState, TenantLoad};
 
 /// The media type ConnectWise labels its JSON with.
 pub(super) const JSON_CONTENT_TYPE: &str =
@@ -165,10 +165,15 @@ struct TenantInFlight<'a> {
 impl<'a> TenantInFlight<'a> {
     fn enter(state: &'a SimState, company: Option<String>) -> Self {
         if let Some(company) = &company {
-            let mut load = state.tenant_load.lock().expect("tenant load lock");
-            let load = load.entry(company.clone()).or_default();
-            load.in_flight += 1;
-            load.peak = load.peak.max(load.in_flight);
+            let mut loads = state.tenant_load.lock().expect("tenant load lock");
+            // The name is copied once per company, not once per request (benchmarks run many).
+            if !loads.contains_key(company) {
+                loads.insert(company.clone(), TenantLoad::default());
+            }
+            if let Some(load) = loads.get_mut(company) {
+                load.in_flight += 1;
+                load.peak = load.peak.max(load.in_flight);
+            }
         }
         TenantInFlight { state, company }
     }
