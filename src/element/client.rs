@@ -265,6 +265,17 @@ impl ProviderClient {
         &self.http
     }
 
+    /// A wait for the tenant's budget, told to the watch (if any) as it starts and ends.
+    async fn wait_for_budget(&self, wait: Duration) {
+        let Some(watch) = self.watch.as_deref() else {
+            return tokio::time::sleep(wait).await;
+        };
+        let shown = WaitShown::start(watch, wait);
+        tokio::time::sleep(wait).await;
+        drop(shown);
+        watch.resume().await;
+    }
+
     /// Waits for the tenant's request budget, then takes a permit of the tenant and one of the
     /// host, in that order: a request waiting for budget holds neither, and one waiting for its
     /// tenant's permit does not hold the host's. A paused tenant's request is refused, before
@@ -281,11 +292,7 @@ impl ProviderClient {
         };
         let admission = self.gates.admit(tenant, host).map_err(paused)?;
         if !admission.wait.is_zero() {
-            let _shown = self
-                .watch
-                .as_deref()
-                .map(|w| WaitShown::start(w, admission.wait));
-            tokio::time::sleep(admission.wait).await;
+            self.wait_for_budget(admission.wait).await;
         }
         let tenant_permit = admission.tenant_permits.acquire_owned().await;
         let host_permit = admission.host_permits.acquire_owned().await;

@@ -44,10 +44,13 @@ impl Default for TenantLimits {
 }
 
 /// Told when a request waits for its tenant's request budget, and when the wait ends (the
-/// poller shows it in `status` and counts it in the metrics).
+/// poller shows it in `status`, counts it in the metrics, and lends its poll slot to other
+/// resources meanwhile).
 pub trait ThrottleWatch: Send + Sync {
     fn waiting(&self, wait: Duration);
     fn done(&self);
+    /// After the wait, before the request goes on (the poller takes its poll slot back).
+    fn resume(&self) -> futures_util::future::BoxFuture<'_, ()>;
 }
 
 /// A tenant, as a per-process random hash of its origin and credentials (never kept in clear).

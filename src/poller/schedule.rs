@@ -121,10 +121,12 @@ pub fn poll_loop(
     status: SharedStatus,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    shared.client = shared.client.watched_by(Arc::new(ThrottleShown {
+    let throttle = Arc::new(ThrottleShown {
         status: status.clone(),
         metrics: shared.metrics.clone(),
-    }));
+        slot: PollSlot::of(&shared.permits),
+    });
+    shared.client = shared.client.watched_by(throttle.clone());
     let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
     let alive = AliveGuard::enter(&shared, key.clone());
@@ -139,6 +141,7 @@ pub fn poll_loop(
         clock_untrusted: false,
         resume: None,
         reconciling,
+        throttle,
         _alive: alive,
     };
     // `poll` is captured by the block and borrowed by `run`: held once. (An `async fn` taking
@@ -246,6 +249,8 @@ struct ResourcePoll {
     /// Where a failed run stopped, for the next attempt (see `Resume`).
     resume: Option<Resume>,
     reconciling: Option<Reconciling>,
+    /// Holds the resource's poll slot, which its client's waits for budget give up meanwhile.
+    throttle: Arc<ThrottleShown>,
     /// Counts this loop among the resource's pollers while it lives.
     _alive: AliveGuard,
 }
@@ -260,9 +265,9 @@ impl ResourcePoll {
             if !self.reconcile_until(poll_at, cancel).await {
                 return;
             }
-            let permit = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+                () = self.throttle.slot.take() => {}
             };
             // Stopping may cut a run between or inside page fetches: every commit is atomic,
             // and the watermark only moves when a run completes, so nothing is lost or doubled.
@@ -280,7 +285,7 @@ impl ResourcePoll {
                 _ = cancel.cancelled() => return,
                 r = run => r,
             };
-            drop(permit);
+            self.throttle.slot.give_up();
             self.observe(&result, started.elapsed());
             self.record(result);
             delay = interval.saturating_add(jitter(interval));
@@ -329,9 +334,9 @@ impl ResourcePoll {
         reply: Option<tokio::sync::oneshot::Sender<Result<ReconcileReport, String>>>,
         cancel: &CancellationToken,
     ) -> bool {
-        let permit = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return false,
-            p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+            () = self.throttle.slot.take() => {}
         };
         // Boxed, as a poll run is.
         let run = Box::pin(reconcile_resource(
@@ -345,7 +350,7 @@ impl ResourcePoll {
             _ = cancel.cancelled() => return false,
             r = run => r,
         };
-        drop(permit);
+        self.throttle.slot.give_up();
         self.observe_reconcile(&result, request);
         if let Some(reconciling) = self.reconciling.as_mut() {
             reconciling.next_at = crate::time_math::tokio_deadline_in(reconciling.interval);
@@ -524,10 +529,13 @@ impl ResourcePoll {
     }
 }
 
-/// Shows a resource's waits for its tenant's request budget in its status and the metrics.
+/// Shows a resource's waits for its tenant's request budget in its status and the metrics, and
+/// gives up its poll slot meanwhile: a tenant over its budget must not hold the slots
+/// (`[polling] max_concurrent`) that other tenants' polls need.
 struct ThrottleShown {
     status: SharedStatus,
     metrics: Option<crate::metrics::Metrics>,
+    slot: PollSlot,
 }
 
 impl ThrottleWatch for ThrottleShown {
@@ -535,11 +543,44 @@ impl ThrottleWatch for ThrottleShown {
         let until = crate::time_math::utc_after(Utc::now(), wait);
         self.status.lock().expect("status").throttled_until = Some(until);
         TenantThrottled { wait }.emit(self.metrics.as_ref());
+        self.slot.give_up();
     }
 
     fn done(&self) {
         self.status.lock().expect("status").throttled_until = None;
         TenantThrottleEnded.emit(self.metrics.as_ref());
+    }
+
+    fn resume(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(self.slot.take())
+    }
+}
+
+/// One of the `[polling] max_concurrent` slots, held by a resource's run or reconcile.
+struct PollSlot {
+    permits: Arc<tokio::sync::Semaphore>,
+    held: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl PollSlot {
+    fn of(permits: &Arc<tokio::sync::Semaphore>) -> PollSlot {
+        PollSlot {
+            permits: permits.clone(),
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Waits for a slot, unless one is held already.
+    async fn take(&self) {
+        if self.held.lock().expect("poll slot").is_some() {
+            return;
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        *self.held.lock().expect("poll slot") = Some(permit.expect("never closed"));
+    }
+
+    fn give_up(&self) {
+        self.held.lock().expect("poll slot").take();
     }
 }
 

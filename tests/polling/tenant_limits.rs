@@ -29,6 +29,10 @@ impl ThrottleWatch for Waits {
     }
 
     fn done(&self) {}
+
+    fn resume(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The seed example as an instance of `company` on the simulator, named after it, reading every
