@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
 use serde_json::Value;
-use support::{DaemonDir, WAIT, metrics_address, pollerd_async, seed_instance, wait_for};
+use support::{
+    DaemonDir, WAIT, metrics_address, metrics_text, pollerd_async, seed_instance, wait_for,
+};
 
 /// An instance named `company`, of that company on the simulator, polling `resources` of
 /// contacts, companies and tickets every 10 minutes: its first runs make one request each.
@@ -64,12 +66,7 @@ async fn throttled_resources(dd: &DaemonDir, daemon: &support::Daemon) -> Vec<Va
 
 /// The value of the sample `name` (no labels) in `/metrics` at `address`.
 async fn metric(address: std::net::SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(address).await;
     let prefix = format!("{name} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
