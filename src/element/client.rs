@@ -244,10 +244,6 @@ impl ProviderClient {
         self.limits
     }
 
-    pub fn tenant_limits(&self) -> TenantLimits {
-        self.gates.limits()
-    }
-
     /// The same client for an instance with `tls.caFile`: its own connections, which also trust
     /// that CA; tenant and host limits and 429 pauses stay shared with every other instance.
     pub fn trusting(&self, ca: &TlsCa) -> Result<ProviderClient, reqwest::Error> {
@@ -306,9 +302,9 @@ impl ProviderClient {
         }
     }
 
-    /// Sends within the tenant's and host's limits and reads the answer up to the size limit. Non-2xx
-    /// answers, redirects to another origin and oversized bodies are errors (`body_message`
-    /// turns a provider's error body into text for the log).
+    /// Sends within the tenant's and host's limits and reads the answer up to the size limit.
+    /// Non-2xx answers, redirects to another origin and oversized bodies are errors
+    /// (`body_message` turns a provider's error body into text for the log).
     pub async fn send(
         &self,
         request: reqwest::Request,

@@ -161,10 +161,6 @@ impl Gates {
         self.max_per_host
     }
 
-    pub fn limits(&self) -> TenantLimits {
-        self.limits
-    }
-
     /// The origin and every header marked sensitive (credentials, API keys) of a request.
     pub fn tenant(&self, request: &reqwest::Request) -> Tenant {
         let mut h = self.hasher.build_hasher();
