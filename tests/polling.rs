@@ -1,6 +1,7 @@
 //! Polling in process over real HTTP on loopback: the poll engine against the ConnectWise
-//! simulator (`poll_engine`), the generic `http` element (`http_element`) provider records kept
-//! as their JSON text (`raw_records`), and limits per tenant on one host (`tenant_limits`). One crate, so the suite links one binary for them.
+//! simulator (`poll_engine`), the generic `http` element (`http_element`), provider records kept
+//! as their JSON text (`raw_records`), and limits per tenant on one host (`tenant_limits`). One
+//! crate, so the suite links one binary for them.
 
 mod support;
 
