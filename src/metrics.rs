@@ -288,6 +288,8 @@ struct Instruments {
     leases_held: Gauge,
     lease_takeovers: Counter,
     lease_lost: LabelledCounter<LeaseLossCause>,
+    tenant_throttled: Counter,
+    tenant_throttled_waiting: Gauge,
     per_resource: per_resource::PerResource,
 }
 
@@ -412,6 +414,18 @@ impl Metrics {
                 "Leases this node lost before releasing them, by cause",
                 "cause",
             ),
+            tenant_throttled: register(
+                &mut r,
+                "tenant_throttled",
+                "Provider requests that waited for their tenant's request budget ([polling] tenant_requests_per_minute)",
+                Counter::default(),
+            ),
+            tenant_throttled_waiting: register(
+                &mut r,
+                "tenant_throttled_waiting",
+                "Provider requests waiting for their tenant's request budget now",
+                Gauge::default(),
+            ),
             per_resource: {
                 let collector = per_resource::PerResource::default();
                 r.register_collector(Box::new(collector.clone()));
@@ -501,6 +515,17 @@ impl Metrics {
 
     pub fn lease_lost(&self, cause: LeaseLossCause) {
         self.instruments.lease_lost.inc_by(cause, 1);
+    }
+
+    /// A provider request started waiting for its tenant's request budget.
+    pub fn tenant_throttle_started(&self) {
+        self.instruments.tenant_throttled.inc();
+        self.instruments.tenant_throttled_waiting.inc();
+    }
+
+    /// A wait for a tenant's request budget ended.
+    pub fn tenant_throttle_ended(&self) {
+        self.instruments.tenant_throttled_waiting.dec();
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use pollerd::admin::{
     self, AdminBackend, AdminServer, ClusterStatus, DeadLetterView, Health, InstanceStatus,
     LeaseStatusView, NodeStatusView, ReloadStatus, ResourceStatusView, StatusReport, TaskPanicView,
+    ThrottleView,
 };
 use pollerd::cli::admin::{
     DeadLetterAction, StatusSelection, render_dead_letters, render_status, render_status_of,
@@ -35,6 +36,7 @@ fn resource(name: &str, events: u64, last_error: Option<&str>) -> ResourceStatus
         pollers: 1,
         task_panics: Vec::new(),
         reconcile: None,
+        throttled: None,
         signals: Default::default(),
         health: Default::default(),
         counts: Default::default(),
@@ -483,6 +485,66 @@ fn render_status_notes_a_task_that_panicked_and_json_keeps_it() {
             .is_none()
     );
     assert!(!render_status(&sample_report()).contains("panicked"));
+}
+
+#[test]
+fn render_status_shows_a_resource_waiting_for_its_tenants_budget() {
+    let mut report = sample_report();
+    report.instances[0].resources[0].throttled = Some(ThrottleView::tenant_budget(
+        at(2026, 1, 2, 3, 5, 12),
+        at(2026, 1, 2, 3, 5, 0),
+    ));
+    let text = render_status(&report);
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("API_Polling") && line.contains("contacts"))
+        .unwrap_or_else(|| panic!("no contacts row in:\n{text}"));
+    assert!(row.ends_with("throttled, waiting 12 s"), "{text}");
+    let notes = text.replace("\n      ", " ");
+    assert!(
+        notes.contains(
+            "note: 1 resource waiting for a tenant's request budget \
+             ([polling] tenant_requests_per_minute): API_Polling/contacts"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    let throttled = &json["instances"][0]["resources"][0]["throttled"];
+    assert_eq!(throttled["reason"], "tenant request budget", "{json}");
+    assert_eq!(throttled["waiting_seconds"], 12, "{json}");
+    // Not throttled: no word, no note, and the JSON shape it had.
+    assert!(!render_status(&sample_report()).contains("throttled"));
+    let plain = serde_json::to_value(sample_report()).unwrap();
+    assert!(
+        plain["instances"][0]["resources"][0]
+            .get("throttled")
+            .is_none()
+    );
+}
+
+#[test]
+fn status_at_ten_thousand_instances_names_three_throttled_resources_in_one_note() {
+    let mut report = large_report(0);
+    for i in [5, 50, 500, 5000] {
+        report.instances[i].resources[0].throttled = Some(ThrottleView::tenant_budget(
+            at(2026, 1, 2, 3, 5, 1),
+            at(2026, 1, 2, 3, 5, 0),
+        ));
+    }
+    let text = render_status(&report).replace("\n      ", " ");
+    let notes: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("request budget"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "note: 4 resources waiting for a tenant's request budget ([polling] \
+             tenant_requests_per_minute): tenant-00005/contacts, tenant-00050/contacts, \
+             tenant-00500/contacts and 1 more"
+        ],
+        "{text}"
+    );
 }
 
 #[test]

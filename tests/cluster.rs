@@ -368,12 +368,7 @@ fn start_changes(
 
 async fn metric_sum(daemon: &Daemon, family: &str) -> f64 {
     let address = support::metrics_address(daemon).await;
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics_text(address).await;
     text.lines()
         .filter(|line| line.starts_with(family))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

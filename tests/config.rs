@@ -8,5 +8,7 @@ mod check_cli;
 mod config_load;
 #[path = "config/examples.rs"]
 mod examples;
+#[path = "config/polling_settings.rs"]
+mod polling_settings;
 #[path = "config/store_settings.rs"]
 mod store_settings;

@@ -266,6 +266,8 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
         ("pollerd_leases_held", "gauge"),
         ("pollerd_lease_takeovers", "counter"),
         ("pollerd_lease_lost", "counter"),
+        ("pollerd_tenant_throttled", "counter"),
+        ("pollerd_tenant_throttled_waiting", "gauge"),
         // Per resource and instance: described, with no series until the daemon has instances.
         ("pollerd_resource_poll_interval_seconds", "gauge"),
         ("pollerd_resource_poll_started_timestamp_seconds", "gauge"),
@@ -292,6 +294,11 @@ fn a_fresh_registry_shows_every_family_and_expected_series_at_zero() {
     }
     assert_eq!(exposition.value("pollerd_leases_held", &[]), 0.0);
     assert_eq!(exposition.value("pollerd_lease_takeovers_total", &[]), 0.0);
+    assert_eq!(exposition.value("pollerd_tenant_throttled_total", &[]), 0.0);
+    assert_eq!(
+        exposition.value("pollerd_tenant_throttled_waiting", &[]),
+        0.0
+    );
     for outcome in ["ok", "error", "baseline"] {
         assert_eq!(
             exposition.value("pollerd_polls_total", &[("outcome", outcome)]),
@@ -360,6 +367,9 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     metrics.lease_lost(LeaseLossCause::Write);
     metrics.lease_lost(LeaseLossCause::Expired);
     metrics.lease_lost(LeaseLossCause::Expired);
+    metrics.tenant_throttle_started();
+    metrics.tenant_throttle_started();
+    metrics.tenant_throttle_ended();
 
     let text = metrics.render();
     let exposition = parse(&text).unwrap_or_else(|problem| panic!("{problem}\n{text}"));
@@ -409,6 +419,11 @@ fn counters_gauges_and_histograms_equal_what_was_recorded() {
     assert_eq!(
         (lost("write"), lost("renewal"), lost("expired")),
         (1.0, 0.0, 2.0)
+    );
+    assert_eq!(exposition.value("pollerd_tenant_throttled_total", &[]), 2.0);
+    assert_eq!(
+        exposition.value("pollerd_tenant_throttled_waiting", &[]),
+        1.0
     );
 
     // Poll durations: 0.02, 0.1, 0.2, 1.5, 7 seconds.

@@ -1,6 +1,7 @@
 //! Polling in process over real HTTP on loopback: the poll engine against the ConnectWise
-//! simulator (`poll_engine`), the generic `http` element (`http_element`) and provider records kept
-//! as their JSON text (`raw_records`). One crate, so the suite links one binary for them.
+//! simulator (`poll_engine`), the generic `http` element (`http_element`), provider records kept
+//! as their JSON text (`raw_records`), and limits per tenant on one host (`tenant_limits`). One
+//! crate, so the suite links one binary for them.
 
 mod support;
 
@@ -12,3 +13,5 @@ mod poll_engine;
 mod raw_records;
 #[path = "polling/reconcile.rs"]
 mod reconcile;
+#[path = "polling/tenant_limits.rs"]
+mod tenant_limits;

@@ -81,6 +81,50 @@ async fn start() -> (ConnectWiseSim, Client) {
 }
 
 #[tokio::test]
+async fn several_companies_share_one_port_each_logged_as_itself() {
+    let (sim, client) = start().await;
+    let url = format!("{}/company/contacts", sim.base_url());
+    let ask = |company: &str| {
+        client
+            .get(&url)
+            .header("Authorization", basic(company, "simpublic", "simprivate"))
+            .header("clientId", "sim-client-id")
+            .send()
+    };
+    // A company the simulator does not serve is refused, as a wrong key is.
+    assert_eq!(
+        ask("acme").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let configuration = sim.tenant_configuration("acme");
+    assert_eq!(configuration["company"], "acme");
+    assert_eq!(configuration["baseUrl"], sim.base_url().as_str());
+    assert_eq!(ask("acme").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(ask("simco").await.unwrap().status(), StatusCode::OK);
+    let seen: Vec<(Option<String>, u16)> = sim
+        .requests()
+        .into_iter()
+        .map(|r| (r.company, r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (None, 401),
+            (Some("acme".to_string()), 200),
+            (Some("simco".to_string()), 200)
+        ]
+    );
+    assert_eq!(
+        (
+            sim.peak_in_flight_of("acme"),
+            sim.peak_in_flight_of("simco")
+        ),
+        (1, 1)
+    );
+    assert_eq!(sim.peak_in_flight_of("nobody"), 0);
+}
+
+#[tokio::test]
 async fn auth_failures_answer_401_with_connectwise_error_body() {
     let (sim, client) = start().await;
     let url = format!("{}/company/contacts", sim.base_url());

@@ -181,6 +181,9 @@ pub struct ResourceStatusView {
     /// The DELETED check, for a resource with `deletedCheckInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileStatusView>,
+    /// Set while a request of the resource waits for its tenant's request budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<ThrottleView>,
     /// What the health rules (and the alert rules) read; `#[serde(default)]` so that a newer
     /// `pollerd status` still reads an older daemon's report.
     #[serde(flatten)]
@@ -191,6 +194,28 @@ pub struct ResourceStatusView {
     /// Runs and events since the poll loop started.
     #[serde(default)]
     pub counts: RunCountsView,
+}
+
+/// A request of a resource waiting for its tenant's limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleView {
+    /// What it waits for: `tenant request budget` (`[polling] tenant_requests_per_minute`).
+    pub reason: String,
+    pub until: DateTime<Utc>,
+    /// From when the report was made, rounded up.
+    pub waiting_seconds: u64,
+}
+
+impl ThrottleView {
+    /// What a budget wait ending at `until` shows at `now`.
+    pub fn tenant_budget(until: DateTime<Utc>, now: DateTime<Utc>) -> ThrottleView {
+        let left = until.signed_duration_since(now).num_milliseconds().max(0);
+        ThrottleView {
+            reason: "tenant request budget".to_string(),
+            until,
+            waiting_seconds: u64::try_from(left).unwrap_or(0).div_ceil(1000),
+        }
+    }
 }
 
 /// A resource's runs by outcome and events by type, since its poll loop started.

@@ -361,12 +361,20 @@ fn health_cell(resource: &ResourceStatusView) -> String {
         }),
     };
     let error = resource.last_error.as_deref().map(one_line);
-    match (word, error) {
-        (Some(word), Some(error)) => format!("{word}; {error}"),
-        (Some(word), None) => word,
-        (None, Some(error)) => error,
-        (None, None) => "ok".to_string(),
-    }
+    joined([word, throttle_text(resource), error]).unwrap_or_else(|| "ok".to_string())
+}
+
+/// `throttled, waiting 12 s` while a request of the resource waits (short, to fit the column;
+/// a note says for what).
+fn throttle_text(resource: &ResourceStatusView) -> Option<String> {
+    let throttle = resource.throttled.as_ref()?;
+    Some(format!("throttled, waiting {} s", throttle.waiting_seconds))
+}
+
+/// The parts present, joined with `; `.
+fn joined<const N: usize>(parts: [Option<String>; N]) -> Option<String> {
+    let parts: Vec<String> = parts.into_iter().flatten().collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Version, pid, start time and the outcome of the last reload with its errors.
@@ -405,6 +413,8 @@ struct StatusTable {
     notes: Vec<String>,
     resource_count: u64,
     events_total: u64,
+    /// `instance/resource` of the selected resources waiting for their tenant's budget.
+    throttled: Vec<String>,
 }
 
 impl StatusTable {
@@ -427,7 +437,29 @@ impl StatusTable {
             }
         }
         table.rows.sort_by_key(|row| severity(&row.health));
+        table.note_throttled();
         table
+    }
+
+    /// One note for every resource waiting for its tenant's budget (there may be thousands).
+    fn note_throttled(&mut self) {
+        const NAMED: usize = 3;
+        let Some(first) = self.throttled.first() else {
+            return;
+        };
+        let more = match self.throttled.len() {
+            1 => String::new(),
+            n if n <= NAMED => format!(", {}", self.throttled[1..].join(", ")),
+            n => format!(
+                ", {} and {} more",
+                self.throttled[1..NAMED].join(", "),
+                n - NAMED
+            ),
+        };
+        self.notes.push(format!(
+            "{} waiting for a tenant's request budget ([polling] tenant_requests_per_minute): {first}{more}",
+            plural(self.throttled.len() as u64, "resource"),
+        ));
     }
 
     fn note_instance(&mut self, instance: &InstanceStatus) {
@@ -468,6 +500,10 @@ impl StatusTable {
             ));
         }
         self.note_reconcile(instance, resource);
+        if resource.throttled.is_some() {
+            self.throttled
+                .push(format!("{}/{}", instance.name, resource.name));
+        }
         self.rows.push(Row {
             health: resource.health.clone(),
             full: status_row(instance, resource),
@@ -523,10 +559,11 @@ fn worst_row(instance: &InstanceStatus, resource: &ResourceStatusView) -> Vec<St
         health,
         resource.outbox_depth.to_string(),
         resource.dead_letters.to_string(),
-        resource
-            .last_error
-            .as_deref()
-            .map_or_else(|| "-".to_string(), one_line),
+        joined([
+            throttle_text(resource),
+            resource.last_error.as_deref().map(one_line),
+        ])
+        .unwrap_or_else(|| "-".to_string()),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -162,12 +163,30 @@ pub struct DeliverySettings {
 pub struct PollingSettings {
     pub http_timeout: Duration,
     pub max_concurrent: usize,
+    /// Requests at once to one provider host, all tenants together: a safety cap.
     pub max_per_host: usize,
+    /// Requests at once of one tenant (an origin and the credentials sent to it).
+    pub max_per_tenant: usize,
+    /// Requests a minute of one tenant; `None` when `"off"`.
+    pub tenant_requests_per_minute: Option<NonZeroU32>,
     /// A provider body larger than this fails the run (the body is streamed and cut here).
     pub max_response_size: u64,
     /// A provider `Date` further than this from the local clock is not trusted for a run.
     pub max_clock_skew: Duration,
 }
+
+/// `[polling] max_per_host` when unset: generous, since tenants have limits of their own
+/// (SPEC §4 says 4, from before limits per tenant; see the README).
+pub const DEFAULT_MAX_PER_HOST: usize = 64;
+/// `[polling] max_per_tenant` when unset.
+pub const DEFAULT_MAX_PER_TENANT: usize = 4;
+/// `[polling] tenant_requests_per_minute` when unset: ConnectWise's developer guide warns at
+/// about 1,000 requests a minute.
+pub const DEFAULT_TENANT_REQUESTS_PER_MINUTE: u32 = 1000;
+/// The largest `max_per_host` and `max_per_tenant`: more connections than this at once is a typo.
+pub const MAX_CONNECTION_LIMIT: u64 = 65_536;
+/// The largest `tenant_requests_per_minute`: beyond it, write `"off"`.
+pub const MAX_TENANT_REQUESTS_PER_MINUTE: u64 = 1_000_000;
 
 /// `[polling] max_response_size` when unset: 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 64 << 20;
@@ -217,7 +236,10 @@ struct RawDelivery {
 struct RawPolling {
     http_timeout: Option<HumanDuration>,
     max_concurrent: Option<Count>,
-    max_per_host: Option<Count>,
+    // Read as any value, so that every wrong one is refused naming its key.
+    max_per_host: Option<toml::Spanned<toml::Value>>,
+    max_per_tenant: Option<toml::Spanned<toml::Value>>,
+    tenant_requests_per_minute: Option<toml::Spanned<toml::Value>>,
     max_response_size: Option<ByteSize>,
     max_clock_skew: Option<HumanDuration>,
 }
@@ -439,25 +461,115 @@ impl Settings {
                     .grace_period
                     .map_or(Duration::from_secs(10), |d| d.0),
             },
-            polling: PollingSettings {
-                http_timeout: raw
-                    .polling
-                    .http_timeout
-                    .map_or(Duration::from_secs(60), |d| d.0),
-                max_concurrent: raw.polling.max_concurrent.map_or(32, |c| c.0 as usize),
-                max_per_host: raw.polling.max_per_host.map_or(4, |c| c.0 as usize),
-                max_response_size: raw
-                    .polling
-                    .max_response_size
-                    .map_or(DEFAULT_MAX_RESPONSE_SIZE, |s| s.0),
-                max_clock_skew: raw
-                    .polling
-                    .max_clock_skew
-                    .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
-            },
+            polling: polling_settings(path, text, &raw.polling)?,
             store_cache_bytes: raw.store.cache_mb.map_or(16, |c| c.0) * 1024 * 1024,
         })
     }
+}
+
+/// `[polling]`, each key with its default.
+fn polling_settings(
+    path: &Path,
+    text: &str,
+    raw: &RawPolling,
+) -> Result<PollingSettings, Diagnostic> {
+    Ok(PollingSettings {
+        http_timeout: raw.http_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        max_concurrent: raw.max_concurrent.map_or(32, |c| c.0 as usize),
+        max_per_host: connection_limit(
+            path,
+            text,
+            "max_per_host",
+            &raw.max_per_host,
+            DEFAULT_MAX_PER_HOST,
+        )?,
+        max_per_tenant: connection_limit(
+            path,
+            text,
+            "max_per_tenant",
+            &raw.max_per_tenant,
+            DEFAULT_MAX_PER_TENANT,
+        )?,
+        tenant_requests_per_minute: tenant_budget(path, text, &raw.tenant_requests_per_minute)?,
+        max_response_size: raw
+            .max_response_size
+            .map_or(DEFAULT_MAX_RESPONSE_SIZE, |s| s.0),
+        max_clock_skew: raw.max_clock_skew.map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+    })
+}
+
+/// `[polling] max_per_host` or `max_per_tenant`: 1 to [`MAX_CONNECTION_LIMIT`].
+fn connection_limit(
+    path: &Path,
+    text: &str,
+    key: &str,
+    written: &Option<toml::Spanned<toml::Value>>,
+    default: usize,
+) -> Result<usize, Diagnostic> {
+    let Some(written) = written else {
+        return Ok(default);
+    };
+    whole_number(written.get_ref(), MAX_CONNECTION_LIMIT)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            polling_error(
+                path,
+                text,
+                written,
+                format!("[polling] {key} must be a whole number from 1 to {MAX_CONNECTION_LIMIT}"),
+            )
+        })
+}
+
+/// `[polling] tenant_requests_per_minute`: 1 to [`MAX_TENANT_REQUESTS_PER_MINUTE`], or `"off"`
+/// for no budget (0 is refused rather than read as either: it could mean "none allowed").
+fn tenant_budget(
+    path: &Path,
+    text: &str,
+    written: &Option<toml::Spanned<toml::Value>>,
+) -> Result<Option<NonZeroU32>, Diagnostic> {
+    let Some(written) = written else {
+        return Ok(NonZeroU32::new(DEFAULT_TENANT_REQUESTS_PER_MINUTE));
+    };
+    if written.get_ref().as_str().map(str::trim) == Some("off") {
+        return Ok(None);
+    }
+    whole_number(written.get_ref(), MAX_TENANT_REQUESTS_PER_MINUTE)
+        .and_then(|n| u32::try_from(n).ok())
+        .and_then(NonZeroU32::new)
+        .map(Some)
+        .ok_or_else(|| {
+            polling_error(
+                path,
+                text,
+                written,
+                format!(
+                    "[polling] tenant_requests_per_minute must be a whole number from 1 to \
+                     {MAX_TENANT_REQUESTS_PER_MINUTE}, or \"off\" for no budget"
+                ),
+            )
+        })
+}
+
+/// An integer from 1 to `max`.
+fn whole_number(value: &toml::Value, max: u64) -> Option<u64> {
+    value
+        .as_integer()
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|n| (1..=max).contains(n))
+}
+
+fn polling_error(
+    path: &Path,
+    text: &str,
+    written: &toml::Spanned<toml::Value>,
+    message: String,
+) -> Diagnostic {
+    Diagnostic::error(
+        path,
+        Some(Position::of_offset(text, written.span().start)),
+        message,
+    )
 }
 
 /// `[store] engine`, `url`, `pool_size`: the url and pool size belong to the postgres engine,

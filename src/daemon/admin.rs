@@ -10,7 +10,7 @@ use crate::admin::{
     AdminBackend, ClusterStatus, CorruptView, DeadLetterSummaryView, DeadLetterView, Health,
     HealthSignals, InstanceStatus, LeaseStatusView, MassDeleteView, NodeStatusView,
     ReconcileCommand, ReconcileStatusView, ReconcileView, ReloadStatus, ResourceStatusView,
-    RunCountsView, StatusReport, TaskPanicView,
+    RunCountsView, StatusReport, TaskPanicView, ThrottleView,
 };
 use crate::delivery::{Deliverer, QueueHealth, QueueHealthBoard};
 use crate::metrics::{CallbackSample, ResourceSample, Snapshot};
@@ -481,6 +481,9 @@ impl DaemonAdmin {
             pollers: context.active.get(&key).copied().unwrap_or(0),
             task_panics: self.task_panics(&key),
             reconcile: s.reconcile.as_ref().map(reconcile_view),
+            throttled: s
+                .throttled_until
+                .map(|until| ThrottleView::tenant_budget(until, context.now)),
         }
     }
 }

@@ -1,20 +1,19 @@
-//! The one HTTP client every element shares: a limit of concurrent requests per provider host, a
-//! pause for the tenant that answered 429, redirects only within the origin the credentials are
-//! for, and bodies read up to a size limit.
+//! The one HTTP client every element shares: limits per tenant and per host (`super::tenant`),
+//! a pause for the tenant that answered 429, redirects only within the origin the credentials
+//! are for, and bodies read up to a size limit.
 
 #![deny(clippy::arithmetic_side_effects)]
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LINK, LOCATION, RETRY_AFTER};
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::tenant::{Gates, Tenant, TenantLimits, ThrottleWatch};
 use super::{FetchError, RawRecord, origin_text, raw, same_origin};
 use crate::config::settings::{DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RESPONSE_SIZE};
 use crate::http_util::{
@@ -24,8 +23,6 @@ use crate::http_util::{
 use crate::tls_roots::TlsCa;
 use crate::url_display::shown_url;
 
-/// The longest a provider's 429 can pause its tenant; a longer `Retry-After` is cut to this.
-pub const MAX_PROVIDER_PAUSE: Duration = Duration::from_secs(600);
 /// The pause after a 429 without a readable `Retry-After`.
 const DEFAULT_PROVIDER_PAUSE: Duration = Duration::from_secs(5);
 /// How much of an error answer's body is read: enough for any error message.
@@ -33,58 +30,15 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Redirects followed within one origin.
 const MAX_REDIRECTS: usize = 5;
 
-/// Shared by all pollers: keep-alive connections, per-host limits and per-tenant pauses.
+/// Shared by all pollers: keep-alive connections, and the limits per tenant and per host.
 #[derive(Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,
-    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-    pauses: Arc<TenantPauses>,
-    max_per_host: usize,
+    gates: Arc<Gates>,
     timeout: Duration,
     limits: ProviderLimits,
-}
-
-/// Tenants told to wait by a 429, until when. A tenant is an origin and the credentials sent to
-/// it: ConnectWise cloud tenants share one host, and one's 429 must not stop the others.
-#[derive(Default)]
-struct TenantPauses {
-    /// Keys credentials without keeping them (a per-process random hash).
-    hasher: RandomState,
-    until: Mutex<HashMap<u64, Instant>>,
-}
-
-impl TenantPauses {
-    /// The origin and every header marked sensitive (credentials, API keys) of a request.
-    fn tenant(&self, request: &reqwest::Request) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        let url = request.url();
-        (url.scheme(), url.host_str(), url.port_or_known_default()).hash(&mut h);
-        for (name, value) in request.headers() {
-            if value.is_sensitive() {
-                (name.as_str(), value.as_bytes()).hash(&mut h);
-            }
-        }
-        h.finish()
-    }
-
-    /// How long the tenant must still wait, if at all.
-    fn remaining(&self, tenant: u64) -> Option<Duration> {
-        let mut until = self.until.lock().expect("tenant pauses");
-        let now = Instant::now();
-        match until.get(&tenant) {
-            Some(at) if *at > now => Some(at.saturating_duration_since(now)),
-            Some(_) => {
-                until.remove(&tenant);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn pause(&self, tenant: u64, wait: Duration) {
-        let at = crate::time_math::deadline_in(wait.min(MAX_PROVIDER_PAUSE));
-        self.until.lock().expect("tenant pauses").insert(tenant, at);
-    }
+    /// Told of waits for a tenant's request budget: set on the client of one resource's poll loop.
+    watch: Option<Arc<dyn ThrottleWatch>>,
 }
 
 /// Bounds on what a provider can make pollerd do (`[polling]` settings).
@@ -244,15 +198,14 @@ async fn read_body(
 
 impl ProviderClient {
     /// Certificates are verified against the system roots (rustls with native roots); nothing
-    /// turns verification off.
+    /// turns verification off. Tenants get the default limits ([`Self::with_tenant_limits`]).
     pub fn new(timeout: Duration, max_per_host: usize) -> Result<ProviderClient, reqwest::Error> {
         Ok(ProviderClient {
             http: builder(timeout).build()?,
-            hosts: Arc::default(),
-            pauses: Arc::default(),
-            max_per_host: max_per_host.max(1),
+            gates: Arc::new(Gates::new(max_per_host, TenantLimits::default())),
             timeout,
             limits: ProviderLimits::default(),
+            watch: None,
         })
     }
 
@@ -260,7 +213,11 @@ impl ProviderClient {
     pub fn from_settings(
         settings: &crate::config::PollingSettings,
     ) -> Result<ProviderClient, reqwest::Error> {
-        let mut client = ProviderClient::new(settings.http_timeout, settings.max_per_host)?;
+        let mut client = ProviderClient::new(settings.http_timeout, settings.max_per_host)?
+            .with_tenant_limits(TenantLimits {
+                max_per_tenant: settings.max_per_tenant,
+                requests_per_minute: settings.tenant_requests_per_minute,
+            });
         client.limits = ProviderLimits {
             max_response_size: settings.max_response_size,
             max_clock_skew: settings.max_clock_skew,
@@ -268,12 +225,27 @@ impl ProviderClient {
         Ok(client)
     }
 
+    /// This client with its own tenant limits (and gates: call it before sharing the client).
+    pub fn with_tenant_limits(mut self, limits: TenantLimits) -> ProviderClient {
+        self.gates = Arc::new(Gates::new(self.gates.max_per_host(), limits));
+        self
+    }
+
+    /// The same client (limits shared) telling `watch` when a request waits for its tenant's
+    /// budget.
+    pub fn watched_by(&self, watch: Arc<dyn ThrottleWatch>) -> ProviderClient {
+        ProviderClient {
+            watch: Some(watch),
+            ..self.clone()
+        }
+    }
+
     pub fn limits(&self) -> ProviderLimits {
         self.limits
     }
 
     /// The same client for an instance with `tls.caFile`: its own connections, which also trust
-    /// that CA; per-host limits and 429 pauses stay shared with every other instance.
+    /// that CA; tenant and host limits and 429 pauses stay shared with every other instance.
     pub fn trusting(&self, ca: &TlsCa) -> Result<ProviderClient, reqwest::Error> {
         let mut builder = builder(self.timeout);
         for certificate in ca.certificates() {
@@ -281,11 +253,7 @@ impl ProviderClient {
         }
         Ok(ProviderClient {
             http: builder.build()?,
-            hosts: self.hosts.clone(),
-            pauses: self.pauses.clone(),
-            max_per_host: self.max_per_host,
-            timeout: self.timeout,
-            limits: self.limits,
+            ..self.clone()
         })
     }
 
@@ -293,33 +261,59 @@ impl ProviderClient {
         &self.http
     }
 
-    fn host_permits(&self, host: &str) -> Arc<Semaphore> {
-        let mut hosts = self.hosts.lock().expect("host gates");
-        hosts
-            .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_host)))
-            .clone()
+    /// A wait for the tenant's budget, told to the watch (if any) as it starts and ends.
+    async fn wait_for_budget(&self, wait: Duration) {
+        let Some(watch) = self.watch.as_deref() else {
+            return tokio::time::sleep(wait).await;
+        };
+        let shown = WaitShown::start(watch, wait);
+        tokio::time::sleep(wait).await;
+        drop(shown);
+        watch.resume().await;
     }
 
-    /// Sends within the host's limits and reads the answer up to the size limit. Non-2xx
-    /// answers, redirects to another origin and oversized bodies are errors (`body_message`
-    /// turns a provider's error body into text for the log).
+    /// Waits for the tenant's request budget, then takes a permit of the tenant and one of the
+    /// host, in that order: a request waiting for budget holds neither, and one waiting for its
+    /// tenant's permit does not hold the host's. A paused tenant's request is refused, before
+    /// spending its budget and again once it has its permits (a 429 may have come meanwhile).
+    async fn admit(
+        &self,
+        tenant: Tenant,
+        host: &str,
+        shown: &str,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), FetchError> {
+        let paused = |remaining| FetchError::Paused {
+            url: shown.to_string(),
+            remaining,
+        };
+        let admission = self.gates.admit(tenant, host).map_err(paused)?;
+        if !admission.wait.is_zero() {
+            self.wait_for_budget(admission.wait).await;
+        }
+        let tenant_permit = admission.tenant_permits.acquire_owned().await;
+        let host_permit = admission.host_permits.acquire_owned().await;
+        let permits = (
+            tenant_permit.expect("never closed"),
+            host_permit.expect("never closed"),
+        );
+        match self.gates.paused(tenant) {
+            Some(remaining) => Err(paused(remaining)),
+            None => Ok(permits),
+        }
+    }
+
+    /// Sends within the tenant's and host's limits and reads the answer up to the size limit.
+    /// Non-2xx answers, redirects to another origin and oversized bodies are errors
+    /// (`body_message` turns a provider's error body into text for the log).
     pub async fn send(
         &self,
         request: reqwest::Request,
         body_message: fn(&[u8]) -> Option<String>,
     ) -> Result<ProviderResponse, FetchError> {
         let shown = shown_url(request.url());
-        let tenant = self.pauses.tenant(&request);
-        if let Some(remaining) = self.pauses.remaining(tenant) {
-            return Err(FetchError::Paused {
-                url: shown,
-                remaining,
-            });
-        }
-        let host = request.url().host_str().unwrap_or("").to_string();
-        let permits = self.host_permits(&host);
-        let _permit = permits.acquire().await.expect("never closed");
+        let tenant = self.gates.tenant(&request);
+        let host = request.url().host_str().unwrap_or("");
+        let _permits = self.admit(tenant, host, &shown).await?;
         let request_error = |e: reqwest::Error| FetchError::Request {
             url: shown.clone(),
             timeout: e.is_timeout(),
@@ -367,7 +361,7 @@ impl ProviderClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
         if status.as_u16() == 429 {
-            self.pauses
+            self.gates
                 .pause(tenant, retry_after.unwrap_or(DEFAULT_PROVIDER_PAUSE));
         }
         Err(FetchError::Status {
@@ -395,5 +389,22 @@ fn refused_redirect(response: &reqwest::Response, shown: String) -> FetchError {
         status: response.status().as_u16(),
         origin,
         location,
+    }
+}
+
+/// Tells a watch of a wait for the tenant's budget, and of its end when dropped (the request
+/// may be cancelled midway: a poll loop stopped).
+struct WaitShown<'a>(&'a dyn ThrottleWatch);
+
+impl<'a> WaitShown<'a> {
+    fn start(watch: &'a dyn ThrottleWatch, wait: Duration) -> WaitShown<'a> {
+        watch.waiting(wait);
+        WaitShown(watch)
+    }
+}
+
+impl Drop for WaitShown<'_> {
+    fn drop(&mut self) {
+        self.0.done();
     }
 }

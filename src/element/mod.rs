@@ -8,12 +8,14 @@ pub mod connectwise;
 pub mod http;
 mod ids;
 pub mod raw;
+mod tenant;
 
 use chrono::{DateTime, Utc};
 
-pub use client::{MAX_PROVIDER_PAUSE, ProviderClient, ProviderLimits, ProviderResponse};
+pub use client::{ProviderClient, ProviderLimits, ProviderResponse};
 pub use ids::IdListing;
 pub use raw::{RawRecord, id_text};
+pub use tenant::{MAX_PROVIDER_PAUSE, TenantLimits, ThrottleWatch};
 
 use crate::config::{ElementSpec, ResourceSpec};
 

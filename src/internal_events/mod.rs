@@ -29,7 +29,7 @@ pub use delivery::{DeadLettered, DeliveryFailed, NotificationDelivered};
 pub use lease::{LeaseClaimed, LeaseLost, LeaseReleased, ReleaseReason};
 pub use poll::{
     PollFailed, PollFinished, PollRecovered, ProviderClockTrusted, ProviderClockUntrusted,
-    RecordSkipped, RunResumed,
+    RecordSkipped, RunResumed, TenantThrottleEnded, TenantThrottled,
 };
 pub use reconcile::{MassDeleteRefused, ReconcileFailed, ReconcileFinished};
 pub use reload::ReloadFinished;

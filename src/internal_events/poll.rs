@@ -9,6 +9,7 @@ use crate::metrics::{EventType, Metrics, PollOutcome};
 const POLL_LOOP: &str = "pollerd::poller::schedule";
 const SCAN: &str = "pollerd::poller::scan";
 const RUN: &str = "pollerd::poller";
+const CLIENT: &str = "pollerd::element::client";
 
 /// A run completed: what it read and what it emitted (of a run's report).
 pub struct PollFinished {
@@ -147,6 +148,43 @@ impl RecordSkipped<'_> {
             self.page,
             self.why
         );
+    }
+}
+
+/// A provider request of the resource waits for its tenant's request budget
+/// (`[polling] tenant_requests_per_minute`), holding none of the tenant's or host's permits.
+pub struct TenantThrottled {
+    pub wait: Duration,
+}
+
+impl TenantThrottled {
+    pub fn emit(self, metrics: Option<&Metrics>) {
+        let wait = humantime::format_duration(Duration::from_millis(
+            u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
+        ));
+        // A budget spent steadily makes short waits all the time: only the long ones are news.
+        if self.wait >= Duration::from_secs(1) {
+            tracing::info!(
+                target: CLIENT,
+                "waiting {wait} for the tenant's request budget ([polling] tenant_requests_per_minute)"
+            );
+        } else {
+            tracing::debug!(target: CLIENT, "waiting {wait} for the tenant's request budget");
+        }
+        if let Some(m) = metrics {
+            m.tenant_throttle_started();
+        }
+    }
+}
+
+/// The wait of a [`TenantThrottled`] is over (or was cut short: the poll loop stopped).
+pub struct TenantThrottleEnded;
+
+impl TenantThrottleEnded {
+    pub fn emit(self, metrics: Option<&Metrics>) {
+        if let Some(m) = metrics {
+            m.tenant_throttle_ended();
+        }
     }
 }
 

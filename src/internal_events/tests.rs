@@ -327,3 +327,40 @@ fn a_narrow_filter_keeps_the_instance_and_resource_of_the_lines_it_lets_through(
     let line = one_line_in_span(&out);
     assert!(line.contains("skipped record 3 of page 1: no id"), "{line}");
 }
+
+#[test]
+fn a_wait_for_the_tenants_budget_is_counted_and_shown_as_waiting_until_it_ends() {
+    let metrics = Metrics::new();
+    let long = in_poll_span(|| {
+        TenantThrottled {
+            wait: Duration::from_millis(12_300),
+        }
+        .emit(Some(&metrics))
+    });
+    let line = one_line_in_span(&long);
+    assert!(line.contains(" INFO poll{"), "{line}");
+    assert!(
+        line.contains(
+            "waiting 12s 300ms for the tenant's request budget ([polling] tenant_requests_per_minute)"
+        ),
+        "{line}"
+    );
+    assert_eq!(sample(&metrics, "pollerd_tenant_throttled_waiting"), 1.0);
+    // A short wait, as a budget spent steadily gives all the time: counted, logged at debug.
+    let short = in_poll_span(|| {
+        TenantThrottled {
+            wait: Duration::from_millis(60),
+        }
+        .emit(Some(&metrics))
+    });
+    assert!(one_line_in_span(&short).contains("DEBUG"), "{short}");
+    assert_eq!(sample(&metrics, "pollerd_tenant_throttled_total"), 2.0);
+    assert_eq!(sample(&metrics, "pollerd_tenant_throttled_waiting"), 2.0);
+    let ended = in_poll_span(|| {
+        TenantThrottleEnded.emit(Some(&metrics));
+        TenantThrottleEnded.emit(Some(&metrics));
+    });
+    assert_eq!(ended, "");
+    assert_eq!(sample(&metrics, "pollerd_tenant_throttled_waiting"), 0.0);
+    assert_eq!(sample(&metrics, "pollerd_tenant_throttled_total"), 2.0);
+}

@@ -15,10 +15,11 @@ use super::reconcile::{
 };
 use super::{PollError, PollShared, Resume, RunReport, run_resource};
 use crate::config::{InstanceSpec, ResourceSpec};
-use crate::element::Element;
+use crate::element::{Element, ThrottleWatch};
 use crate::internal_events::{
     MassDeleteRefused, PollFailed, PollFinished, PollRecovered, ProviderClockTrusted,
-    ProviderClockUntrusted, ReconcileFailed, ReconcileFinished, poll_span,
+    ProviderClockUntrusted, ReconcileFailed, ReconcileFinished, TenantThrottleEnded,
+    TenantThrottled, poll_span,
 };
 use crate::store::ResourceKey;
 
@@ -44,6 +45,9 @@ pub struct ResourceStatus {
     pub counts: RunCounts,
     /// The DELETED check, when the resource has one.
     pub reconcile: Option<ReconcileStatus>,
+    /// Until when a request of the resource waits for its tenant's request budget, while one
+    /// does.
+    pub throttled_until: Option<DateTime<Utc>>,
 }
 
 /// What `pollerd status` shows of a resource's reconciles.
@@ -110,13 +114,19 @@ fn random_below(max: Duration) -> Duration {
 /// Not an `async fn`: the loop is built here and only its own future is returned, so the task
 /// does not also keep these arguments (ten thousand resources wait in such futures at once).
 pub fn poll_loop(
-    shared: PollShared,
+    mut shared: PollShared,
     instance: Arc<InstanceSpec>,
     element: Element,
     resource: Arc<ResourceSpec>,
     status: SharedStatus,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let throttle = Arc::new(ThrottleShown {
+        status: status.clone(),
+        metrics: shared.metrics.clone(),
+        slot: PollSlot::of(&shared.permits),
+    });
+    shared.client = shared.client.watched_by(throttle.clone());
     let span = poll_span(&instance.name, &resource.name);
     let key = ResourceKey::new(&instance.name, &resource.name);
     let alive = AliveGuard::enter(&shared, key.clone());
@@ -131,6 +141,7 @@ pub fn poll_loop(
         clock_untrusted: false,
         resume: None,
         reconciling,
+        throttle,
         _alive: alive,
     };
     // `poll` is captured by the block and borrowed by `run`: held once. (An `async fn` taking
@@ -238,6 +249,8 @@ struct ResourcePoll {
     /// Where a failed run stopped, for the next attempt (see `Resume`).
     resume: Option<Resume>,
     reconciling: Option<Reconciling>,
+    /// Holds the resource's poll slot, which its client's waits for budget give up meanwhile.
+    throttle: Arc<ThrottleShown>,
     /// Counts this loop among the resource's pollers while it lives.
     _alive: AliveGuard,
 }
@@ -252,9 +265,9 @@ impl ResourcePoll {
             if !self.reconcile_until(poll_at, cancel).await {
                 return;
             }
-            let permit = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+                () = self.throttle.slot.take() => {}
             };
             // Stopping may cut a run between or inside page fetches: every commit is atomic,
             // and the watermark only moves when a run completes, so nothing is lost or doubled.
@@ -272,7 +285,7 @@ impl ResourcePoll {
                 _ = cancel.cancelled() => return,
                 r = run => r,
             };
-            drop(permit);
+            self.throttle.slot.give_up();
             self.observe(&result, started.elapsed());
             self.record(result);
             delay = interval.saturating_add(jitter(interval));
@@ -321,9 +334,9 @@ impl ResourcePoll {
         reply: Option<tokio::sync::oneshot::Sender<Result<ReconcileReport, String>>>,
         cancel: &CancellationToken,
     ) -> bool {
-        let permit = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return false,
-            p = self.shared.permits.clone().acquire_owned() => p.expect("never closed"),
+            () = self.throttle.slot.take() => {}
         };
         // Boxed, as a poll run is.
         let run = Box::pin(reconcile_resource(
@@ -337,7 +350,7 @@ impl ResourcePoll {
             _ = cancel.cancelled() => return false,
             r = run => r,
         };
-        drop(permit);
+        self.throttle.slot.give_up();
         self.observe_reconcile(&result, request);
         if let Some(reconciling) = self.reconciling.as_mut() {
             reconciling.next_at = crate::time_math::tokio_deadline_in(reconciling.interval);
@@ -513,6 +526,61 @@ impl ResourcePoll {
                 s.last_error = Some(e.to_string());
             }
         }
+    }
+}
+
+/// Shows a resource's waits for its tenant's request budget in its status and the metrics, and
+/// gives up its poll slot meanwhile: a tenant over its budget must not hold the slots
+/// (`[polling] max_concurrent`) that other tenants' polls need.
+struct ThrottleShown {
+    status: SharedStatus,
+    metrics: Option<crate::metrics::Metrics>,
+    slot: PollSlot,
+}
+
+impl ThrottleWatch for ThrottleShown {
+    fn waiting(&self, wait: Duration) {
+        let until = crate::time_math::utc_after(Utc::now(), wait);
+        self.status.lock().expect("status").throttled_until = Some(until);
+        TenantThrottled { wait }.emit(self.metrics.as_ref());
+        self.slot.give_up();
+    }
+
+    fn done(&self) {
+        self.status.lock().expect("status").throttled_until = None;
+        TenantThrottleEnded.emit(self.metrics.as_ref());
+    }
+
+    fn resume(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(self.slot.take())
+    }
+}
+
+/// One of the `[polling] max_concurrent` slots, held by a resource's run or reconcile.
+struct PollSlot {
+    permits: Arc<tokio::sync::Semaphore>,
+    held: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl PollSlot {
+    fn of(permits: &Arc<tokio::sync::Semaphore>) -> PollSlot {
+        PollSlot {
+            permits: permits.clone(),
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Waits for a slot, unless one is held already.
+    async fn take(&self) {
+        if self.held.lock().expect("poll slot").is_some() {
+            return;
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        *self.held.lock().expect("poll slot") = Some(permit.expect("never closed"));
+    }
+
+    fn give_up(&self) {
+        self.held.lock().expect("poll slot").take();
     }
 }
 

@@ -338,6 +338,16 @@ pub async fn metrics_address(daemon: &Daemon) -> std::net::SocketAddr {
         .expect("the metrics address")
 }
 
+/// The text of `/metrics` at `address` (a daemon's [`metrics_address`]).
+pub async fn metrics_text(address: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// `pollerd ARGS --config <the daemon's settings>`, as an operator types it.
 pub fn pollerd(dd: &DaemonDir, args: &[&str]) -> std::process::Output {
     pollerd_command(dd, args).output().unwrap()

@@ -7,7 +7,10 @@
 //!   /company/contacts`, `/company/companies`, `/service/tickets` (lists), `…/{id}` (one record),
 //!   `…/count` (`{"count": n}`), and `/system/info`; `DELETE …/{id}` (204, as ConnectWise answers);
 //! - auth: `Authorization: Basic base64("{company}+{public}:{private}")` and a `clientId` header,
-//!   else 401 with ConnectWise's error body `{"code","message","errors"}`;
+//!   else 401 with ConnectWise's error body `{"code","message","errors"}`; several companies
+//!   (tenants, as on ConnectWise's cloud hosts) can be served on one port
+//!   ([`ConnectWiseSim::tenant_configuration`]), their requests logged and counted in flight
+//!   apart ([`RequestLog::company`], [`ConnectWiseSim::peak_in_flight_of`]);
 //! - `conditions` on `id`, `lastUpdated`/`_info/lastUpdated`, `dateEntered`/`_info/dateEntered`
 //!   (see [`conditions`]), a bad value answered with 400;
 //! - `fields` (e.g. `fields=id` or `fields=id,_info/lastUpdated`): records cut down to those
@@ -29,7 +32,7 @@ mod fields;
 mod records;
 mod server;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -236,6 +239,8 @@ pub struct RequestLog {
     pub status: u16,
     /// Whether the `Authorization` header held the configured credentials.
     pub had_valid_auth: bool,
+    /// The company (tenant) of those credentials, when they were valid.
+    pub company: Option<String>,
     /// The `clientId` header, as sent.
     pub client_id: Option<String>,
     /// The `pagination-type` header, as sent.
@@ -305,8 +310,9 @@ impl fmt::Debug for ConnectWiseSim {
 /// Everything the server and the handles share.
 struct SimState {
     config: SimConfig,
-    /// The decoded `user:password` of valid Basic credentials.
-    expected_credentials: String,
+    /// The companies served, `config.company` first: valid Basic credentials are
+    /// `{company}+{public}:{private}` with any of them.
+    companies: RwLock<HashSet<String>>,
     base_url: String,
     clock_skew_ms: AtomicI64,
     tables: RwLock<[RecordTable; 3]>,
@@ -317,9 +323,18 @@ struct SimState {
     served: [ServedCounter; 3],
     /// Requests being answered (a delayed one until its answer is logged, or dropped).
     in_flight: AtomicUsize,
+    /// The same per company with valid credentials, and the most there ever were at once.
+    tenant_load: Mutex<HashMap<String, TenantLoad>>,
     /// The server, for handles given to actions; weak, so that a pending action does not keep
     /// the server up after the last handle is dropped.
     server: OnceLock<Weak<ServerTask>>,
+}
+
+/// Requests of one company being answered.
+#[derive(Clone, Copy, Debug, Default)]
+struct TenantLoad {
+    in_flight: usize,
+    peak: usize,
 }
 
 #[derive(Default)]
@@ -368,13 +383,10 @@ impl ConnectWiseSim {
     pub async fn start(config: SimConfig) -> std::io::Result<ConnectWiseSim> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
-        let expected_credentials = format!(
-            "{}+{}:{}",
-            config.company, config.public_key, config.private_key
-        );
+        let companies = RwLock::new(HashSet::from([config.company.clone()]));
         let state = Arc::new(SimState {
             config,
-            expected_credentials,
+            companies,
             base_url: format!("http://{address}{API_PREFIX}"),
             clock_skew_ms: AtomicI64::new(0),
             tables: RwLock::new(Default::default()),
@@ -383,6 +395,7 @@ impl ConnectWiseSim {
             log: Mutex::new(RequestJournal::default()),
             served: Default::default(),
             in_flight: AtomicUsize::new(0),
+            tenant_load: Mutex::default(),
             server: OnceLock::new(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -411,8 +424,9 @@ impl ConnectWiseSim {
 
     /// The `Authorization` header value that the simulator accepts.
     pub fn authorization_header(&self) -> String {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(&self.state.expected_credentials);
+        let c = self.config();
+        let credentials = format!("{}+{}:{}", c.company, c.public_key, c.private_key);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
         format!("Basic {encoded}")
     }
 
@@ -430,6 +444,22 @@ impl ConnectWiseSim {
         m.insert("public.key".into(), c.public_key.clone().into());
         m.insert("private.key".into(), c.private_key.clone().into());
         m.insert("connectwise.clientID".into(), c.client_id.clone().into());
+        m
+    }
+
+    /// [`Self::instance_configuration`] for another tenant of this host: `company` is served from
+    /// now on (the same records, keys and client id as every company).
+    pub fn tenant_configuration(
+        &self,
+        company: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.state
+            .companies
+            .write()
+            .expect("companies lock")
+            .insert(company.to_string());
+        let mut m = self.instance_configuration();
+        m.insert("company".into(), company.into());
         m
     }
 
@@ -669,6 +699,12 @@ impl ConnectWiseSim {
     /// client gave up): a test reading [`Self::requests`] waits for 0 to see every answer.
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests of `company` (valid credentials) that were being answered at once.
+    pub fn peak_in_flight_of(&self, company: &str) -> usize {
+        let load = self.state.tenant_load.lock().expect("tenant load lock");
+        load.get(company).map_or(0, |load| load.peak)
     }
 
     /// Stops the server (for every handle) and waits for it, at most 10 s, for requests in

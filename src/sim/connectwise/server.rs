@@ -19,7 +19,7 @@ use super::conditions::Conditions;
 use super::faults::{LOGIN_PAGE, MAINTENANCE_PAGE};
 use super::fields::Fields;
 use super::records::RecordTable;
-use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState};
+use super::{API_PREFIX, Fault, RecordKind, RequestLog, SimState, TenantLoad};
 
 /// The media type ConnectWise labels its JSON with.
 pub(super) const JSON_CONTENT_TYPE: &str =
@@ -100,6 +100,7 @@ struct Asked {
     raw_query: String,
     params: Vec<(String, String)>,
     had_valid_auth: bool,
+    company: Option<String>,
     client_id: Option<String>,
     pagination_type: Option<String>,
 }
@@ -155,11 +156,49 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts a request in its company's [`TenantLoad`] while it is being answered.
+struct TenantInFlight<'a> {
+    state: &'a SimState,
+    company: Option<String>,
+}
+
+impl<'a> TenantInFlight<'a> {
+    fn enter(state: &'a SimState, company: Option<String>) -> Self {
+        if let Some(company) = &company {
+            let mut loads = state.tenant_load.lock().expect("tenant load lock");
+            // The name is copied once per company, not once per request (benchmarks run many).
+            if !loads.contains_key(company) {
+                loads.insert(company.clone(), TenantLoad::default());
+            }
+            if let Some(load) = loads.get_mut(company) {
+                load.in_flight += 1;
+                load.peak = load.peak.max(load.in_flight);
+            }
+        }
+        TenantInFlight { state, company }
+    }
+}
+
+impl Drop for TenantInFlight<'_> {
+    fn drop(&mut self) {
+        let Some(company) = &self.company else {
+            return;
+        };
+        let mut load = self.state.tenant_load.lock().expect("tenant load lock");
+        if let Some(load) = load.get_mut(company) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 async fn serve(state: Arc<SimState>, request: Request) -> Response {
     let _in_flight = InFlight::enter(&state);
     let (parts, _body) = request.into_parts();
+    let company = tenant_of(&state, &parts.headers);
+    let _tenant_in_flight = TenantInFlight::enter(&state, company.clone());
     let asked = Asked {
-        had_valid_auth: credentials_ok(&state, &parts.headers),
+        had_valid_auth: company.is_some(),
+        company,
         client_id: header_text(&parts.headers, "clientid"),
         pagination_type: header_text(&parts.headers, "pagination-type"),
         params: decode_query(&parts.uri),
@@ -202,6 +241,7 @@ async fn serve(state: Arc<SimState>, request: Request) -> Response {
         query: asked.raw_query.clone(),
         status: answer.status.as_u16(),
         had_valid_auth: asked.had_valid_auth,
+        company: asked.company.clone(),
         client_id: asked.client_id.clone(),
         pagination_type: asked.pagination_type.clone(),
         conditions: asked.param("conditions").map(str::to_string),
@@ -372,22 +412,26 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-fn credentials_ok(state: &SimState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
-        return false;
-    };
+/// The company of valid Basic credentials (`{company}+{public}:{private}`, a company served).
+fn tenant_of(state: &SimState, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
+        return None;
     }
-    base64::engine::general_purpose::STANDARD
+    let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .is_ok_and(|decoded| decoded == state.expected_credentials.as_bytes())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (company, keys) = decoded.split_once('+')?;
+    let config = &state.config;
+    let keys_ok = keys.split_once(':') == Some((&config.public_key, &config.private_key));
+    let served = state
+        .companies
+        .read()
+        .expect("companies lock")
+        .contains(company);
+    (keys_ok && served).then(|| company.to_string())
 }
 
 /// Decoded query pairs (`+` is a space, as in forms); a query that does not decode counts as empty.
