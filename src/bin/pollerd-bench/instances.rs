@@ -52,7 +52,9 @@ pub fn instance(sim: &ConnectWiseSim, shape: &InstanceShape) -> Value {
     let conf = instance["configuration"]
         .as_object_mut()
         .expect("an object");
-    conf.extend(sim.instance_configuration());
+    // A tenant (company) of its own per instance, as operators moving off Cloud Elements have:
+    // the per-tenant limits then apply per instance, not to the whole bench as one tenant.
+    conf.extend(sim.tenant_configuration(shape.name));
     instance
 }
 

@@ -38,7 +38,7 @@ const SIM_THREADS: &str = "bench-sim";
 
 const MIB: f64 = 1048576.0;
 
-/// The daemon's defaults: `[store] cache_mb = 16`, `[polling] timeout = "30s"`, `max_per_host = 4`.
+/// The daemon's defaults: `[store] cache_mb = 16`, `[polling] timeout = "30s"`, `max_per_tenant = 4`.
 const STORE_CACHE_BYTES: u64 = 16 << 20;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
 const PROVIDER_CONNECTIONS: usize = 4;

@@ -106,14 +106,20 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // Statements are prepared once per connection, but planned at each run with its values:
+        // a plan made generic while a table was small (a seen set filling from empty) would
+        // stay a scan of the whole table once it holds 100,000 rows.
+        let mut options = format!(
+            "{} -c plan_cache_mode=force_custom_plan",
+            config.get_options().unwrap_or("")
+        );
         if let Some((_, idle_limit)) = &fencing {
-            let options = format!(
-                "{} -c idle_in_transaction_session_timeout={}",
-                config.get_options().unwrap_or(""),
+            options.push_str(&format!(
+                " -c idle_in_transaction_session_timeout={}",
                 idle_limit.as_millis()
-            );
-            config.options(options.trim());
+            ));
         }
+        config.options(options.trim());
         let manager = Manager::from_config(
             config,
             MakeRustlsConnect::new(tls_config().map_err(open_error)?),
