@@ -18,10 +18,13 @@ use crate::internal_events::{DeadLettered, DeliveryFailed, NotificationDelivered
 use crate::store::{OutboxEntry, ResourceKey, StoreError};
 
 /// Most queue entries a worker reads from the store at once: one read serves several
-/// deliveries when a queue has a backlog.
-const PREFETCH_MAX_ENTRIES: usize = 16;
+/// deliveries when a queue has a backlog (on PostgreSQL each read is a query: 64 entries a
+/// query instead of 16 took a third off the server's CPU per notification).
+const PREFETCH_MAX_ENTRIES: usize = 64;
 /// Most body bytes a worker reads ahead, so that large notifications are read fewer at a time.
-const PREFETCH_MAX_BYTES: usize = 64 * 1024;
+/// A worker that has to wait for a delivery slot drops what it read ahead (see `attempt`), so
+/// about `max_in_flight` workers hold this much, not every queue with a backlog.
+const PREFETCH_MAX_BYTES: usize = 256 * 1024;
 
 /// How many entries to read next, judged by the size of the last body delivered.
 fn prefetch_limit(last_body_len: usize) -> usize {
@@ -192,12 +195,27 @@ impl QueueWorker {
 
     /// One attempt, holding a permit of `max_in_flight`; `None` when delivery stops before it
     /// starts, or abandons it once the grace period is over.
-    async fn attempt(&self, route: &Route, head: &OutboxEntry, body: &Bytes) -> Option<Outcome> {
-        let inner = &self.inner;
-        let permit = tokio::select! {
-            _ = inner.stopping.cancelled() => return None,
-            p = inner.workers.permit() => p,
+    async fn attempt(
+        &mut self,
+        route: &Route,
+        head: &OutboxEntry,
+        body: &Bytes,
+    ) -> Option<Outcome> {
+        let permit = match self.inner.workers.try_permit() {
+            Some(permit) => permit,
+            None => {
+                // Every slot is busy, so this queue waits: it does so holding only its head.
+                // Thousands of queues waiting with what they read ahead would add up; it
+                // reads one entry at a time until it finds a slot free at once again.
+                self.ahead.clear();
+                self.read_limit = 1;
+                tokio::select! {
+                    _ = self.inner.stopping.cancelled() => return None,
+                    p = self.inner.workers.permit() => p,
+                }
+            }
         };
+        let inner = &self.inner;
         let http = inner.clients.for_instance(&self.key.instance);
         let outcome = tokio::select! {
             _ = inner.abandon.cancelled() => return None,
@@ -431,7 +449,8 @@ mod tests {
     fn reads_ahead_fewer_entries_as_bodies_grow() {
         assert_eq!(prefetch_limit(0), PREFETCH_MAX_ENTRIES);
         assert_eq!(prefetch_limit(1024), PREFETCH_MAX_ENTRIES);
-        assert_eq!(prefetch_limit(16 * 1024), 4);
+        assert_eq!(prefetch_limit(16 * 1024), 16);
+        assert_eq!(prefetch_limit(100 * 1024), 2);
         assert_eq!(prefetch_limit(1 << 20), 1);
     }
 }

@@ -69,6 +69,11 @@ impl WorkerSet {
     }
 
     /// A permit for one request in flight.
+    /// A permit if one is free now.
+    pub fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     pub async fn permit(&self) -> OwnedSemaphorePermit {
         self.permits
             .clone()
