@@ -1,6 +1,6 @@
 //! Acknowledgements written in groups. A delivery worker does not wait for its ack to commit (a
 //! lost ack only means a re-send, as with sled, whose acks reach the disk every few hundred
-//! milliseconds): [`Db::ack_soon`] notes the ack of a queue's head and returns, and one writer
+//! milliseconds): [`Db::note_ack`] notes the ack of a queue's head and returns, and one writer
 //! deletes every ack noted meanwhile in one statement, by key — one commit for many deliveries of many queues, while their next
 //! deliveries go on. Until its delete commits, an acknowledged entry stays hidden from this
 //! store's reads of its queue, and any other change to a queue writes the noted acks first, so
@@ -18,6 +18,9 @@ use crate::store::{Fence, ResourceKey, StoreError};
 
 /// How long the writer waits after a failed write before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long the writer lets acks gather after the first one before it writes them: a few
+/// milliseconds of a delivery's life, and several times fewer commits under load.
+const GATHER_FOR: Duration = Duration::from_millis(5);
 
 /// The acks noted and not yet committed, and the fronts last read, by queue.
 #[derive(Default)]
@@ -125,13 +128,10 @@ const HELD_LEASES: &str = "SELECT l.instance FROM pollerd_leases l \
 
 impl Db {
     /// Notes that `seq`, the head of `key` as last read, was delivered: the writer deletes it
-    /// soon. Anything else (not read, or not the head) is acknowledged at once, with the checks
-    /// of [`Db::ack`].
-    pub(super) async fn ack_soon(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
-        match i64::try_from(seq) {
-            Ok(stored) if self.acks.note_head(key, stored) => Ok(()),
-            _ => self.ack(key, seq).await,
-        }
+    /// soon. False (nothing noted) for anything else (not read, or not the head), which is
+    /// then acknowledged with the checks of [`Db::ack`].
+    pub(super) fn note_ack(&self, key: &ResourceKey, seq: u64) -> bool {
+        i64::try_from(seq).is_ok_and(|stored| self.acks.note_head(key, stored))
     }
 
     /// Writes every ack noted so far. Err when the server failed (they stay noted and hidden);
@@ -216,6 +216,7 @@ impl Db {
         let mut failing = false;
         loop {
             self.acks.wake.notified().await;
+            tokio::time::sleep(GATHER_FOR).await;
             while !self.acks.is_empty() {
                 match self.write_acks().await {
                     Ok(()) if failing => {
