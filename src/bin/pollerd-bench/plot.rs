@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use plotters::prelude::*;
+use serde_json::json;
 
 use crate::Bench;
 use crate::delivery::{self, DeliveryShape};
@@ -68,6 +70,7 @@ struct Chart {
 
 pub async fn run(bench: &Bench, out: &Path, runs: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let started = (Utc::now(), load_average());
     let sweep = &bench.scale.plot;
     let mut charts = footprint_charts(bench, sweep, runs).await?;
     charts.push(delivery_chart(bench, sweep, runs).await?);
@@ -75,7 +78,28 @@ pub async fn run(bench: &Bench, out: &Path, runs: u32) -> anyhow::Result<()> {
     for chart in &charts {
         write_chart(out, chart)?;
     }
+    let about = json!({
+        "commit": crate::git_commit(),
+        "scale": bench.scale.name,
+        "store": crate::postgres::engine_name(bench.postgres.as_ref()),
+        "runs_per_point": runs,
+        "started": started.0.to_rfc3339(),
+        "finished": Utc::now().to_rfc3339(),
+        "loadavg_before": started.1,
+        "loadavg_after": load_average(),
+        "charts": charts.iter().map(|c| c.file).collect::<Vec<_>>(),
+    });
+    let run_file = out.join("run.json");
+    std::fs::write(&run_file, format!("{about:#}\n"))
+        .with_context(|| format!("writing {}", run_file.display()))?;
     Ok(())
+}
+
+/// `/proc/loadavg`'s first three fields: the machine is shared, so the run says how busy it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 /// RSS and daemon CPU per resource-hour against instances, from the steady-state machinery.
