@@ -297,8 +297,8 @@ fn draw(path: &Path, chart: &Chart) -> anyhow::Result<()> {
         .axis_desc_style(("sans-serif", 18))
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
-        .x_label_formatter(&|x| crate::report::number(*x))
-        .y_label_formatter(&|y| crate::report::number(*y))
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .draw()?;
     for (series, colour) in chart.series.iter().zip(COLOURS) {
         let medians: Vec<(f64, f64)> = series
@@ -324,4 +324,13 @@ fn draw(path: &Path, chart: &Chart) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// An axis label: thousands grouped, and no trailing zeros (`1`, `2.5`, `10,000`).
+fn tick(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        return crate::report::number(v);
+    }
+    let text = format!("{v:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
