@@ -14,6 +14,8 @@ mod harness;
 mod ingest;
 #[path = "pollerd-bench/instances.rs"]
 mod instances;
+#[path = "pollerd-bench/plot.rs"]
+mod plot;
 #[path = "pollerd-bench/postgres.rs"]
 mod postgres;
 #[path = "pollerd-bench/receiver.rs"]
@@ -52,7 +54,8 @@ struct Args {
     /// `tiny` takes seconds (CI); `full` is the documented benchmark (minutes, release build).
     #[arg(long, value_enum, default_value_t = ScaleArg::Full)]
     scale: ScaleArg,
-    /// Runs of every scenario; the table shows their median and min–max.
+    /// Runs of every scenario (for `plot`: of every sweep point); the table shows their median
+    /// and min–max.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// The pollerd binary to drive (default: `pollerd` next to this executable).
@@ -67,6 +70,9 @@ struct Args {
     /// without the 10,000-instance window each time.
     #[arg(long)]
     steady_instances: Option<usize>,
+    /// `plot`: the folder the SVG charts and their CSV numbers are written to.
+    #[arg(long, default_value = "docs/plots")]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,6 +80,8 @@ enum ScenarioArg {
     All,
     Ingest,
     Delivery,
+    /// Delivery with one queue: to the fastest receiver, and to one answering after 2 ms.
+    DeliveryVariants,
     Footprint,
     Reload,
     Store,
@@ -81,6 +89,9 @@ enum ScenarioArg {
     Steady,
     /// Not part of `all`: needs `--store-url`.
     Takeover,
+    /// Not part of `all`: sweeps instances, delivery queues and page sizes and writes SVG charts
+    /// (with their numbers as CSV) to `--out`.
+    Plot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,6 +107,8 @@ pub struct Scale {
     pub ingest_instances: usize,
     pub ingest_page_size: u32,
     pub delivery_notifications: usize,
+    /// Notifications of each `delivery-variants` run (one queue: far slower than 64).
+    pub delivery_variant_notifications: usize,
     /// Resource queues holding them; equal to `max_in_flight` so delivery can use all of it.
     pub delivery_queues: usize,
     pub max_in_flight: usize,
@@ -109,6 +122,8 @@ pub struct Scale {
     pub reconcile_deleted: usize,
     /// Steady-state polling: instances × 3 resources, interval, window.
     pub steady: &'static [steady::SteadyShape],
+    /// What `plot` sweeps.
+    pub plot: plot::Sweep,
 }
 
 const FULL: Scale = Scale {
@@ -117,6 +132,7 @@ const FULL: Scale = Scale {
     ingest_instances: 20,
     ingest_page_size: 1000,
     delivery_notifications: 100_000,
+    delivery_variant_notifications: 10_000,
     delivery_queues: 64,
     max_in_flight: 64,
     footprint_instances: [1, 1000],
@@ -142,6 +158,16 @@ const FULL: Scale = Scale {
             targets: (None, Some(15.0)),
         },
     ],
+    plot: plot::Sweep {
+        instances: &[1, 10, 100, 1000, 10_000],
+        interval: Duration::from_secs(30),
+        window: Duration::from_secs(30),
+        queues: &[1, 2, 4, 8, 16, 32, 64],
+        delivery_notifications: 20_000,
+        pages: &[100, 250, 500, 1000],
+        ingest_records: 50_000,
+        ingest_instances: 10,
+    },
 };
 
 const TINY: Scale = Scale {
@@ -150,6 +176,7 @@ const TINY: Scale = Scale {
     ingest_instances: 4,
     ingest_page_size: 100,
     delivery_notifications: 400,
+    delivery_variant_notifications: 50,
     delivery_queues: 8,
     max_in_flight: 8,
     footprint_instances: [1, 20],
@@ -165,6 +192,16 @@ const TINY: Scale = Scale {
         window: Duration::from_secs(4),
         targets: (None, None),
     }],
+    plot: plot::Sweep {
+        instances: &[1, 2],
+        interval: Duration::from_secs(1),
+        window: Duration::from_secs(2),
+        queues: &[1, 2],
+        delivery_notifications: 40,
+        pages: &[100, 200],
+        ingest_records: 400,
+        ingest_instances: 2,
+    },
 };
 
 /// What every scenario gets.
@@ -242,6 +279,13 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         postgres,
         steady_instances: args.steady_instances,
     };
+    if args.scenarios.contains(&ScenarioArg::Plot) {
+        if args.scenarios.len() > 1 {
+            bail!("`plot` runs on its own: pass it without other scenarios");
+        }
+        plot::run(&bench, &args.out, args.runs).await?;
+        return Ok(Outcome::AllRan);
+    }
     let (selected, skipped) = runnable(&bench, selection(&args.scenarios));
     let mut results: Vec<(ScenarioArg, Vec<Vec<Metric>>)> =
         selected.iter().map(|s| (*s, Vec::new())).collect();
@@ -307,6 +351,7 @@ fn selection(asked: &[ScenarioArg]) -> Vec<ScenarioArg> {
     let all = [
         ScenarioArg::Ingest,
         ScenarioArg::Delivery,
+        ScenarioArg::DeliveryVariants,
         ScenarioArg::Footprint,
         ScenarioArg::Reload,
         ScenarioArg::Store,
@@ -334,12 +379,14 @@ fn scenario_name(s: ScenarioArg) -> &'static str {
         ScenarioArg::All => "all",
         ScenarioArg::Ingest => "ingest",
         ScenarioArg::Delivery => "delivery",
+        ScenarioArg::DeliveryVariants => "delivery-variants",
         ScenarioArg::Footprint => "footprint",
         ScenarioArg::Reload => "reload",
         ScenarioArg::Store => "store",
         ScenarioArg::Reconcile => "reconcile",
         ScenarioArg::Steady => "steady",
         ScenarioArg::Takeover => "takeover",
+        ScenarioArg::Plot => "plot",
     }
 }
 
@@ -347,6 +394,7 @@ async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metri
     match s {
         ScenarioArg::Ingest => ingest::run(bench).await,
         ScenarioArg::Delivery => delivery::run(bench).await,
+        ScenarioArg::DeliveryVariants => delivery::run_variants(bench).await,
         ScenarioArg::Footprint => footprint::run(bench).await,
         ScenarioArg::Reload => reload::run(bench).await,
         ScenarioArg::Store => store::run(bench).await,
@@ -354,6 +402,7 @@ async fn run_scenario(bench: &Bench, s: ScenarioArg) -> anyhow::Result<Vec<Metri
         ScenarioArg::Steady => steady::run(bench).await,
         ScenarioArg::Takeover => takeover::run(bench).await,
         ScenarioArg::All => unreachable!("expanded by selection()"),
+        ScenarioArg::Plot => unreachable!("run on its own, before the scenarios"),
     }
 }
 

@@ -34,36 +34,147 @@ const FILL_COMMIT: usize = 1000;
 const TEMPLATES: usize = 1000;
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
+    let scale = bench.scale;
     let mut out = Vec::new();
     for batch in [1u32, 10] {
-        out.extend(run_batch(bench, batch).await?);
+        let shape = DeliveryShape {
+            notifications: scale.delivery_notifications,
+            queues: scale.delivery_queues,
+            max_in_flight: scale.max_in_flight,
+            batch,
+            answer_delay: None,
+            ceiling: true,
+        };
+        let delivered = measure(bench, &shape).await?;
+        out.extend(batch_metrics(batch, delivered));
     }
     Ok(out)
 }
 
-async fn run_batch(bench: &Bench, batch: u32) -> anyhow::Result<Vec<Metric>> {
-    let scale = bench.scale;
-    let n = scale.delivery_notifications;
+/// The `delivery-variants` scenario (issue 17): ONE queue (`max_in_flight = 1`) to the fastest
+/// receiver, beside the bare client at concurrency 1; then one queue to a receiver that answers
+/// after [`SLOW_ANSWER`], where the daemon's CPU per notification is what counts.
+pub async fn run_variants(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
+    let one_queue = |answer_delay, ceiling| DeliveryShape {
+        notifications: bench.scale.delivery_variant_notifications,
+        queues: 1,
+        max_in_flight: 1,
+        batch: 1,
+        answer_delay,
+        ceiling,
+    };
+    let fastest = measure(bench, &one_queue(None, true)).await?;
+    let slow = measure(bench, &one_queue(Some(SLOW_ANSWER), false)).await?;
+    let mut out = variant_metrics("one_queue", &fastest, None);
+    out.extend(variant_metrics("one_queue_2ms", &slow, Some(40.0)));
+    Ok(out)
+}
+
+/// How long the slow variant's receiver works on each notification before it answers.
+const SLOW_ANSWER: Duration = Duration::from_millis(2);
+
+/// One delivery measurement: the outbox, the daemon's delivery settings, the receiver.
+pub struct DeliveryShape {
+    pub notifications: usize,
+    /// Resource queues holding the outbox (each is sent in order, one at a time).
+    pub queues: usize,
+    pub max_in_flight: usize,
+    /// Events per notification (`batch.size`).
+    pub batch: u32,
+    /// The receiver answers this long after reading a body (`None`: at once).
+    pub answer_delay: Option<Duration>,
+    /// Also post the same bodies with a bare client at concurrency `max_in_flight`.
+    pub ceiling: bool,
+}
+
+/// What one delivery measurement saw.
+pub struct Delivered {
+    notifications: usize,
+    daemon: DaemonRun,
+    ceiling: Option<CeilingRun>,
+    fill_seconds: f64,
+}
+
+impl Delivered {
+    pub fn notifications_per_s(&self) -> f64 {
+        self.daemon.seen.notifications as f64 / self.daemon.seen.span.as_secs_f64()
+    }
+
+    /// The bare client's rate, when the shape asked for it.
+    pub fn ceiling_per_s(&self) -> Option<f64> {
+        self.ceiling.as_ref().map(|c| c.notifications_per_s)
+    }
+
+    /// The daemon's user + system CPU over the drain, per notification, in µs.
+    pub fn cpu_per_notification_us(&self) -> f64 {
+        self.daemon.cpu_seconds / self.notifications as f64 * 1e6
+    }
+}
+
+/// Fills the outbox as `shape` says, starts the daemon on it and waits until the receiver has
+/// everything; then the ceiling, if asked for.
+pub async fn measure(bench: &Bench, shape: &DeliveryShape) -> anyhow::Result<Delivered> {
+    let n = shape.notifications;
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let templates = contact_templates(&sim).await?;
-    let receiver = FastReceiver::start().await?;
+    let receiver = FastReceiver::answering_after(shape.answer_delay).await?;
     let store = StoreChoice::fresh(bench.postgres.as_ref()).await?;
     let dir = DaemonDir::new(&format!(
         "[delivery]\nmax_in_flight = {}\n{}",
-        scale.max_in_flight,
+        shape.max_in_flight,
         store.settings()
     ))?;
-    let specs = write_instances(&sim, &dir, &receiver.url(), scale.delivery_queues, batch)?;
+    let specs = write_instances(&sim, &dir, &receiver.url(), shape.queues, shape.batch)?;
     let state = dir.state();
+    let batch = shape.batch as usize;
     let fill_started = Instant::now();
-    let bodies = tokio::task::spawn_blocking(move || {
-        fill(&store, &state, &specs, &templates, n, batch as usize)
-    })
-    .await??;
+    let bodies =
+        tokio::task::spawn_blocking(move || fill(&store, &state, &specs, &templates, n, batch))
+            .await??;
     let fill_seconds = fill_started.elapsed().as_secs_f64();
     let daemon = deliver_outbox(bench, &dir, &receiver, n).await?;
-    let ceiling = ceiling_run(Arc::new(bodies), scale.max_in_flight).await?;
-    Ok(batch_metrics(batch, daemon, ceiling, fill_seconds))
+    let ceiling = if shape.ceiling {
+        Some(ceiling_run(Arc::new(bodies), shape.max_in_flight).await?)
+    } else {
+        None
+    };
+    Ok(Delivered {
+        notifications: n,
+        daemon,
+        ceiling,
+        fill_seconds,
+    })
+}
+
+/// A variant's rate, CPU per notification (with its target in µs, if any) and, where measured,
+/// the ceiling and the ratio to it.
+fn variant_metrics(label: &str, d: &Delivered, cpu_target_us: Option<f64>) -> Vec<Metric> {
+    let cpu_name = format!("{label}_cpu_per_notification");
+    let cpu = d.cpu_per_notification_us();
+    let mut out = vec![
+        metric(
+            format!("{label}_notifications_per_s"),
+            "notif/s",
+            d.notifications_per_s(),
+        ),
+        match cpu_target_us {
+            Some(t) => targeted(cpu_name, "µs", cpu, Target::AtMost(t)),
+            None => metric(cpu_name, "µs", cpu),
+        },
+    ];
+    if let Some(ceiling) = d.ceiling_per_s() {
+        out.push(metric(
+            format!("{label}_ceiling_notifications_per_s"),
+            "notif/s",
+            ceiling,
+        ));
+        out.push(metric(
+            format!("{label}_ratio_to_ceiling"),
+            "x",
+            d.notifications_per_s() / ceiling,
+        ));
+    }
+    out
 }
 
 /// [`TEMPLATES`] contacts created in the simulator, as the poller holds records: the
@@ -118,7 +229,7 @@ fn write_instances(
 }
 
 /// What the daemon's delivery of the filled outbox showed.
-struct DaemonRun {
+pub struct DaemonRun {
     seen: Seen,
     cpu_seconds: f64,
 }
@@ -143,7 +254,7 @@ async fn deliver_outbox(
 }
 
 /// The ceiling's rate and request latencies.
-struct CeilingRun {
+pub struct CeilingRun {
     notifications_per_s: f64,
     latencies_us: Vec<i64>,
 }
@@ -161,12 +272,14 @@ async fn ceiling_run(bodies: Arc<Vec<Bytes>>, concurrency: usize) -> anyhow::Res
 
 /// One batch size's metrics, in the order the report prints them; only batch 1 has a target
 /// against the ceiling.
-fn batch_metrics(
-    batch: u32,
-    daemon: DaemonRun,
-    mut ceiling: CeilingRun,
-    fill_seconds: f64,
-) -> Vec<Metric> {
+fn batch_metrics(batch: u32, delivered: Delivered) -> Vec<Metric> {
+    let Delivered {
+        daemon,
+        ceiling,
+        fill_seconds,
+        ..
+    } = delivered;
+    let mut ceiling = ceiling.expect("the batch shapes measure the ceiling");
     let seen = daemon.seen;
     let rate = seen.notifications as f64 / seen.span.as_secs_f64();
     let mut latencies = seen.latencies_us;

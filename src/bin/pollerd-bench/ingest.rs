@@ -73,9 +73,25 @@ pub fn first_request(sims: &[ConnectWiseSim]) -> Option<DateTime<Utc>> {
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
     let scale = bench.scale;
-    let per_sim = scale.ingest_records / scale.ingest_instances;
-    let records = per_sim * scale.ingest_instances;
-    let sims = start_sims(scale.ingest_instances, per_sim).await?;
+    let shape = IngestShape {
+        records: scale.ingest_records,
+        instances: scale.ingest_instances,
+        page_size: scale.ingest_page_size,
+    };
+    measure(bench, &shape).await
+}
+
+/// One ingest measurement: `records` spread over `instances`, read in pages of `page_size`.
+pub struct IngestShape {
+    pub records: usize,
+    pub instances: usize,
+    pub page_size: u32,
+}
+
+pub async fn measure(bench: &Bench, shape: &IngestShape) -> anyhow::Result<Vec<Metric>> {
+    let per_sim = shape.records / shape.instances;
+    let records = per_sim * shape.instances;
+    let sims = start_sims(shape.instances, per_sim).await?;
     let record_bytes =
         serde_json::to_vec(&sims[0].record(RecordKind::Contact, 1).expect("record 1"))?.len();
     let store = StoreChoice::fresh(bench.postgres.as_ref()).await?;
@@ -84,13 +100,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
         store.settings()
     ))?;
     let callback = format!("http://127.0.0.1:{}/hook", closed_port()?);
-    write_backfill_instances(&dir, &sims, "ingest", &callback, scale.ingest_page_size)?;
-    let expected = scale.ingest_instances
-        * notifications_for(
-            per_sim,
-            scale.ingest_page_size as usize,
-            BATCH_SIZE as usize,
-        );
+    write_backfill_instances(&dir, &sims, "ingest", &callback, shape.page_size)?;
+    let expected =
+        shape.instances * notifications_for(per_sim, shape.page_size as usize, BATCH_SIZE as usize);
 
     let mut daemon = dir.start(&bench.pollerd).await?;
     daemon.wait_ready().await?;

@@ -1,6 +1,7 @@
 //! A fast loopback webhook receiver: answers 200 at once and keeps only counts and latencies
 //! (the test receiver in `pollerd::sim` keeps every body, which a 1 GB run cannot afford).
 //! The same receiver serves pollerd and the bare-client ceiling, so they are compared fairly.
+//! With an answer delay it stands for a receiver that does some work before it answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,12 @@ pub struct Seen {
 
 impl FastReceiver {
     pub async fn start() -> anyhow::Result<FastReceiver> {
+        FastReceiver::answering_after(None).await
+    }
+
+    /// A receiver that answers each request `delay` after reading its body (the simulated
+    /// work of a real receiver), or at once when `None`.
+    pub async fn answering_after(delay: Option<Duration>) -> anyhow::Result<FastReceiver> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let tally: Arc<Mutex<Tally>> = Arc::default();
@@ -50,7 +57,7 @@ impl FastReceiver {
                 let _ = stream.set_nodelay(true);
                 let tally = shared.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(tally.clone(), request));
+                    let service = service_fn(move |request| answer(tally.clone(), delay, request));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -98,9 +105,13 @@ impl Drop for FastReceiver {
 
 async fn answer(
     tally: Arc<Mutex<Tally>>,
+    delay: Option<Duration>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let body = request.into_body().collect().await?.to_bytes();
+    if let Some(work) = delay {
+        tokio::time::sleep(work).await;
+    }
     let arrived = Instant::now();
     let arrived_wall = Utc::now();
     let events = count(&body, b"\"eventType\":") as u64;

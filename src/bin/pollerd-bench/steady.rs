@@ -33,7 +33,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
     Ok(out)
 }
 
-async fn measure(bench: &Bench, shape: &SteadyShape) -> anyhow::Result<Vec<Metric>> {
+pub async fn measure(bench: &Bench, shape: &SteadyShape) -> anyhow::Result<Vec<Metric>> {
     let sim = ConnectWiseSim::start(SimConfig::default()).await?;
     let dir = DaemonDir::new("")?;
     let interval_minutes = shape.interval.as_secs_f64() / 60.0;
