@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -157,6 +157,12 @@ impl Gates {
         }
     }
 
+    /// The maps, whole even after a panic elsewhere while they were held (each change to them
+    /// is one insert or removal), so one panic never stops every later request.
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn max_per_host(&self) -> usize {
         self.max_per_host
     }
@@ -181,13 +187,9 @@ impl Gates {
     }
 
     fn admit_at(&self, tenant: Tenant, host: &str, now: Instant) -> Result<Admission, Duration> {
-        let mut state = self.state.lock().expect("provider gates");
+        let mut state = self.state();
         state.sweep_if_due(now);
-        let max_per_tenant = self.limits.max_per_tenant;
-        let gate = state
-            .tenants
-            .entry(tenant)
-            .or_insert_with(|| TenantGate::new(max_per_tenant));
+        let gate = state.gate(tenant, self.limits.max_per_tenant);
         if let Some(remaining) = gate.pause_remaining(now) {
             return Err(remaining);
         }
@@ -207,7 +209,7 @@ impl Gates {
     /// How long the tenant's 429 pause still lasts, if it has one.
     pub fn paused(&self, tenant: Tenant) -> Option<Duration> {
         let now = Instant::now();
-        let state = self.state.lock().expect("provider gates");
+        let state = self.state();
         state.tenants.get(&tenant)?.pause_remaining(now)
     }
 
@@ -215,23 +217,26 @@ impl Gates {
     /// [`MAX_PROVIDER_PAUSE`]).
     pub fn pause(&self, tenant: Tenant, wait: Duration) {
         let until = crate::time_math::deadline_in(wait.min(MAX_PROVIDER_PAUSE));
-        let max_per_tenant = self.limits.max_per_tenant;
-        let mut state = self.state.lock().expect("provider gates");
-        state
-            .tenants
-            .entry(tenant)
-            .or_insert_with(|| TenantGate::new(max_per_tenant))
+        self.state()
+            .gate(tenant, self.limits.max_per_tenant)
             .paused_until = Some(until);
     }
 
     #[cfg(test)]
     fn entries(&self) -> (usize, usize) {
-        let state = self.state.lock().expect("provider gates");
+        let state = self.state();
         (state.tenants.len(), state.hosts.len())
     }
 }
 
 impl GateState {
+    /// The tenant's entry, made on its first request (or 429).
+    fn gate(&mut self, tenant: Tenant, max_per_tenant: usize) -> &mut TenantGate {
+        self.tenants
+            .entry(tenant)
+            .or_insert_with(|| TenantGate::new(max_per_tenant))
+    }
+
     /// The host's semaphore; its name is copied only the first time (this runs every request).
     fn host_permits(&mut self, host: &str, max_per_host: usize) -> Arc<Semaphore> {
         if let Some(permits) = self.hosts.get(host) {

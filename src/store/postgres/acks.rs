@@ -71,7 +71,13 @@ impl PendingAcks {
         if front.is_empty() {
             state.fronts.remove(key);
         }
-        state.noted.entry(key.clone()).or_default().push(seq);
+        // This runs for every delivered notification: the key is copied only for its first ack.
+        match state.noted.get_mut(key) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                state.noted.insert(key.clone(), vec![seq]);
+            }
+        }
         drop(state);
         self.wake.notify_one();
         true
@@ -101,14 +107,15 @@ impl PendingAcks {
     }
 
     /// `batch` is written (or its instance's lease is lost): its acks are no longer pending.
-    /// Acks noted while it was written stay for the next batch.
+    /// Acks noted while it was written stay for the next batch: they were appended, and only
+    /// the one writer removes any, so each queue's written acks are the front of its list.
     fn settle(&self, batch: &[(ResourceKey, Vec<i64>)]) {
         let noted = &mut self.state().noted;
         for (key, written) in batch {
             let Some(seqs) = noted.get_mut(key) else {
                 continue;
             };
-            seqs.retain(|seq| !written.contains(seq));
+            seqs.drain(..written.len().min(seqs.len()));
             if seqs.is_empty() {
                 noted.remove(key);
             }

@@ -425,8 +425,8 @@ impl Store for PostgresStore {
         key: &ResourceKey,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let key = key.clone();
-        self.run(|db| async move { db.outbox_front(&key, limit).await })
+        let read = self.outbox_front_async(key, limit);
+        self.run(|_| read)
     }
 
     fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
@@ -447,12 +447,8 @@ impl Store for PostgresStore {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let key = key.clone();
-        let error = error.to_string();
-        self.run(|db| async move {
-            db.record_failure(&key, seq, attempts, next_attempt_at, &error)
-                .await
-        })
+        let write = self.record_failure_async(key, seq, attempts, next_attempt_at, error);
+        self.run(|_| write)
     }
 
     fn dead_letter(
@@ -463,9 +459,8 @@ impl Store for PostgresStore {
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let key = key.clone();
-        let error = error.to_string();
-        self.run(|db| async move { db.dead_letter(&key, seq, attempts, status, &error).await })
+        let write = self.dead_letter_async(key, seq, attempts, status, error);
+        self.run(|_| write)
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {

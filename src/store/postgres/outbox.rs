@@ -71,10 +71,16 @@ fn dead_letter(row: &Row) -> Result<DeadLetter, String> {
 }
 
 impl Db {
+    /// A connection for reading or changing the outbox, once the acks noted so far are written:
+    /// the queue then reads as though each had committed at once (`acks.rs`).
+    async fn queue_client(&self, action: &str) -> Result<deadpool_postgres::Client, StoreError> {
+        self.write_acks().await?;
+        self.client(action).await
+    }
+
     pub(super) async fn queues(&self) -> Result<Vec<ResourceKey>, StoreError> {
         let action = "list the outbox queues";
-        self.write_acks().await?;
-        let client = self.client(action).await?;
+        let client = self.queue_client(action).await?;
         let rows = client
             .query(
                 "SELECT DISTINCT instance, resource FROM pollerd_outbox",
@@ -92,8 +98,7 @@ impl Db {
 
     pub(super) async fn outbox_depth(&self, key: &ResourceKey) -> Result<u64, StoreError> {
         let action = format!("count the outbox of {key}");
-        self.write_acks().await?;
-        let client = self.client(&action).await?;
+        let client = self.queue_client(&action).await?;
         let row = client
             .query_one(
                 "SELECT count(*) FROM pollerd_outbox WHERE instance = $1 AND resource = $2",
@@ -247,8 +252,7 @@ impl Db {
 
     pub(super) async fn ack(&self, key: &ResourceKey, seq: u64) -> Result<(), StoreError> {
         let action = format!("acknowledge entry {seq} of {key}");
-        self.write_acks().await?;
-        let mut client = self.client(&action).await?;
+        let mut client = self.queue_client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let deleted = tx
             .execute(
@@ -280,8 +284,7 @@ impl Db {
         error: &str,
     ) -> Result<(), StoreError> {
         let action = format!("record a failed attempt of entry {seq} of {key}");
-        self.write_acks().await?;
-        let mut client = self.client(&action).await?;
+        let mut client = self.queue_client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         let updated = tx
@@ -319,8 +322,7 @@ impl Db {
         error: &str,
     ) -> Result<(), StoreError> {
         let action = format!("dead-letter entry {seq} of {key}");
-        self.write_acks().await?;
-        let mut client = self.client(&action).await?;
+        let mut client = self.queue_client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
         let row = tx
             .query_opt(
@@ -540,8 +542,7 @@ impl Db {
     /// with what was delivered, since delivered rows are deleted.
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         let action = "read the store's counts";
-        self.write_acks().await?;
-        let client = self.client(action).await?;
+        let client = self.queue_client(action).await?;
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM pollerd_outbox), \
