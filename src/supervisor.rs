@@ -217,6 +217,8 @@ impl Supervisor {
                 continue;
             }
             if self.held.is_some() {
+                // Another node may own it next: no watermark of it is written from here on.
+                self.shared.idle.discard_instance(&name);
                 self.deliverer.stop_instance(&name).await;
                 tracing::info!(instance = %name, "instance stopped: this node no longer holds its lease");
             } else {

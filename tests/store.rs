@@ -56,6 +56,10 @@ mod outbox;
 #[path = "store/model.rs"]
 mod model;
 
+/// Idle commits held back in memory and written in batches.
+#[path = "store/idle.rs"]
+mod idle;
+
 /// The PostgreSQL engine's own: concurrent schema creation, errors, the daemon on it.
 #[path = "store/postgres_only.rs"]
 mod postgres_engine_only;

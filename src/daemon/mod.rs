@@ -295,6 +295,10 @@ impl Daemon {
         }
         self.supervisor.stop_all().await;
         self.deliverer.shutdown().await;
+        let idle = self.shared.idle.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || idle.write_pending()).await {
+            tracing::error!("writing the idle watermarks held back: {e}");
+        }
         if let Err(e) = self.store.flush() {
             tracing::error!("flushing the store: {e}");
         }

@@ -28,7 +28,7 @@ pub use notification::EventType;
 use crate::config::{InstanceSpec, ResourceSpec};
 use crate::element::{Cursor, Element, FetchError, ProviderClient};
 use crate::internal_events::{RunResumed, poll_span};
-use crate::store::{NewNotification, PageCommit, ResourceKey, Store, StoreError};
+use crate::store::{IdleWatermarks, NewNotification, PageCommit, ResourceKey, Store, StoreError};
 use scan::RunContext;
 
 /// The overlap added below every lower bound: Date headers have whole seconds.
@@ -157,6 +157,15 @@ pub trait RunSink: Send {
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
     fn commit(&mut self, commit: PageCommit)
     -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The last commit of a run that read every page: only its watermark and the pruning of
+    /// the seen set. It may be held back and written later with others ([`IdleWatermarks`]); by
+    /// default it is committed as any other.
+    fn commit_idle(
+        &mut self,
+        commit: PageCommit,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.commit(commit)
+    }
 }
 
 /// Called after each commit that queued notifications (delivery wakes the queue's worker).
@@ -167,6 +176,8 @@ pub type CommitListener = Arc<dyn Fn(&ResourceKey) + Send + Sync>;
 pub struct PollShared {
     pub client: ProviderClient,
     pub store: Arc<dyn Store>,
+    /// The idle commits held back, over `store`: what runs read their watermark from.
+    pub idle: Arc<IdleWatermarks>,
     /// `[polling] max_concurrent`.
     pub permits: Arc<tokio::sync::Semaphore>,
     pub on_commit: Option<CommitListener>,
@@ -181,6 +192,7 @@ impl PollShared {
     pub fn new(client: ProviderClient, store: Arc<dyn Store>, max_concurrent: usize) -> PollShared {
         PollShared {
             client,
+            idle: IdleWatermarks::new(store.clone()),
             store,
             permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             on_commit: None,
@@ -191,9 +203,10 @@ impl PollShared {
     }
 }
 
-/// Commits to the store; the fsync runs off the async threads.
+/// Commits to the store; the fsync runs off the async threads, and a run's idle last commit is
+/// held back in memory (no hop to a blocking thread, no write of its own).
 pub struct StoreSink {
-    store: Arc<dyn Store>,
+    idle: Arc<IdleWatermarks>,
     on_commit: Option<CommitListener>,
 }
 
@@ -203,13 +216,20 @@ impl RunSink for StoreSink {
         key: &ResourceKey,
         ids: &[&str],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
-        self.store.seen_dates(key, ids)
+        self.idle.store().seen_dates(key, ids)
     }
 
     async fn commit(&mut self, commit: PageCommit) -> Result<(), StoreError> {
         let (key, queued) = (commit.key.clone(), !commit.notifications.is_empty());
-        let store = self.store.clone();
-        committed(&self.on_commit, &key, queued, move || store.commit(commit)).await
+        let idle = self.idle.clone();
+        committed(&self.on_commit, &key, queued, move || idle.commit(commit)).await
+    }
+
+    async fn commit_idle(&mut self, commit: PageCommit) -> Result<(), StoreError> {
+        match self.idle.defer(commit) {
+            None => Ok(()),
+            Some(commit) => self.commit(commit).await,
+        }
     }
 }
 
@@ -302,11 +322,11 @@ pub async fn run_resource(
         resource,
     };
     let watermark = shared
-        .store
+        .idle
         .watermark(&run.key())
         .map_err(|e| run.store_error(e))?;
     let mut sink = StoreSink {
-        store: shared.store.clone(),
+        idle: shared.idle.clone(),
         on_commit: shared.on_commit.clone(),
     };
     let start = match (resume.take(), watermark, resource.backfill_since) {

@@ -283,7 +283,9 @@ impl<'a, S: RunSink> Scan<'a, S> {
         commit.watermark = Some(watermark);
         // Seen entries at or below the next lower bound can no longer matter.
         commit.prune_seen_before = Some(lower_bound(watermark, run.resource));
-        sink.commit(commit).await.map_err(|e| run.store_error(e))?;
+        sink.commit_idle(commit)
+            .await
+            .map_err(|e| run.store_error(e))?;
         report.watermark = Some(watermark);
         Ok(report)
     }

@@ -11,6 +11,7 @@
 mod bodylog;
 mod codec;
 mod fence;
+mod idle;
 mod postgres;
 mod sled;
 mod snapshot;
@@ -24,6 +25,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 pub use self::fence::Fence;
+pub use self::idle::IdleWatermarks;
 pub use self::postgres::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView, PostgresStore};
 pub use self::sled::SledStore;
 pub use self::snapshot::{ResourceState, SnapshotCounts, StoreSnapshot};
@@ -290,6 +292,14 @@ pub trait Store: Send + Sync + 'static {
     /// all, and are DURABLE (flushed to disk) when this returns Ok — delivery may send them right
     /// after.
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError>;
+    /// Several commits, each atomic as [`Store::commit`] and durable when this returns, one
+    /// result each in the order given: the idle watermarks [`IdleWatermarks`] held back, written
+    /// together (one flush for sled, one transaction for PostgreSQL, where each instance's lease
+    /// is checked and a commit of an instance not held is refused alone as
+    /// [`StoreError::LeaseLost`]). The default commits them one by one.
+    fn commit_many(&self, commits: Vec<PageCommit>) -> Vec<Result<(), StoreError>> {
+        commits.into_iter().map(|c| self.commit(c)).collect()
+    }
     /// The known ids of `key` and whether its first reconcile has committed.
     fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError>;
     /// Atomic and durable as [`Store::commit`]: the DELETED notifications and the known set's

@@ -294,6 +294,98 @@ impl SledStore {
     }
 }
 
+/// Applies `commit` to the engine, in memory and in sled's log, not yet flushed; the action
+/// named, for the flush that makes it durable.
+fn apply_commit(e: &Engine, commit: &PageCommit) -> Result<String, StoreError> {
+    let key = &commit.key;
+    check_event_ids(key, &commit.notifications)?;
+    let action = format!("commit a page of {key}");
+    let bodies = append_bodies(e, &commit.notifications, &action)?;
+    let mut counters = e.lock();
+    let mut batch = Batch::default();
+    stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
+    // A commit that neither adds seen ids nor prunes (a baseline, say) need not load the
+    // resource's seen set at all.
+    let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
+    let loaded = match touches_seen {
+        true => Some(e.seen.lock(&e.db, key, &action)?),
+        false => None,
+    };
+    let mut seen = loaded.as_ref().map(|loaded| loaded.guard());
+    let change = seen.as_ref().map_or(seen::SeenChange::None, |seen| {
+        seen.stage(commit, &mut batch)
+    });
+    known::stage_added(key, &commit.known, &mut batch);
+    if let Some(watermark) = commit.watermark {
+        batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
+    }
+    e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
+    counters.queued(key, commit.notifications.len() as u64);
+    match (change, seen.as_mut()) {
+        (seen::SeenChange::Compacted, _) => e.seen.forget(key),
+        (change, Some(seen)) => seen.apply(change),
+        (_, None) => {}
+    }
+    Ok(action)
+}
+
+/// Applies watermark moves and their pruning, one resource each, as ONE sled batch (not yet
+/// flushed); a result per move (a resource whose seen set cannot be read is left out, refused).
+fn apply_moves(
+    e: &Engine,
+    commits: &[PageCommit],
+    action: &str,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let _counters = e.lock();
+    let mut results = Vec::with_capacity(commits.len());
+    let mut loaded = Vec::with_capacity(commits.len());
+    for commit in commits {
+        let seen = match commit.prune_seen_before {
+            Some(_) => e.seen.lock(&e.db, &commit.key, action).map(Some),
+            None => Ok(None),
+        };
+        match seen {
+            Ok(seen) => {
+                loaded.push(seen);
+                results.push(Ok(()));
+            }
+            Err(error @ StoreError::Engine { .. }) => return Err(error),
+            Err(error) => {
+                loaded.push(None);
+                results.push(Err(error));
+            }
+        }
+    }
+    let mut guards: Vec<_> = loaded
+        .iter()
+        .map(|l| l.as_ref().map(|l| l.guard()))
+        .collect();
+    let mut batch = Batch::default();
+    let mut changes = Vec::with_capacity(commits.len());
+    for ((commit, seen), result) in commits.iter().zip(&guards).zip(&results) {
+        let change = match (result, seen) {
+            (Ok(()), Some(seen)) => seen.stage(commit, &mut batch),
+            _ => seen::SeenChange::None,
+        };
+        changes.push(change);
+        if let (Ok(()), Some(watermark)) = (result, commit.watermark) {
+            batch.insert(
+                codec::watermark_key(&commit.key),
+                &codec::encode_millis(watermark),
+            );
+        }
+    }
+    e.db.apply_batch(batch).map_err(|e| engine(action, e))?;
+    for ((commit, seen), change) in commits.iter().zip(guards.iter_mut()).zip(changes) {
+        match (change, seen.as_mut()) {
+            (seen::SeenChange::Compacted, _) => e.seen.forget(&commit.key),
+            (change, Some(seen)) => seen.apply(change),
+            (_, None) => {}
+        }
+    }
+    Ok(results)
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         // Acks and failure records are not flushed as they happen; keep them on a clean stop.
@@ -349,42 +441,50 @@ impl Store for SledStore {
 
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError> {
         let committed = self.with_engine(|e| {
-            let key = &commit.key;
-            check_event_ids(key, &commit.notifications)?;
-            let action = format!("commit a page of {key}");
-            let bodies = append_bodies(e, &commit.notifications, &action)?;
-            {
-                let mut counters = e.lock();
-                let mut batch = Batch::default();
-                stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
-                // A commit that neither adds seen ids nor prunes (a baseline, say) need not load
-                // the resource's seen set at all.
-                let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
-                let loaded = match touches_seen {
-                    true => Some(e.seen.lock(&e.db, key, &action)?),
-                    false => None,
-                };
-                let mut seen = loaded.as_ref().map(|loaded| loaded.guard());
-                let change = seen.as_ref().map_or(seen::SeenChange::None, |seen| {
-                    seen.stage(&commit, &mut batch)
-                });
-                known::stage_added(key, &commit.known, &mut batch);
-                if let Some(watermark) = commit.watermark {
-                    batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
-                }
-                e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-                counters.queued(key, commit.notifications.len() as u64);
-                match (change, seen.as_mut()) {
-                    (seen::SeenChange::Compacted, _) => e.seen.forget(key),
-                    (change, Some(seen)) => seen.apply(change),
-                    (_, None) => {}
-                }
-            }
+            let action = apply_commit(e, &commit)?;
             // Outside the lock: acks and other commits need not wait for this fsync.
             e.durable(action)
         });
         self.note_commit(&committed);
         committed
+    }
+
+    /// Watermark moves (the idle batch): all in one sled batch and one flush, since sled writes
+    /// every batch applied to its log at once. Any other commits: each applied on its own, then
+    /// one flush.
+    fn commit_many(&self, commits: Vec<PageCommit>) -> Vec<Result<(), StoreError>> {
+        let only_moves = commits.iter().all(super::IdleWatermarks::is_idle);
+        let mut results = Vec::with_capacity(commits.len());
+        let flushed = self.with_engine(|e| {
+            let action = format!("write the watermarks of {} resource(s)", commits.len());
+            if only_moves {
+                results = apply_moves(e, &commits, &action)?;
+            } else {
+                for commit in &commits {
+                    match apply_commit(e, commit) {
+                        Ok(_) => results.push(Ok(())),
+                        // sled refuses everything after a failed write: none of them is on disk.
+                        Err(error @ StoreError::Engine { .. }) => return Err(error),
+                        Err(error) => results.push(Err(error)),
+                    }
+                }
+            }
+            e.durable(action)
+        });
+        match flushed {
+            Ok(()) => {
+                self.note_commit(&Ok(()));
+                results
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let failed = |c: &PageCommit| StoreError::Engine {
+                    action: format!("write the watermark of {}", c.key),
+                    reason: reason.clone(),
+                };
+                commits.iter().map(|c| Err(failed(c))).collect()
+            }
+        }
     }
 
     fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError> {

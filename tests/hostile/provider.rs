@@ -114,6 +114,13 @@ impl World {
 
     /// Two more runs fail, and the watermark stays where it was.
     async fn assert_watermark_holds_while_failing(&self) {
+        // The last successful run's watermark reaches the disk (and status) within about a
+        // second of the run: three failed runs (0.6 s apart) after the first leave it time to.
+        let runs = self.faulted_requests();
+        wait_for("three more failed runs", WAIT, || {
+            self.faulted_requests() >= runs + 3
+        })
+        .await;
         let before = self.contacts()["watermark"].clone();
         let runs = self.faulted_requests();
         wait_for("two more failed runs", WAIT, || {

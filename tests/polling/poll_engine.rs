@@ -362,7 +362,7 @@ async fn a_failing_page_leaves_the_watermark_and_the_retry_resumes_after_the_las
     let h = Harness::new().await;
     let spec = h.contacts_by_the_thousand().await;
     let key = ResourceKey::new("API_Polling", "contacts");
-    let watermark = h.store.watermark(&key).unwrap().unwrap();
+    let watermark = h.shared.idle.watermark(&key).unwrap().unwrap();
     h.sim.create_many(RecordKind::Contact, 4500, None);
     let before = h.sim.request_count();
     h.fail_the_third_contacts_request();
@@ -403,7 +403,10 @@ async fn a_failing_page_leaves_the_watermark_and_the_retry_resumes_after_the_las
         .at
         .duration_trunc(chrono::Duration::seconds(1))
         .unwrap();
-    assert_eq!(h.store.watermark(&key).unwrap(), Some(first_page_clock));
+    assert_eq!(
+        h.shared.idle.watermark(&key).unwrap(),
+        Some(first_page_clock)
+    );
     assert_eq!(retry.watermark, Some(first_page_clock));
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
 use pollerd::sim::receiver::Receiver;
-use pollerd::store::{Fence, LeaseClaim, PostgresStore, Store, StoreError};
+use pollerd::store::{
+    Fence, IdleWatermarks, LeaseClaim, PageCommit, PostgresStore, Store, StoreError,
+};
 use serde_json::Value;
 
 use super::{POSTGRES_POOL_SIZE, key, page};
@@ -366,6 +368,48 @@ async fn acks_under_a_stale_epoch_are_refused_and_the_node_is_told() {
         ["e2", "e3"],
         "the new owner delivers e2 again"
     );
+}
+
+/// The idle watermarks a node held back are written in one transaction that checks each
+/// instance's lease: those of an instance it no longer holds are refused (and its node told),
+/// the others land, and nothing of the refused ones is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+async fn idle_watermarks_of_a_lost_lease_are_refused_and_the_others_land() {
+    let url = support::postgres::fresh_database();
+    let (fence_a, mut refusals) = Fence::reporting("node-a");
+    let fence_b = Fence::new("node-b");
+    let a = Arc::new(PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap());
+    let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
+    let layer = IdleWatermarks::written_by_caller(a.clone());
+    let (lost, kept) = (key("cw", "contacts"), key("acme", "contacts"));
+    claim(&a, &fence_a, "cw", Duration::from_millis(1)).await;
+    claim(&a, &fence_a, "acme", LONG_TTL).await;
+    let idle = |k: &pollerd::store::ResourceKey, second: i64| {
+        let mut commit = PageCommit::new(k.clone());
+        commit.watermark = Some(super::at(second));
+        commit
+    };
+    assert!(layer.defer(idle(&lost, 10)).is_none());
+    assert!(layer.defer(idle(&kept, 10)).is_none());
+    assert_eq!(layer.write_pending().unwrap(), 2);
+    assert_eq!(b.watermark(&lost).unwrap(), Some(super::at(10)));
+
+    // b takes the expired lease of cw over and polls it; a, unaware, holds back a later move.
+    claim(&b, &fence_b, "cw", LONG_TTL).await;
+    b.commit(page(&lost, &["b1"], super::at(20))).unwrap();
+    assert!(layer.defer(idle(&lost, 30)).is_none());
+    assert!(layer.defer(idle(&kept, 30)).is_none());
+    assert_eq!(layer.write_pending().unwrap(), 1, "only acme's lands");
+    assert_eq!(layer.pending(), 0, "a refused move is not tried again");
+    assert_eq!(
+        b.watermark(&lost).unwrap(),
+        Some(super::at(20)),
+        "b's stays"
+    );
+    assert_eq!(b.watermark(&kept).unwrap(), Some(super::at(30)));
+    let told = tokio::time::timeout(WAIT, refusals.recv()).await;
+    assert_eq!(told.ok().flatten().as_deref(), Some("cw"), "a must be told");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

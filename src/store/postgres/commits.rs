@@ -196,6 +196,65 @@ impl Db {
         tx.commit().await.map_err(|e| self.error(&action, &e))
     }
 
+    /// Watermark moves (and their pruning) of several resources, in one transaction: each
+    /// instance's lease is checked in it, and the moves of an instance not held are left out,
+    /// refused as [`StoreError::LeaseLost`]. The commits carry only a watermark and a cutoff, one
+    /// per resource (what the idle batch writes).
+    pub(super) async fn commit_watermarks(
+        &self,
+        commits: &[PageCommit],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let action = format!("write the watermarks of {} idle resource(s)", commits.len());
+        let mut client = self.client(&action).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error(&action, &e))?;
+        let mut instances: Vec<&str> = commits.iter().map(|c| c.key.instance.as_str()).collect();
+        instances.sort_unstable();
+        instances.dedup();
+        let held = self.check_leases(&tx, &instances, &action).await?;
+        let node = self.fence.as_ref().map_or("", |f| f.node_id());
+        let mut results = Vec::with_capacity(commits.len());
+        let (mut instances, mut resources, mut marks) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cutoffs = Vec::new();
+        for commit in commits {
+            let key = &commit.key;
+            if !held.contains(key.instance.as_str()) {
+                results.push(Err(StoreError::LeaseLost {
+                    instance: key.instance.clone(),
+                    node: node.to_string(),
+                }));
+                continue;
+            }
+            results.push(Ok(()));
+            if let Some(watermark) = commit.watermark {
+                instances.push(key.instance.as_str());
+                resources.push(key.resource.as_str());
+                marks.push(millis(watermark));
+                cutoffs.push(commit.prune_seen_before.map_or(i64::MIN, millis));
+            }
+        }
+        tx.execute(
+            "INSERT INTO pollerd_watermarks (instance, resource, watermark_ms) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
+             ON CONFLICT (instance, resource) DO UPDATE SET watermark_ms = EXCLUDED.watermark_ms",
+            &[&instances, &resources, &marks],
+        )
+        .await
+        .map_err(|e| self.error(&action, &e))?;
+        tx.execute(
+            "DELETE FROM pollerd_seen s \
+             USING unnest($1::text[], $2::text[], $3::int8[]) AS p(instance, resource, cutoff) \
+             WHERE s.instance = p.instance AND s.resource = p.resource AND s.seen_ms < p.cutoff",
+            &[&instances, &resources, &cutoffs],
+        )
+        .await
+        .map_err(|e| self.error(&action, &e))?;
+        tx.commit().await.map_err(|e| self.error(&action, &e))?;
+        Ok(results)
+    }
+
     pub(super) async fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError> {
         let action = format!("read the known ids of {key}");
         let client = self.client(&action).await?;

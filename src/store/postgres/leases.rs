@@ -81,8 +81,22 @@ impl Db {
             .transaction()
             .await
             .map_err(|e| self.error(action, &e))?;
+        self.check_lease(&tx, instance, action).await?;
+        Ok(tx)
+    }
+
+    /// In `tx`: on a fenced store, checks that this node holds `instance`'s lease at the epoch
+    /// it claimed and locks the lease row until `tx` ends (see [`Db::fenced`]); else
+    /// [`StoreError::LeaseLost`], and the fence is told. A plain SELECT: `tx` goes on after a
+    /// refusal, for the writes of other instances.
+    pub(super) async fn check_lease(
+        &self,
+        tx: &Transaction<'_>,
+        instance: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
         let Some(fence) = &self.fence else {
-            return Ok(tx);
+            return Ok(());
         };
         let lost = || {
             fence.refused(instance);
@@ -104,9 +118,51 @@ impl Db {
             .await
             .map_err(|e| self.error(action, &e))?;
         match held {
-            Some(_) => Ok(tx),
+            Some(_) => Ok(()),
             None => Err(lost()),
         }
+    }
+
+    /// [`Db::check_lease`] for several instances in one statement: those of `instances` this
+    /// node holds at the epoch it claimed, their lease rows locked until `tx` ends. The fence is
+    /// told of each other one.
+    pub(super) async fn check_leases<'i>(
+        &self,
+        tx: &Transaction<'_>,
+        instances: &[&'i str],
+        action: &str,
+    ) -> Result<std::collections::HashSet<&'i str>, StoreError> {
+        let Some(fence) = &self.fence else {
+            return Ok(instances.iter().copied().collect());
+        };
+        let (mut names, mut epochs) = (Vec::new(), Vec::new());
+        for instance in instances {
+            if let Some(epoch) = fence.epoch(instance) {
+                names.push(*instance);
+                epochs.push(epoch);
+            }
+        }
+        let rows = tx
+            .query(
+                "SELECT l.instance FROM pollerd_leases l \
+                 JOIN unnest($1::text[], $2::int8[]) AS h(instance, epoch) \
+                 ON l.instance = h.instance AND l.epoch = h.epoch \
+                 WHERE l.owner = $3 FOR SHARE OF l",
+                &[&names, &epochs, &fence.node_id()],
+            )
+            .await
+            .map_err(|e| self.error(action, &e))?;
+        let held: std::collections::HashSet<String> =
+            rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        let held: std::collections::HashSet<&'i str> = instances
+            .iter()
+            .copied()
+            .filter(|instance| held.contains(*instance))
+            .collect();
+        for instance in instances.iter().filter(|i| !held.contains(**i)) {
+            fence.refused(instance);
+        }
+        Ok(held)
     }
 
     /// One statement (one round trip, so a loaded server or network delays it least): this

@@ -15,6 +15,7 @@ mod leases;
 mod outbox;
 mod schema;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -399,6 +400,31 @@ impl Store for PostgresStore {
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError> {
         commits::check_event_ids(&commit.key, &commit.notifications)?;
         self.run(|db| async move { db.commit(commit).await })
+    }
+
+    /// Commits that only move a watermark, one per resource, in one transaction that checks
+    /// each instance's lease; any other batch commits one by one.
+    fn commit_many(&self, commits: Vec<PageCommit>) -> Vec<Result<(), StoreError>> {
+        let only_moves = commits.iter().all(crate::store::IdleWatermarks::is_idle);
+        let keys: HashSet<&ResourceKey> = commits.iter().map(|c| &c.key).collect();
+        if !only_moves || keys.len() != commits.len() {
+            return commits.into_iter().map(|c| self.commit(c)).collect();
+        }
+        let keys: Vec<ResourceKey> = commits.iter().map(|c| c.key.clone()).collect();
+        match self.run(|db| async move { db.commit_watermarks(&commits).await }) {
+            Ok(results) => results,
+            Err(error) => {
+                let reason = error.to_string();
+                keys.iter()
+                    .map(|key| {
+                        Err(StoreError::Engine {
+                            action: format!("write the watermark of {key}"),
+                            reason: reason.clone(),
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn known_ids(&self, key: &ResourceKey) -> Result<KnownIds, StoreError> {

@@ -115,6 +115,11 @@ impl SeenSet {
                 pairs,
             };
         };
+        // Nothing to add and nothing older than the cutoff (an idle resource's set, often empty):
+        // no chunk is rewritten.
+        if pairs.is_empty() && self.dates.at_or_after(cutoff).count() == self.dates.len() {
+            return SeenChange::None;
+        }
         // The survivors: the set's entries at or after the cutoff, with this commit's pairs (a
         // page's worth) merged in; streamed into the chunk without copying the set.
         let mut fresh: HashMap<&str, i64> = HashMap::new();
