@@ -70,6 +70,13 @@ struct Args {
     /// without the 10,000-instance window each time.
     #[arg(long)]
     steady_instances: Option<usize>,
+    /// `steady`: poll every this many seconds instead of each shape's own interval (e.g. 30, the
+    /// plot sweep's), to tell the interval's share of the memory from the instances'.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steady_interval: Option<u64>,
+    /// `steady`: watch this many seconds instead of each shape's own window.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steady_window: Option<u64>,
     /// `plot`: the folder the SVG charts and their CSV numbers are written to.
     #[arg(long, default_value = "docs/plots")]
     out: PathBuf,
@@ -212,6 +219,9 @@ pub struct Bench {
     pub postgres: Option<postgres::PgServer>,
     /// `--steady-instances`: the steady shapes to run, by instance count (all when `None`).
     pub steady_instances: Option<usize>,
+    /// `--steady-interval` and `--steady-window`: overrides of the steady shapes' own.
+    pub steady_interval: Option<Duration>,
+    pub steady_window: Option<Duration>,
 }
 
 /// The exit status when a scenario asked for was skipped: not a pass (automake's SKIP).
@@ -278,6 +288,8 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         scale,
         postgres,
         steady_instances: args.steady_instances,
+        steady_interval: args.steady_interval.map(Duration::from_secs),
+        steady_window: args.steady_window.map(Duration::from_secs),
     };
     if args.scenarios.contains(&ScenarioArg::Plot) {
         if args.scenarios.len() > 1 {

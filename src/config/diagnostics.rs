@@ -25,6 +25,39 @@ impl Position {
     }
 }
 
+/// Positions of many offsets in one text: [`Position::of_offset`] counts the lines from the
+/// start each time, which made recording every key and value of an instance file quadratic in
+/// its length (a third of loading 10,000 files).
+pub struct LineIndex<'t> {
+    text: &'t str,
+    /// The offset at which each line starts.
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    pub fn new(text: &'t str) -> LineIndex<'t> {
+        let lines = text.match_indices('\n').map(|(i, _)| i + 1);
+        LineIndex {
+            text,
+            starts: std::iter::once(0).chain(lines).collect(),
+        }
+    }
+
+    /// The same as `Position::of_offset(text, offset)`.
+    pub fn position(&self, offset: usize) -> Position {
+        let offset = floor_char_boundary(self.text, offset.min(self.text.len()));
+        // Line starts at or before the offset: at least the first, at 0.
+        let line = self.starts.partition_point(|start| *start <= offset);
+        let line_start = line
+            .checked_sub(1)
+            .and_then(|i| self.starts.get(i))
+            .copied()
+            .unwrap_or(0);
+        let column = self.text[line_start..offset].chars().count() + 1;
+        Position { line, column }
+    }
+}
+
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -112,5 +145,31 @@ impl Diagnostics {
 
     pub fn extend(&mut self, other: impl IntoIterator<Item = Diagnostic>) {
         self.items.extend(other);
+    }
+}
+
+#[cfg(test)]
+mod line_index_tests {
+    use super::*;
+
+    #[test]
+    fn line_index_agrees_with_counting_from_the_start() {
+        let texts = [
+            "",
+            "\n",
+            "{\n  \"a\": 1,\r\n  \"é\": \"x\"\n}\n",
+            "one line, no newline",
+            "\n\nü\n€ b\n\n",
+        ];
+        for text in texts {
+            let lines = LineIndex::new(text);
+            for offset in 0..=text.len() + 2 {
+                assert_eq!(
+                    lines.position(offset),
+                    Position::of_offset(text, offset),
+                    "offset {offset} of {text:?}"
+                );
+            }
+        }
     }
 }

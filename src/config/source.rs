@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::diagnostics::{Diagnostic, Position};
+use super::diagnostics::{Diagnostic, LineIndex, Position};
 
 /// File formats an instance or settings file may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl Document {
         };
         if let Ok(ast) = jsonc_parser::parse_to_ast(text, &Default::default(), &options) {
             if let Some(root) = ast.value {
-                doc.record_json(text, "", &root);
+                doc.record_json(&LineIndex::new(text), "", &root);
             }
         }
         Ok(doc)
@@ -82,7 +82,7 @@ impl Document {
         let value: Value = toml::from_str(text).map_err(|e| toml_diagnostic(path, text, &e))?;
         let mut doc = Document::new(path, value);
         doc.values.insert(String::new(), Position::START);
-        doc.record_toml_table(text, "", spanned.get_ref());
+        doc.record_toml_table(&LineIndex::new(text), "", spanned.get_ref());
         Ok(doc)
     }
 
@@ -122,55 +122,56 @@ impl Document {
         }
     }
 
-    fn record_json(&mut self, text: &str, pointer: &str, value: &jsonc_parser::ast::Value) {
+    fn record_json(&mut self, lines: &LineIndex, pointer: &str, value: &jsonc_parser::ast::Value) {
         use jsonc_parser::ast::Value as J;
         use jsonc_parser::common::Ranged;
-        self.values.insert(
-            pointer.to_string(),
-            Position::of_offset(text, value.start()),
-        );
+        self.values
+            .insert(pointer.to_string(), lines.position(value.start()));
         match value {
             J::Object(obj) => {
                 for prop in &obj.properties {
                     let child = child_pointer(pointer, prop.name.as_str());
                     self.keys
-                        .insert(child.clone(), Position::of_offset(text, prop.range.start));
-                    self.record_json(text, &child, &prop.value);
+                        .insert(child.clone(), lines.position(prop.range.start));
+                    self.record_json(lines, &child, &prop.value);
                 }
             }
             J::Array(arr) => {
                 for (i, el) in arr.elements.iter().enumerate() {
-                    self.record_json(text, &child_pointer(pointer, &i.to_string()), el);
+                    self.record_json(lines, &child_pointer(pointer, &i.to_string()), el);
                 }
             }
             _ => {}
         }
     }
 
-    fn record_toml_table(&mut self, text: &str, pointer: &str, table: &toml::de::DeTable<'_>) {
+    fn record_toml_table(
+        &mut self,
+        lines: &LineIndex,
+        pointer: &str,
+        table: &toml::de::DeTable<'_>,
+    ) {
         for (key, value) in table {
             let child = child_pointer(pointer, key.get_ref());
             self.keys
-                .insert(child.clone(), Position::of_offset(text, key.span().start));
-            self.record_toml_value(text, &child, value);
+                .insert(child.clone(), lines.position(key.span().start));
+            self.record_toml_value(lines, &child, value);
         }
     }
 
     fn record_toml_value(
         &mut self,
-        text: &str,
+        lines: &LineIndex,
         pointer: &str,
         value: &toml::Spanned<toml::de::DeValue<'_>>,
     ) {
-        self.values.insert(
-            pointer.to_string(),
-            Position::of_offset(text, value.span().start),
-        );
+        self.values
+            .insert(pointer.to_string(), lines.position(value.span().start));
         match value.get_ref() {
-            toml::de::DeValue::Table(t) => self.record_toml_table(text, pointer, t),
+            toml::de::DeValue::Table(t) => self.record_toml_table(lines, pointer, t),
             toml::de::DeValue::Array(items) => {
                 for (i, el) in items.iter().enumerate() {
-                    self.record_toml_value(text, &child_pointer(pointer, &i.to_string()), el);
+                    self.record_toml_value(lines, &child_pointer(pointer, &i.to_string()), el);
                 }
             }
             _ => {}

@@ -308,6 +308,15 @@ impl Daemon {
     }
 }
 
+/// Threads for the store calls run off the async workers (commits, reads for `status`): one per
+/// poll that may run at once (`[polling] max_concurrent`, each waits on at most one commit) and
+/// some to spare. Tokio's default, 512, let each resource's start-up call (30,000 of them for
+/// 10,000 instances) start a thread of its own: 533 threads at once, each with its own
+/// allocator heap, whose pages stayed held after the thread ended (BENCHMARKS.md, 2026-12-07).
+fn blocking_threads(settings: &Settings) -> usize {
+    settings.polling.max_concurrent.saturating_add(16)
+}
+
 /// The `run` command.
 pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
     let env = Environment::from_process();
@@ -324,6 +333,7 @@ pub fn run(config_path: Option<&Path>) -> std::process::ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads(&settings))
         .build()
     {
         Ok(r) => r,

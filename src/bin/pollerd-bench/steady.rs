@@ -28,7 +28,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
     let mut out = Vec::new();
     let chosen = |shape: &&SteadyShape| bench.steady_instances.is_none_or(|n| n == shape.instances);
     for shape in bench.scale.steady.iter().filter(chosen) {
-        out.extend(measure(bench, shape).await?);
+        let shape = SteadyShape {
+            interval: bench.steady_interval.unwrap_or(shape.interval),
+            window: bench.steady_window.unwrap_or(shape.window),
+            ..*shape
+        };
+        out.extend(measure(bench, &shape).await?);
     }
     Ok(out)
 }
@@ -39,13 +44,13 @@ pub async fn measure(bench: &Bench, shape: &SteadyShape) -> anyhow::Result<Vec<M
     let interval_minutes = shape.interval.as_secs_f64() / 60.0;
     write_idle_instances(&sim, &dir, "steady", shape.instances, interval_minutes)?;
     let mut daemon = dir.start(&bench.pollerd).await?;
-    daemon.wait_ready().await?;
+    let ready = daemon.wait_ready().await?;
     daemon
         .wait_baselines(shape.instances * RESOURCES.len())
         .await?;
     let window = watch(&daemon, &sim, shape.window).await?;
     daemon.stop().await?;
-    Ok(steady_metrics(shape, &window))
+    Ok(steady_metrics(shape, &window, ready))
 }
 
 /// What one window saw: the daemon's samples, the simulator's CPU and the requests it served.
@@ -88,8 +93,8 @@ async fn watch(
 }
 
 /// CPU per poll and per resource-hour, the daemon's and the simulator's share of a core, polls
-/// per second and steady RSS, labelled with the shape.
-fn steady_metrics(shape: &SteadyShape, w: &Window) -> Vec<Metric> {
+/// per second, steady and peak RSS, and spawn → READY=1, labelled with the shape.
+fn steady_metrics(shape: &SteadyShape, w: &Window, ready: Duration) -> Vec<Metric> {
     let label = format!("{}x3_{}s", shape.instances, shape.interval.as_secs());
     let cpu = w.after.cpu_seconds - w.before.cpu_seconds;
     let polls = w.polls.max(1) as f64;
@@ -126,6 +131,16 @@ fn steady_metrics(shape: &SteadyShape, w: &Window) -> Vec<Metric> {
             format!("steady_rss_{label}"),
             "MiB",
             w.rss[w.rss.len() / 2] as f64 / MIB,
+        ),
+        metric(
+            format!("peak_rss_{label}"),
+            "MiB",
+            w.after.peak_rss_bytes as f64 / MIB,
+        ),
+        metric(
+            format!("start_to_ready_{label}"),
+            "ms",
+            ready.as_secs_f64() * 1000.0,
         ),
     ]
 }
