@@ -176,13 +176,7 @@ fn durable_watermark(dd: &DaemonDir) -> Option<String> {
 /// watermark, keeps any of it from being sent twice; and the watermarks held back do land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_idle_watermarks_held_back_sends_nothing_twice() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("");
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.01"),
-    );
+    let (sim, receiver, dd) = seed_daemon_dir("", "0.01").await;
     let mut daemon = dd.start(&[]);
     wait_for("the first watermark", WAIT, || {
         durable_watermark(&dd).is_some()

@@ -632,18 +632,13 @@ fn unix_now() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_daemon_serves_per_resource_series_that_follow_polls_deliveries_and_files() {
-    use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
-    use pollerd::sim::receiver::{Behaviour, Receiver};
-    use support::{DaemonDir, WAIT, metrics_address, seed_instance, wait_for};
+    use pollerd::sim::connectwise::RecordKind;
+    use pollerd::sim::receiver::Behaviour;
+    use support::{WAIT, metrics_address, seed_daemon_dir, seed_instance, wait_for};
 
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     // Polled every 1.2 s; a second instance with events disabled.
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.02"),
-    );
+    let (sim, receiver, dd) =
+        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.02").await;
     let mut disabled = seed_instance(&sim, &receiver.url(), "0.02");
     disabled["name"] = "quiet".into();
     disabled["configuration"]["event.notification.enabled"] = false.into();

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
-use pollerd::sim::receiver::{Behaviour, Receiver};
+use pollerd::sim::connectwise::RecordKind;
+use pollerd::sim::receiver::Behaviour;
 use serde_json::Value;
-use support::{DaemonDir, WAIT, metrics_address, seed_instance, wait_for};
+use support::{WAIT, metrics_address, seed_daemon_dir, wait_for};
 
 fn monitoring_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/monitoring")
@@ -226,14 +226,9 @@ fn dashboard_queries(instance: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs prometheus (Debian package prometheus); .ci/run runs it"]
 async fn a_real_prometheus_sees_the_receiver_alert_and_data_for_every_dashboard_panel() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     // Every 1.2 s.
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.02"),
-    );
+    let (sim, receiver, dd) =
+        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.02").await;
     let daemon = dd.start(&[]);
     let target = metrics_address(&daemon).await.to_string();
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

@@ -9,8 +9,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
-use pollerd::sim::receiver::{Behaviour, Receiver};
+use pollerd::sim::connectwise::RecordKind;
+use pollerd::sim::receiver::Behaviour;
 use serde_json::Value;
 use support::*;
 
@@ -51,10 +51,7 @@ impl NotifySocket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_reloading_ready_stopping_and_watchdog_pings() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("");
-    dd.write_instance("contacts.json", &seed_instance(&sim, &receiver.url(), "10"));
+    let (_sim, _receiver, dd) = seed_daemon_dir("", "10").await;
     let path = dd.path().join("notify.sock");
     let mut notify = NotifySocket::bind(&path);
     let daemon = dd.start(&[
@@ -98,13 +95,7 @@ async fn systemd_hears_ready_reloading_ready_stopping_and_watchdog_pings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_dead_letters_work_end_to_end() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("");
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.01"),
-    );
+    let (sim, receiver, dd) = seed_daemon_dir("", "0.01").await;
     let out = pollerd(&dd, &["status"]);
     assert_eq!(out.status.code(), Some(1), "no daemon: exit 1");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is it running?"));
@@ -202,10 +193,7 @@ fn snapshot(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_prints_what_it_would_send_and_touches_no_state() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("");
-    dd.write_instance("contacts.json", &seed_instance(&sim, &receiver.url(), "10"));
+    let (sim, receiver, dd) = seed_daemon_dir("", "10").await;
     // A state directory the daemon made.
     let daemon = dd.start(&[]);
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;
@@ -324,13 +312,8 @@ async fn the_demo_shows_created_updated_and_deleted_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.01"),
-    );
+    let (sim, receiver, dd) =
+        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.01").await;
     let daemon = dd.start(&[]);
     let addr = metrics_address(&daemon).await.to_string();
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

@@ -334,10 +334,7 @@ async fn no_output_of_pollerd_holds_a_secret() {
 async fn the_admin_socket_is_0660_and_refuses_another_user() {
     use std::os::unix::fs::PermissionsExt;
 
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("");
-    dd.write_instance("contacts.json", &seed_instance(&sim, &receiver.url(), "10"));
+    let (_sim, _receiver, dd) = seed_daemon_dir("", "10").await;
     let daemon = dd.start(&[]);
     // The socket is bound, then set to 0660, then served: wait until it answers.
     wait_for("the admin socket to answer", WAIT, || {

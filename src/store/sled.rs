@@ -13,7 +13,7 @@ mod seen;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use ::sled::Batch;
@@ -26,7 +26,7 @@ use super::{
     PageCommit, ReconcileCommit, ResourceKey, Store, StoreError, StoreStats,
 };
 use corrupt::Damage;
-use engine::Engine;
+use engine::{Counters, Engine};
 use errors::{body_error, corrupt, engine};
 use outbox::Front;
 
@@ -298,12 +298,9 @@ impl SledStore {
 /// named, for the flush that makes it durable.
 fn apply_commit(e: &Engine, commit: &PageCommit) -> Result<String, StoreError> {
     let key = &commit.key;
-    check_event_ids(key, &commit.notifications)?;
     let action = format!("commit a page of {key}");
-    let bodies = append_bodies(e, &commit.notifications, &action)?;
-    let mut counters = e.lock();
-    let mut batch = Batch::default();
-    stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
+    let mut staged = stage_commit(e, key, &commit.notifications, &action)?;
+    let batch = &mut staged.batch;
     // A commit that neither adds seen ids nor prunes (a baseline, say) need not load the
     // resource's seen set at all.
     let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
@@ -312,15 +309,14 @@ fn apply_commit(e: &Engine, commit: &PageCommit) -> Result<String, StoreError> {
         false => None,
     };
     let mut seen = loaded.as_ref().map(|loaded| loaded.guard());
-    let change = seen.as_ref().map_or(seen::SeenChange::None, |seen| {
-        seen.stage(commit, &mut batch)
-    });
-    known::stage_added(key, &commit.known, &mut batch);
+    let change = seen
+        .as_ref()
+        .map_or(seen::SeenChange::None, |seen| seen.stage(commit, batch));
+    known::stage_added(key, &commit.known, batch);
     if let Some(watermark) = commit.watermark {
         batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
     }
-    e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-    counters.queued(key, commit.notifications.len() as u64);
+    staged.apply(e, key, &action)?;
     match (change, seen.as_mut()) {
         (seen::SeenChange::Compacted, _) => e.seen.forget(key),
         (change, Some(seen)) => seen.apply(change),
@@ -494,16 +490,11 @@ impl Store for SledStore {
     fn commit_reconcile(&self, commit: ReconcileCommit) -> Result<(), StoreError> {
         let committed = self.with_engine(|e| {
             let key = &commit.key;
-            check_event_ids(key, &commit.notifications)?;
             let action = format!("commit a reconcile of {key}");
-            let bodies = append_bodies(e, &commit.notifications, &action)?;
             {
-                let mut counters = e.lock();
-                let mut batch = Batch::default();
-                stage_notifications(e, key, &commit.notifications, &bodies, &mut batch, &action)?;
-                known::stage_reconcile(&commit, &mut batch);
-                e.db.apply_batch(batch).map_err(|e| engine(&action, e))?;
-                counters.queued(key, commit.notifications.len() as u64);
+                let mut staged = stage_commit(e, key, &commit.notifications, &action)?;
+                known::stage_reconcile(&commit, &mut staged.batch);
+                staged.apply(e, key, &action)?;
             }
             e.durable(action)
         });
@@ -702,6 +693,44 @@ impl Store for SledStore {
 /// Corrupt heads set aside by one read of a queue's front, at most: a queue of nothing but
 /// corrupt entries is worked through over several reads, not in one long hold of the store.
 const SET_ASIDE_MAX_PER_READ: usize = 64;
+
+/// A commit begun: its notifications checked, their bodies in the body log and their entries
+/// staged at the tail of the queue in `batch`, the counters locked until it is applied. Page and
+/// reconcile commits stage the rest of what they write in the same batch.
+struct StagedCommit<'e> {
+    counters: MutexGuard<'e, Counters>,
+    batch: Batch,
+    queued: u64,
+}
+
+fn stage_commit<'e>(
+    e: &'e Engine,
+    key: &ResourceKey,
+    notifications: &[NewNotification],
+    action: &str,
+) -> Result<StagedCommit<'e>, StoreError> {
+    check_event_ids(key, notifications)?;
+    let bodies = append_bodies(e, notifications, action)?;
+    let counters = e.lock();
+    let mut batch = Batch::default();
+    stage_notifications(e, key, notifications, &bodies, &mut batch, action)?;
+    Ok(StagedCommit {
+        counters,
+        batch,
+        queued: notifications.len() as u64,
+    })
+}
+
+impl StagedCommit<'_> {
+    /// Applies the batch (in sled's log, not yet flushed) and counts the queued notifications;
+    /// the counters stay locked until the commit is dropped.
+    fn apply(&mut self, e: &Engine, key: &ResourceKey, action: &str) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut self.batch);
+        e.db.apply_batch(batch).map_err(|err| engine(action, err))?;
+        self.counters.queued(key, self.queued);
+        Ok(())
+    }
+}
 
 /// A notification without an event id could never be deduplicated: refused before anything is
 /// written.

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use pollerd::admin::{AdminBackend, AdminServer, DeadLetterView, StatusReport};
 use pollerd::listener::Limits;
 use pollerd::metrics::{self, Metrics};
-use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
-use pollerd::sim::receiver::Receiver;
+use pollerd::sim::connectwise::RecordKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -222,13 +221,8 @@ async fn the_admin_socket_closes_idle_clients_and_refuses_beyond_its_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_idle_clients_leave_the_daemon_answering_bounded_and_polling() {
-    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let receiver = Receiver::start().await.unwrap();
-    let dd = DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    dd.write_instance(
-        "contacts.json",
-        &seed_instance(&sim, &receiver.url(), "0.01"),
-    );
+    let (sim, receiver, dd) =
+        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.01").await;
     let daemon = dd.start(&[]);
     let addr = metrics_address(&daemon).await;
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

@@ -12,6 +12,7 @@ use pollerd::store::{
     Fence, IdleWatermarks, LeaseClaim, PageCommit, PostgresStore, Store, StoreError,
 };
 use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{POSTGRES_POOL_SIZE, key, page};
 use crate::support::{
@@ -230,18 +231,25 @@ const LONG_TTL: Duration = Duration::from_secs(60);
 
 impl TwoNodes {
     fn open() -> TwoNodes {
+        TwoNodes::open_telling_a().0
+    }
+
+    /// As `open`, with the channel on which `a` is told of the instances whose writes were
+    /// refused to it.
+    fn open_telling_a() -> (TwoNodes, UnboundedReceiver<String>) {
         let url = support::postgres::fresh_database();
-        let fence_a = Fence::new("node-a");
+        let (fence_a, refusals) = Fence::reporting("node-a");
         let fence_b = Fence::new("node-b");
         let a = PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap();
         let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
-        TwoNodes {
+        let nodes = TwoNodes {
             url,
             a,
             b,
             fence_a,
             fence_b,
-        }
+        };
+        (nodes, refusals)
     }
 }
 
@@ -340,11 +348,14 @@ async fn a_commit_under_a_stale_epoch_is_refused_and_the_new_owners_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
 async fn acks_under_a_stale_epoch_are_refused_and_the_node_is_told() {
-    let url = support::postgres::fresh_database();
-    let (fence_a, mut refusals) = Fence::reporting("node-a");
-    let fence_b = Fence::new("node-b");
-    let a = PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap();
-    let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
+    let (nodes, mut refusals) = TwoNodes::open_telling_a();
+    let TwoNodes {
+        a,
+        b,
+        fence_a,
+        fence_b,
+        ..
+    } = nodes;
     let k = key("cw", "contacts");
     claim(&a, &fence_a, "cw", Duration::from_millis(1)).await;
     a.commit(page(&k, &["e1", "e2", "e3"], super::at(1)))
@@ -376,11 +387,15 @@ async fn acks_under_a_stale_epoch_are_refused_and_the_node_is_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
 async fn idle_watermarks_of_a_lost_lease_are_refused_and_the_others_land() {
-    let url = support::postgres::fresh_database();
-    let (fence_a, mut refusals) = Fence::reporting("node-a");
-    let fence_b = Fence::new("node-b");
-    let a = Arc::new(PostgresStore::open_fenced(&url, 2, fence_a.clone(), LONG_TTL).unwrap());
-    let b = PostgresStore::open_fenced(&url, 2, fence_b.clone(), LONG_TTL).unwrap();
+    let (nodes, mut refusals) = TwoNodes::open_telling_a();
+    let TwoNodes {
+        a,
+        b,
+        fence_a,
+        fence_b,
+        ..
+    } = nodes;
+    let a = Arc::new(a);
     let layer = IdleWatermarks::written_by_caller(a.clone());
     let (lost, kept) = (key("cw", "contacts"), key("acme", "contacts"));
     claim(&a, &fence_a, "cw", Duration::from_millis(1)).await;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use pollerd::config::{self, InstanceSpec, SecretSources};
 use pollerd::element::ProviderClient;
 use pollerd::poller::PollShared;
-use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind};
+use pollerd::sim::connectwise::{ConnectWiseSim, RecordKind, SimConfig};
+use pollerd::sim::receiver::Receiver;
 use pollerd::store::{SledStore, Store};
 use serde_json::Value;
 
@@ -243,6 +244,23 @@ pub fn seed_instance(sim: &ConnectWiseSim, callback: &str, interval_minutes: &st
         interval_minutes.into(),
     );
     v
+}
+
+/// The opening most end-to-end tests share: a ConnectWise simulator, a receiver, and a daemon
+/// directory with `settings` and the seed instance (`contacts.json`) polling every
+/// `interval_minutes`.
+pub async fn seed_daemon_dir(
+    settings: &str,
+    interval_minutes: &str,
+) -> (ConnectWiseSim, Receiver, DaemonDir) {
+    let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let dd = DaemonDir::new(settings);
+    dd.write_instance(
+        "contacts.json",
+        &seed_instance(&sim, &receiver.url(), interval_minutes),
+    );
+    (sim, receiver, dd)
 }
 
 /// `instance` reading its contacts `page_size` at a time.
