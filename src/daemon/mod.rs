@@ -3,6 +3,7 @@
 
 mod admin;
 mod lease;
+mod memory;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -312,7 +313,7 @@ impl Daemon {
 /// poll that may run at once (`[polling] max_concurrent`, each waits on at most one commit) and
 /// some to spare. Tokio's default, 512, let each resource's start-up call (30,000 of them for
 /// 10,000 instances) start a thread of its own: 533 threads at once, each with its own
-/// allocator heap, whose pages stayed held after the thread ended (BENCHMARKS.md, 2026-12-07).
+/// allocator heap (BENCHMARKS.md, 2026-12-07).
 fn blocking_threads(settings: &Settings) -> usize {
     settings.polling.max_concurrent.saturating_add(16)
 }
@@ -382,8 +383,9 @@ pub async fn serve(
     let (_watcher, mut changes) =
         watch_instances(&settings.instances_dir, Duration::from_millis(250))
             .with_context(|| format!("watching {}", settings.instances_dir.display()))?;
-    let mut daemon = Daemon::start(settings, &env).await?;
     let cancel = CancellationToken::new();
+    let _trimmer = memory::spawn_trimmer(cancel.child_token());
+    let mut daemon = Daemon::start(settings, &env).await?;
     let admin = start_admin_socket(&daemon, &cancel).await?;
     let ready = Arc::new(AtomicBool::new(false));
     serve_metrics(&daemon, &ready, &cancel).await?;

@@ -14,7 +14,7 @@ use crate::Bench;
 use crate::harness::{DaemonDir, WAIT_LIMIT, closed_port};
 use crate::instances::{InstanceShape, instance};
 use crate::postgres::StoreChoice;
-use crate::report::{Metric, Target, metric, targeted};
+use crate::report::{Metric, metric, targeted};
 
 pub const BATCH_SIZE: u32 = 10;
 
@@ -134,7 +134,7 @@ pub async fn measure(bench: &Bench, shape: &IngestShape) -> anyhow::Result<Vec<M
             "records_per_s",
             "records/s",
             records as f64 / seconds,
-            Target::AtLeast(100_000.0),
+            store.ingest_target(),
         ),
         metric("duration", "s", seconds),
         metric("records", "records", records as f64),

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use pollerd::store::{PostgresStore, SledStore, Store};
 
+use crate::report::Target;
+
 /// Connections of the bench's own pool (the delivery fill) and of the takeover nodes' (as the
 /// cluster test runs them).
 pub const POOL_SIZE: usize = 4;
@@ -71,6 +73,25 @@ impl StoreChoice {
                 url: s.fresh_database().await?,
             },
         })
+    }
+
+    /// Ingest's records/s target: issue 17's for sled; issue 16's for PostgreSQL, which shares
+    /// the machine's cores with the daemon.
+    pub fn ingest_target(&self) -> Target {
+        match self {
+            StoreChoice::Sled => Target::AtLeast(100_000.0),
+            StoreChoice::Postgres { .. } => Target::AtLeast(50_000.0),
+        }
+    }
+
+    /// Delivery's target for its ratio to the loopback ceiling at `batch` events per
+    /// notification: issue 17's table for sled, issue 16's one figure for PostgreSQL.
+    pub fn delivery_ratio_target(&self, batch: u32) -> Target {
+        match (self, batch) {
+            (StoreChoice::Postgres { .. }, _) => Target::AtLeast(0.5),
+            (StoreChoice::Sled, 1) => Target::AtLeast(0.85),
+            (StoreChoice::Sled, _) => Target::AtLeast(0.8),
+        }
     }
 
     /// The `[store]` table of pollerd.toml (empty for sled, the default); the daemon's pool is
