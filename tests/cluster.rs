@@ -24,7 +24,7 @@ use pollerd::sim::receiver::Receiver;
 use pollerd::store::{ClusterView, PostgresStore, Store};
 use serde_json::{Map, Value, json};
 
-use support::{Daemon, DaemonDir, WAIT, holds_within, wait_for};
+use support::{Daemon, DaemonDir, METRICS_ANY_PORT, WAIT, holds_within, wait_for};
 
 const INSTANCES: usize = 100;
 const RENEW: Duration = Duration::from_secs(1);
@@ -107,7 +107,7 @@ impl Node {
     fn new(number: usize, sim: &ConnectWiseSim, callback: &str) -> Node {
         let id = format!("node-{number}");
         let dir = DaemonDir::new(&format!(
-            "[metrics]\nlisten = \"127.0.0.1:0\"\n[delivery]\ngrace_period = \"1s\"\n\
+            "{METRICS_ANY_PORT}[delivery]\ngrace_period = \"1s\"\n\
              [store]\nengine = \"postgres\"\nurl = \"${{env:POLLERD_TEST_PG_URL}}\"\n\
              pool_size = 4\nnode_id = \"{id}\"\nlease_renew = \"{}ms\"\nlease_ttl = \"{}ms\"\n",
             RENEW.as_millis(),

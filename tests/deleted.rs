@@ -113,9 +113,7 @@ async fn a_mass_delete_is_refused_shown_in_status_and_sent_once_confirmed() {
     let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
     let receiver = Receiver::start().await.unwrap();
     let ids = sim.create_many(RecordKind::Contact, 100, None);
-    let dd = DaemonDir::new(&format!(
-        "{FAST_RETRIES}[metrics]\nlisten = \"127.0.0.1:0\"\n"
-    ));
+    let dd = DaemonDir::new(&format!("{FAST_RETRIES}{METRICS_ANY_PORT}"));
     // A month between scheduled reconciles: in this test only `pollerd reconcile` runs them.
     dd.write_instance("acme.json", &instance(&sim, &receiver, "5", Some("30days")));
     let daemon = started(&dd).await;

@@ -634,11 +634,12 @@ fn unix_now() -> f64 {
 async fn the_real_daemon_serves_per_resource_series_that_follow_polls_deliveries_and_files() {
     use pollerd::sim::connectwise::RecordKind;
     use pollerd::sim::receiver::Behaviour;
-    use support::{WAIT, metrics_address, seed_daemon_dir, seed_instance, wait_for};
+    use support::{
+        METRICS_ANY_PORT, WAIT, metrics_address, seed_daemon_dir, seed_instance, wait_for,
+    };
 
     // Polled every 1.2 s; a second instance with events disabled.
-    let (sim, receiver, dd) =
-        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.02").await;
+    let (sim, receiver, dd) = seed_daemon_dir(METRICS_ANY_PORT, "0.02").await;
     let mut disabled = seed_instance(&sim, &receiver.url(), "0.02");
     disabled["name"] = "quiet".into();
     disabled["configuration"]["event.notification.enabled"] = false.into();

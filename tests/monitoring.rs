@@ -14,7 +14,7 @@ use std::time::Duration;
 use pollerd::sim::connectwise::RecordKind;
 use pollerd::sim::receiver::Behaviour;
 use serde_json::Value;
-use support::{WAIT, metrics_address, seed_daemon_dir, wait_for};
+use support::{METRICS_ANY_PORT, WAIT, metrics_address, seed_daemon_dir, wait_for};
 
 fn monitoring_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/monitoring")
@@ -227,8 +227,7 @@ fn dashboard_queries(instance: &str) -> Vec<(String, String)> {
 #[ignore = "needs prometheus (Debian package prometheus); .ci/run runs it"]
 async fn a_real_prometheus_sees_the_receiver_alert_and_data_for_every_dashboard_panel() {
     // Every 1.2 s.
-    let (sim, receiver, dd) =
-        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.02").await;
+    let (sim, receiver, dd) = seed_daemon_dir(METRICS_ANY_PORT, "0.02").await;
     let daemon = dd.start(&[]);
     let target = metrics_address(&daemon).await.to_string();
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

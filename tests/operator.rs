@@ -312,8 +312,7 @@ async fn the_demo_shows_created_updated_and_deleted_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
-    let (sim, receiver, dd) =
-        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.01").await;
+    let (sim, receiver, dd) = seed_daemon_dir(METRICS_ANY_PORT, "0.01").await;
     let daemon = dd.start(&[]);
     let addr = metrics_address(&daemon).await.to_string();
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

@@ -189,8 +189,9 @@ async fn no_output_of_pollerd_holds_a_secret() {
     .await
     .unwrap();
     let receiver = Receiver::start().await.unwrap();
-    let dd =
-        DaemonDir::new("[metrics]\nlisten = \"127.0.0.1:0\"\n[delivery]\nschedule = [\"100ms\"]\n");
+    let dd = DaemonDir::new(&format!(
+        "{METRICS_ANY_PORT}[delivery]\nschedule = [\"100ms\"]\n"
+    ));
     let mut outputs = Outputs::default();
     dd.write_instance("cw-env.json", &cw_env_instance(&sim, &receiver.url()));
     dd.write_instance(

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use pollerd::sim::connectwise::{ConnectWiseSim, SimConfig};
 use serde_json::Value;
 use support::{
-    DaemonDir, WAIT, metrics_address, metrics_text, pollerd_async, seed_instance, wait_for,
+    DaemonDir, METRICS_ANY_PORT, WAIT, metrics_address, metrics_text, pollerd_async, seed_instance,
+    wait_for,
 };
 
 /// An instance named `company`, of that company on the simulator, polling `resources` of
@@ -86,9 +87,9 @@ fn companies(sim: &ConnectWiseSim) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_waiting_for_its_tenants_budget_shows_in_status_and_metrics() {
     let sim = ConnectWiseSim::start(SimConfig::default()).await.unwrap();
-    let dd = DaemonDir::new(
-        "[metrics]\nlisten = \"127.0.0.1:0\"\n[polling]\ntenant_requests_per_minute = 2\n",
-    );
+    let dd = DaemonDir::new(&format!(
+        "{METRICS_ANY_PORT}[polling]\ntenant_requests_per_minute = 2\n"
+    ));
     // Three first runs, one more than a budget of 2 a minute: the third waits 30 s.
     dd.write_instance("alpha.json", &tenant_instance(&sim, "alpha", 3));
     let daemon = dd.start(&[]);

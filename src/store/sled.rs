@@ -299,13 +299,13 @@ impl SledStore {
 fn apply_commit(e: &Engine, commit: &PageCommit) -> Result<String, StoreError> {
     let key = &commit.key;
     let action = format!("commit a page of {key}");
-    let mut staged = stage_commit(e, key, &commit.notifications, &action)?;
-    let batch = &mut staged.batch;
+    let mut staged = stage_commit(e, key, &commit.notifications, action)?;
+    let (batch, action) = (&mut staged.batch, staged.action.as_str());
     // A commit that neither adds seen ids nor prunes (a baseline, say) need not load the
     // resource's seen set at all.
     let touches_seen = !commit.seen.is_empty() || commit.prune_seen_before.is_some();
     let loaded = match touches_seen {
-        true => Some(e.seen.lock(&e.db, key, &action)?),
+        true => Some(e.seen.lock(&e.db, key, action)?),
         false => None,
     };
     let mut seen = loaded.as_ref().map(|loaded| loaded.guard());
@@ -316,13 +316,14 @@ fn apply_commit(e: &Engine, commit: &PageCommit) -> Result<String, StoreError> {
     if let Some(watermark) = commit.watermark {
         batch.insert(codec::watermark_key(key), &codec::encode_millis(watermark));
     }
-    staged.apply(e, key, &action)?;
+    staged.apply()?;
     match (change, seen.as_mut()) {
         (seen::SeenChange::Compacted, _) => e.seen.forget(key),
         (change, Some(seen)) => seen.apply(change),
         (_, None) => {}
     }
-    Ok(action)
+    // The rest of `staged` (the counters' lock) is dropped after the seen set's.
+    Ok(staged.action)
 }
 
 /// Applies watermark moves and their pruning, one resource each, as ONE sled batch (not yet
@@ -491,12 +492,11 @@ impl Store for SledStore {
         let committed = self.with_engine(|e| {
             let key = &commit.key;
             let action = format!("commit a reconcile of {key}");
-            {
-                let mut staged = stage_commit(e, key, &commit.notifications, &action)?;
-                known::stage_reconcile(&commit, &mut staged.batch);
-                staged.apply(e, key, &action)?;
-            }
-            e.durable(action)
+            let mut staged = stage_commit(e, key, &commit.notifications, action)?;
+            known::stage_reconcile(&commit, &mut staged.batch);
+            staged.apply()?;
+            // The counters' lock is let go before the flush, as the page commits' is.
+            e.durable(staged.into_action())
         });
         self.note_commit(&committed);
         committed
@@ -697,24 +697,31 @@ const SET_ASIDE_MAX_PER_READ: usize = 64;
 /// A commit begun: its notifications checked, their bodies in the body log and their entries
 /// staged at the tail of the queue in `batch`, the counters locked until it is applied. Page and
 /// reconcile commits stage the rest of what they write in the same batch.
-struct StagedCommit<'e> {
-    counters: MutexGuard<'e, Counters>,
+struct StagedCommit<'a> {
+    engine: &'a Engine,
+    key: &'a ResourceKey,
+    /// What the commit is, for errors and the flush that makes it durable.
+    action: String,
+    counters: MutexGuard<'a, Counters>,
     batch: Batch,
     queued: u64,
 }
 
-fn stage_commit<'e>(
-    e: &'e Engine,
-    key: &ResourceKey,
+fn stage_commit<'a>(
+    e: &'a Engine,
+    key: &'a ResourceKey,
     notifications: &[NewNotification],
-    action: &str,
-) -> Result<StagedCommit<'e>, StoreError> {
+    action: String,
+) -> Result<StagedCommit<'a>, StoreError> {
     check_event_ids(key, notifications)?;
-    let bodies = append_bodies(e, notifications, action)?;
+    let bodies = append_bodies(e, notifications, &action)?;
     let counters = e.lock();
     let mut batch = Batch::default();
-    stage_notifications(e, key, notifications, &bodies, &mut batch, action)?;
+    stage_notifications(e, key, notifications, &bodies, &mut batch, &action)?;
     Ok(StagedCommit {
+        engine: e,
+        key,
+        action,
         counters,
         batch,
         queued: notifications.len() as u64,
@@ -724,11 +731,19 @@ fn stage_commit<'e>(
 impl StagedCommit<'_> {
     /// Applies the batch (in sled's log, not yet flushed) and counts the queued notifications;
     /// the counters stay locked until the commit is dropped.
-    fn apply(&mut self, e: &Engine, key: &ResourceKey, action: &str) -> Result<(), StoreError> {
+    fn apply(&mut self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.batch);
-        e.db.apply_batch(batch).map_err(|err| engine(action, err))?;
-        self.counters.queued(key, self.queued);
+        self.engine
+            .db
+            .apply_batch(batch)
+            .map_err(|err| engine(&self.action, err))?;
+        self.counters.queued(self.key, self.queued);
         Ok(())
+    }
+
+    /// Ends the commit (the counters' lock with it) and gives back what it was, for the flush.
+    fn into_action(self) -> String {
+        self.action
     }
 }
 

@@ -221,8 +221,7 @@ async fn the_admin_socket_closes_idle_clients_and_refuses_beyond_its_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_idle_clients_leave_the_daemon_answering_bounded_and_polling() {
-    let (sim, receiver, dd) =
-        seed_daemon_dir("[metrics]\nlisten = \"127.0.0.1:0\"\n", "0.01").await;
+    let (sim, receiver, dd) = seed_daemon_dir(METRICS_ANY_PORT, "0.01").await;
     let daemon = dd.start(&[]);
     let addr = metrics_address(&daemon).await;
     wait_for("the first poll", WAIT, || sim.request_count() >= 1).await;

@@ -176,10 +176,11 @@ async fn the_writer_task_writes_the_moves_within_seconds() {
     let k = key("cw", "contacts");
     held_back(&layer, idle(&k, 30, 0));
     let deadline = std::time::Instant::now() + crate::support::WAIT;
-    while store.watermark(&k).unwrap() != Some(at(30)) {
+    // The writer removes a move from the pending set just after its commit lands: wait for both.
+    while store.watermark(&k).unwrap() != Some(at(30)) || layer.pending() != 0 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the move was not written"
+            "the move was not written and let go"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

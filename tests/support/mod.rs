@@ -340,7 +340,11 @@ pub fn events_by_version(
     map
 }
 
-/// The address the daemon's metrics listener is on (settings `listen = "127.0.0.1:0"`), read from
+/// Settings that turn the metrics listener on at a free loopback port ([`metrics_address`] finds
+/// it).
+pub const METRICS_ANY_PORT: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The address the daemon's metrics listener is on (settings [`METRICS_ANY_PORT`]), read from
 /// its log line once it appears.
 pub async fn metrics_address(daemon: &Daemon) -> std::net::SocketAddr {
     wait_for("the metrics address in the log", WAIT, || {

@@ -46,7 +46,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<Metric>> {
             ceiling: true,
         };
         let delivered = measure(bench, &shape).await?;
-        out.extend(batch_metrics(batch, delivered));
+        let target = StoreChoice::delivery_ratio_target(bench.postgres.is_some(), batch);
+        out.extend(batch_metrics(batch, delivered, target));
     }
     Ok(out)
 }
@@ -93,8 +94,6 @@ pub struct Delivered {
     daemon: DaemonRun,
     ceiling: Option<CeilingRun>,
     fill_seconds: f64,
-    /// What the ratio to the ceiling is judged against, for this engine and batch size.
-    ratio_target: Target,
 }
 
 impl Delivered {
@@ -129,7 +128,6 @@ pub async fn measure(bench: &Bench, shape: &DeliveryShape) -> anyhow::Result<Del
     let specs = write_instances(&sim, &dir, &receiver.url(), shape.queues, shape.batch)?;
     let state = dir.state();
     let batch = shape.batch as usize;
-    let ratio_target = store.delivery_ratio_target(shape.batch);
     let fill_started = Instant::now();
     let bodies =
         tokio::task::spawn_blocking(move || fill(&store, &state, &specs, &templates, n, batch))
@@ -146,7 +144,6 @@ pub async fn measure(bench: &Bench, shape: &DeliveryShape) -> anyhow::Result<Del
         daemon,
         ceiling,
         fill_seconds,
-        ratio_target,
     })
 }
 
@@ -274,13 +271,13 @@ async fn ceiling_run(bodies: Arc<Vec<Bytes>>, concurrency: usize) -> anyhow::Res
     })
 }
 
-/// One batch size's metrics, in the order the report prints them.
-fn batch_metrics(batch: u32, delivered: Delivered) -> Vec<Metric> {
+/// One batch size's metrics, in the order the report prints them; the ratio to the ceiling
+/// judged against `ratio_target`.
+fn batch_metrics(batch: u32, delivered: Delivered, ratio_target: Target) -> Vec<Metric> {
     let Delivered {
         daemon,
         ceiling,
         fill_seconds,
-        ratio_target,
         ..
     } = delivered;
     let mut ceiling = ceiling.expect("the batch shapes measure the ceiling");
