@@ -521,3 +521,96 @@ async fn leases_are_claimed_within_a_limit_renewed_released_and_counted() {
         .unwrap();
     assert_eq!(beat.live_nodes, 1);
 }
+
+fn seen(commit_key: &pollerd::store::ResourceKey, ids: &[(&str, i64)]) -> PageCommit {
+    let mut commit = PageCommit::new(commit_key.clone());
+    commit.seen = ids
+        .iter()
+        .map(|(id, s)| (id.to_string(), super::at(*s)))
+        .collect();
+    commit
+}
+
+fn pruned(commit_key: &pollerd::store::ResourceKey, before: i64) -> PageCommit {
+    let mut commit = PageCommit::new(commit_key.clone());
+    commit.prune_seen_before = Some(super::at(before));
+    commit
+}
+
+#[test]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+fn seen_dates_a_handle_keeps_in_memory_follow_another_handles_writes_and_prunes() {
+    // Each handle answers lookups from its copy of the set: what the other writes (a takeover's
+    // new owner, a second daemon) must show through it at once, never an old date.
+    let url = support::postgres::fresh_database();
+    let a = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    let b = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    let k = key("cw", "contacts");
+    let ids = ["x", "y", "z"];
+    let dates = |store: &PostgresStore| store.seen_dates(&k, &ids).unwrap();
+    a.commit(seen(&k, &[("x", 5), ("y", 3), ("z", 10)]))
+        .unwrap();
+    assert_eq!(
+        dates(&b),
+        [Some(super::at(5)), Some(super::at(3)), Some(super::at(10))]
+    );
+    b.commit(seen(&k, &[("x", 7)])).unwrap();
+    assert_eq!(
+        dates(&a)[0],
+        Some(super::at(7)),
+        "a missed b's later date of x"
+    );
+    // A prune that splits a page (y at 3 goes, z at 10 stays in the same page) …
+    a.commit(pruned(&k, 4)).unwrap();
+    let after = [Some(super::at(7)), None, Some(super::at(10))];
+    assert_eq!(dates(&b), after, "b's copy kept a pruned id");
+    assert_eq!(dates(&a), after);
+    // … as idle watermark moves batch it, too.
+    let mut idle = pruned(&k, 8);
+    idle.watermark = Some(super::at(20));
+    assert!(IdleWatermarks::is_idle(&idle));
+    assert!(b.commit_many(vec![idle]).into_iter().all(|r| r.is_ok()));
+    assert_eq!(dates(&a), [None, None, Some(super::at(10))]);
+    assert_eq!(a.seen_count(&k).unwrap(), 1);
+    // Forgetting the resource empties both handles' view, and a later write starts afresh.
+    a.forget_resource(&k).unwrap();
+    assert_eq!(dates(&b), [None, None, None]);
+    b.commit(seen(&k, &[("y", 1)])).unwrap();
+    assert_eq!(dates(&a), [None, Some(super::at(1)), None]);
+    drop((a, b));
+    let again = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    assert_eq!(dates(&again), [None, Some(super::at(1)), None]);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL 15: cargo test --test store -- --ignored postgres_engine"]
+fn a_seen_set_kept_as_rows_by_schema_3_reads_the_same_after_the_migration() {
+    let url = support::postgres::fresh_database();
+    let k = key("cw", "contacts");
+    drop(PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap());
+    // The database as schema 3 left it: one row per seen id (an id may hold a NUL).
+    support::postgres::psql(
+        &url,
+        "DROP TABLE pollerd_seen_pages, pollerd_seen_state; \
+         CREATE TABLE pollerd_seen (instance text NOT NULL, resource text NOT NULL, \
+             object_id bytea NOT NULL, seen_ms bigint NOT NULL, \
+             PRIMARY KEY (instance, resource, object_id)); \
+         INSERT INTO pollerd_seen VALUES \
+             ('cw', 'contacts', 'a', 1767225605000), \
+             ('cw', 'contacts', '\\x6200'::bytea, 1767225601000), \
+             ('cw', 'companies', 'a', 1767225609000); \
+         UPDATE pollerd_schema SET version = 3;",
+    );
+    let store = PostgresStore::open(&url, POSTGRES_POOL_SIZE).unwrap();
+    assert_eq!(
+        store.seen_dates(&k, &["a", "b\0", "c"]).unwrap(),
+        [Some(super::at(5)), Some(super::at(1)), None]
+    );
+    let other = key("cw", "companies");
+    assert_eq!(
+        store.seen_dates(&other, &["a"]).unwrap(),
+        [Some(super::at(9))]
+    );
+    store.commit(pruned(&k, 3)).unwrap();
+    assert_eq!(store.seen_count(&k).unwrap(), 1);
+}

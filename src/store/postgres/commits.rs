@@ -1,11 +1,12 @@
 //! Page and reconcile commits, each one transaction, and what the poller reads back: watermarks,
 //! seen dates, known ids.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
+use super::seen::SeenChange;
 use super::{Db, from_millis, millis};
 use crate::object_id::ObjectId;
 use crate::store::{
@@ -66,6 +67,18 @@ pub(super) async fn insert_notifications(
     Ok(())
 }
 
+/// In `tx`: how its statements from here on are planned (`plan_cache_mode`).
+async fn set_plans(
+    db: &Db,
+    tx: &Transaction<'_>,
+    mode: &str,
+    action: &str,
+) -> Result<(), StoreError> {
+    tx.batch_execute(&format!("SET LOCAL plan_cache_mode = {mode}"))
+        .await
+        .map_err(|e| db.error(action, &e))
+}
+
 async fn insert_known(
     db: &Db,
     tx: &Transaction<'_>,
@@ -106,64 +119,16 @@ impl Db {
             .map_err(|reason| corrupt(&action, reason))
     }
 
-    pub(super) async fn seen_dates(
-        &self,
-        key: &ResourceKey,
-        ids: Vec<Vec<u8>>,
-    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
-        let action = format!("read seen ids of {key}");
-        let client = self.client(&action).await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT object_id, seen_ms FROM pollerd_seen \
-                 WHERE instance = $1 AND resource = $2 AND object_id = ANY($3)",
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        let rows = client
-            .query(&statement, &[&key.instance, &key.resource, &ids])
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        let found: HashMap<Vec<u8>, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        ids.iter()
-            .map(|id| {
-                found
-                    .get(id)
-                    .map(|ms| from_millis(*ms).map_err(|reason| corrupt(&action, reason)))
-                    .transpose()
-            })
-            .collect()
-    }
-
     /// One transaction: notifications, seen ids, known ids, watermark, then pruning.
     pub(super) async fn commit(&self, commit: PageCommit) -> Result<(), StoreError> {
         let key = &commit.key;
         let action = format!("commit a page of {key}");
         let mut client = self.client(&action).await?;
         let tx = self.fenced(&mut client, &key.instance, &action).await?;
+        // The inserts' plans never depend on a table's size, and a custom plan copies every
+        // bound body into itself (a megabyte a page); the prune below plans its own again.
+        set_plans(self, &tx, "force_generic_plan", &action).await?;
         insert_notifications(self, &tx, key, &commit.notifications, &action).await?;
-        if !commit.seen.is_empty() {
-            // One row per id, at its latest date: one statement may not update a row twice.
-            let mut latest: HashMap<&str, i64> = HashMap::new();
-            for (id, at) in &commit.seen {
-                let kept = latest.entry(id.as_str()).or_insert(millis(*at));
-                *kept = (*kept).max(millis(*at));
-            }
-            let ids: Vec<&[u8]> = latest.keys().map(|id| id.as_bytes()).collect();
-            let dates: Vec<i64> = latest.values().copied().collect();
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO pollerd_seen (instance, resource, object_id, seen_ms) \
-                     SELECT $1, $2, id, ms FROM unnest($3::bytea[], $4::int8[]) AS t(id, ms) \
-                     ON CONFLICT (instance, resource, object_id) \
-                     DO UPDATE SET seen_ms = GREATEST(pollerd_seen.seen_ms, EXCLUDED.seen_ms)",
-                )
-                .await
-                .map_err(|e| self.error(&action, &e))?;
-            tx.execute(&statement, &[&key.instance, &key.resource, &ids, &dates])
-                .await
-                .map_err(|e| self.error(&action, &e))?;
-        }
         insert_known(self, &tx, key, &commit.known, &action).await?;
         if let Some(watermark) = commit.watermark {
             let statement = tx
@@ -181,19 +146,20 @@ impl Db {
             .await
             .map_err(|e| self.error(&action, &e))?;
         }
-        if let Some(cutoff) = commit.prune_seen_before {
-            let statement = tx
-                .prepare_cached(
-                    "DELETE FROM pollerd_seen \
-                     WHERE instance = $1 AND resource = $2 AND seen_ms < $3",
-                )
-                .await
-                .map_err(|e| self.error(&action, &e))?;
-            tx.execute(&statement, &[&key.instance, &key.resource, &millis(cutoff)])
-                .await
-                .map_err(|e| self.error(&action, &e))?;
+        if commit.prune_seen_before.is_some() {
+            set_plans(self, &tx, "force_custom_plan", &action).await?;
         }
-        tx.commit().await.map_err(|e| self.error(&action, &e))
+        let change = SeenChange {
+            key,
+            added: &commit.seen,
+            prune_before: commit.prune_seen_before.map(millis),
+        };
+        let version = self.write_seen(&tx, &change, &action).await?;
+        let committed = tx.commit().await.map_err(|e| self.error(&action, &e));
+        if let Some(version) = version {
+            self.seen_written(&change, version, committed.is_ok());
+        }
+        committed
     }
 
     /// Watermark moves (and their pruning) of several resources, in one transaction: each
@@ -232,7 +198,9 @@ impl Db {
                 instances.push(key.instance.as_str());
                 resources.push(key.resource.as_str());
                 marks.push(millis(watermark));
-                cutoffs.push(commit.prune_seen_before.map_or(i64::MIN, millis));
+                if let Some(cutoff) = commit.prune_seen_before {
+                    cutoffs.push((key, millis(cutoff)));
+                }
             }
         }
         tx.execute(
@@ -243,15 +211,18 @@ impl Db {
         )
         .await
         .map_err(|e| self.error(&action, &e))?;
-        tx.execute(
-            "DELETE FROM pollerd_seen s \
-             USING unnest($1::text[], $2::text[], $3::int8[]) AS p(instance, resource, cutoff) \
-             WHERE s.instance = p.instance AND s.resource = p.resource AND s.seen_ms < p.cutoff",
-            &[&instances, &resources, &cutoffs],
-        )
-        .await
-        .map_err(|e| self.error(&action, &e))?;
-        tx.commit().await.map_err(|e| self.error(&action, &e))?;
+        let pruned = self.prune_seen(&tx, &cutoffs, &action).await?;
+        let versions = self.bump_seen_versions(&tx, &pruned, &action).await?;
+        let committed = tx.commit().await.map_err(|e| self.error(&action, &e));
+        for (key, version) in versions {
+            let change = SeenChange {
+                key,
+                added: &[],
+                prune_before: cutoffs.iter().find(|(k, _)| *k == key).map(|(_, c)| *c),
+            };
+            self.seen_written(&change, version, committed.is_ok());
+        }
+        committed?;
         Ok(results)
     }
 
@@ -335,19 +306,6 @@ impl Db {
         Ok(ids + mark > 0)
     }
 
-    pub(super) async fn seen_count(&self, key: &ResourceKey) -> Result<u64, StoreError> {
-        let action = format!("count seen ids of {key}");
-        let client = self.client(&action).await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM pollerd_seen WHERE instance = $1 AND resource = $2",
-                &[&key.instance, &key.resource],
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-    }
-
     pub(super) async fn watermarks(&self) -> Result<Vec<(ResourceKey, DateTime<Utc>)>, StoreError> {
         let action = "list the watermarks";
         let client = self.client(action).await?;
@@ -375,7 +333,7 @@ impl Db {
             .transaction()
             .await
             .map_err(|e| self.error(&action, &e))?;
-        for table in ["pollerd_watermarks", "pollerd_seen"] {
+        for table in ["pollerd_watermarks", "pollerd_seen_pages"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE instance = $1 AND resource = $2"),
                 &[&key.instance, &key.resource],
@@ -383,6 +341,10 @@ impl Db {
             .await
             .map_err(|e| self.error(&action, &e))?;
         }
-        tx.commit().await.map_err(|e| self.error(&action, &e))
+        // The version goes on (never back to one a copy may hold), the copy goes.
+        self.bump_seen_versions(&tx, &[key], &action).await?;
+        let committed = tx.commit().await.map_err(|e| self.error(&action, &e));
+        self.seen.drop_copy(key);
+        committed
     }
 }

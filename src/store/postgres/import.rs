@@ -12,7 +12,7 @@ use crate::store::{DeadLetter, StoreError};
 
 /// Every table holding an instance's state, and the held leases.
 const OCCUPIED: &str = "SELECT DISTINCT instance FROM ( \
-    SELECT instance FROM pollerd_watermarks UNION ALL SELECT instance FROM pollerd_seen \
+    SELECT instance FROM pollerd_watermarks UNION ALL SELECT instance FROM pollerd_seen_pages \
     UNION ALL SELECT instance FROM pollerd_known_ids UNION ALL SELECT instance FROM pollerd_reconciled \
     UNION ALL SELECT instance FROM pollerd_outbox UNION ALL SELECT instance FROM pollerd_dead_letters \
     UNION ALL SELECT instance FROM pollerd_corrupt_entries \
@@ -45,7 +45,7 @@ impl PostgresStore {
                 .await
                 .map_err(|e| db.error(action, &e))?;
             tx.batch_execute(
-                "LOCK TABLE pollerd_watermarks, pollerd_seen, pollerd_known_ids, \
+                "LOCK TABLE pollerd_watermarks, pollerd_seen_pages, pollerd_seen_state, pollerd_known_ids, \
                  pollerd_reconciled, pollerd_outbox, pollerd_dead_letters, pollerd_leases \
                  IN SHARE ROW EXCLUSIVE MODE",
             )
@@ -98,15 +98,11 @@ async fn insert_resource(
         .await
         .map_err(fail)?;
     }
-    let ids: Vec<&[u8]> = resource.seen.iter().map(|(id, _)| id.as_bytes()).collect();
-    let dates: Vec<i64> = resource.seen.iter().map(|(_, ms)| *ms).collect();
-    tx.execute(
-        "INSERT INTO pollerd_seen (instance, resource, object_id, seen_ms) \
-         SELECT $1, $2, i, d FROM unnest($3::bytea[], $4::int8[]) AS t(i, d)",
-        &[&key.instance, &key.resource, &ids, &dates],
-    )
-    .await
-    .map_err(fail)?;
+    if !resource.seen.is_empty() {
+        let entries = resource.seen.iter().map(|(id, ms)| (id.as_bytes(), *ms));
+        db.insert_seen_page(tx, key, entries, &action).await?;
+        db.bump_seen_versions(tx, &[key], &action).await?;
+    }
     let known: Vec<Vec<u8>> = resource.known.ids.iter().map(|id| id.to_bytes()).collect();
     tx.execute(
         "INSERT INTO pollerd_known_ids (instance, resource, object_id) \

@@ -14,6 +14,7 @@ mod import;
 mod leases;
 mod outbox;
 mod schema;
+mod seen;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -54,6 +55,8 @@ struct Db {
     fence: Option<Arc<Fence>>,
     /// Deliveries acknowledged and not yet deleted (`acks.rs`).
     acks: Arc<acks::PendingAcks>,
+    /// Copies of the seen sets this store read or wrote (`seen.rs`).
+    seen: Arc<seen::SeenCopies>,
 }
 
 impl PostgresStore {
@@ -142,6 +145,7 @@ impl PostgresStore {
                 set_aside: Arc::new(AtomicU64::new(0)),
                 fence: fencing.map(|(fence, _)| fence),
                 acks: Arc::default(),
+                seen: Arc::default(),
             },
             runtime: Some(runtime),
         };
@@ -394,7 +398,7 @@ impl Store for PostgresStore {
         }
         let key = key.clone();
         let ids: Vec<Vec<u8>> = object_ids.iter().map(|id| id.as_bytes().to_vec()).collect();
-        self.run(|db| async move { db.seen_dates(&key, ids).await })
+        self.run(|db| async move { db.seen_dates(&key, &ids).await })
     }
 
     fn commit(&self, commit: PageCommit) -> Result<(), StoreError> {

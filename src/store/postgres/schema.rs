@@ -108,6 +108,40 @@ const MIGRATIONS: &[&str] = &[
     END
     $$;
     "#,
+    // 4: the seen set as pages: a page commit's seen ids in one row (see `seen.rs`), and a
+    // version per resource that every change of its set bumps, so a node can answer lookups
+    // from memory. The rows of version 1 become one page per resource.
+    r#"
+    CREATE TABLE pollerd_seen_pages (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        page bigint GENERATED ALWAYS AS IDENTITY,
+        oldest_ms bigint NOT NULL,
+        newest_ms bigint NOT NULL,
+        entries bytea NOT NULL,
+        PRIMARY KEY (instance, resource, page)
+    );
+    CREATE TABLE pollerd_seen_state (
+        instance text NOT NULL,
+        resource text NOT NULL,
+        version bigint NOT NULL,
+        PRIMARY KEY (instance, resource)
+    );
+    INSERT INTO pollerd_seen_pages (instance, resource, oldest_ms, newest_ms, entries)
+        SELECT instance, resource, min(seen_ms), max(seen_ms),
+               string_agg(int4send(length(object_id)) || object_id || int8send(seen_ms), ''::bytea)
+        FROM pollerd_seen GROUP BY instance, resource;
+    INSERT INTO pollerd_seen_state (instance, resource, version)
+        SELECT DISTINCT instance, resource, 1 FROM pollerd_seen;
+    DROP TABLE pollerd_seen;
+    DO $$
+    BEGIN
+        ALTER TABLE pollerd_seen_pages ALTER COLUMN entries SET COMPRESSION lz4;
+    EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+        RAISE NOTICE 'pollerd: lz4 is not available, seen pages stay compressed with pglz';
+    END
+    $$;
+    "#,
 ];
 
 /// The schema version this build writes and reads.
