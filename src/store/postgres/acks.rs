@@ -169,13 +169,8 @@ impl Db {
             })
             .flat_map(|(_, seqs)| seqs.iter().copied())
             .collect();
-        let statement = tx
-            .prepare_cached(DELETE_ACKED)
-            .await
-            .map_err(|e| self.error(&action, &e))?;
-        tx.execute(&statement, &[&seqs])
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+        self.execute_cached(&tx, DELETE_ACKED, &[&seqs], &action)
+            .await?;
         tx.commit().await.map_err(|e| self.error(&action, &e))?;
         self.acks.settle(&batch);
         Ok(())
@@ -197,14 +192,9 @@ impl Db {
             .iter()
             .filter_map(|name| fence.epoch(name).map(|epoch| (*name, epoch)))
             .unzip();
-        let statement = tx
-            .prepare_cached(HELD_LEASES)
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        let rows = tx
-            .query(&statement, &[&names, &epochs, &fence.node_id()])
-            .await
-            .map_err(|e| self.error(action, &e))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&names, &epochs, &fence.node_id()];
+        let rows = self.query_cached(tx, HELD_LEASES, &params, action).await?;
         let held: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
         for lost in instances.iter().filter(|name| !held.contains(**name)) {
             tracing::warn!(

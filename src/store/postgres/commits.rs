@@ -50,20 +50,15 @@ pub(super) async fn insert_notifications(
     let event_ids: Vec<&str> = notifications.iter().map(|n| n.event_id.as_str()).collect();
     let bodies: Vec<&[u8]> = notifications.iter().map(|n| n.body.as_slice()).collect();
     let created: Vec<i64> = notifications.iter().map(|n| millis(n.created_at)).collect();
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO pollerd_outbox (instance, resource, event_id, body, created_ms) \
-             SELECT $1, $2, e, b, c FROM unnest($3::text[], $4::bytea[], $5::int8[]) \
-             WITH ORDINALITY AS t(e, b, c, n) ORDER BY n",
-        )
-        .await
-        .map_err(|e| db.error(action, &e))?;
-    tx.execute(
-        &statement,
+    db.execute_cached(
+        tx,
+        "INSERT INTO pollerd_outbox (instance, resource, event_id, body, created_ms) \
+         SELECT $1, $2, e, b, c FROM unnest($3::text[], $4::bytea[], $5::int8[]) \
+         WITH ORDINALITY AS t(e, b, c, n) ORDER BY n",
         &[&key.instance, &key.resource, &event_ids, &bodies, &created],
+        action,
     )
-    .await
-    .map_err(|e| db.error(action, &e))?;
+    .await?;
     Ok(())
 }
 
@@ -131,20 +126,15 @@ impl Db {
         insert_notifications(self, &tx, key, &commit.notifications, &action).await?;
         insert_known(self, &tx, key, &commit.known, &action).await?;
         if let Some(watermark) = commit.watermark {
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO pollerd_watermarks (instance, resource, watermark_ms) \
-                     VALUES ($1, $2, $3) ON CONFLICT (instance, resource) \
-                     DO UPDATE SET watermark_ms = EXCLUDED.watermark_ms",
-                )
-                .await
-                .map_err(|e| self.error(&action, &e))?;
-            tx.execute(
-                &statement,
+            self.execute_cached(
+                &tx,
+                "INSERT INTO pollerd_watermarks (instance, resource, watermark_ms) \
+                 VALUES ($1, $2, $3) ON CONFLICT (instance, resource) \
+                 DO UPDATE SET watermark_ms = EXCLUDED.watermark_ms",
                 &[&key.instance, &key.resource, &millis(watermark)],
+                &action,
             )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
+            .await?;
         }
         if commit.prune_seen_before.is_some() {
             set_plans(self, &tx, "force_custom_plan", &action).await?;
@@ -212,13 +202,14 @@ impl Db {
         .await
         .map_err(|e| self.error(&action, &e))?;
         let pruned = self.prune_seen(&tx, &cutoffs, &action).await?;
-        let versions = self.bump_seen_versions(&tx, &pruned, &action).await?;
+        let keys: Vec<&ResourceKey> = pruned.iter().map(|(key, _)| *key).collect();
+        let versions = self.bump_seen_versions(&tx, &keys, &action).await?;
         let committed = tx.commit().await.map_err(|e| self.error(&action, &e));
-        for (key, version) in versions {
+        for ((key, cutoff), version) in pruned.into_iter().zip(versions) {
             let change = SeenChange {
                 key,
                 added: &[],
-                prune_before: cutoffs.iter().find(|(k, _)| *k == key).map(|(_, c)| *c),
+                prune_before: Some(cutoff),
             };
             self.seen_written(&change, version, committed.is_ok());
         }

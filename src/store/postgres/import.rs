@@ -45,8 +45,9 @@ impl PostgresStore {
                 .await
                 .map_err(|e| db.error(action, &e))?;
             tx.batch_execute(
-                "LOCK TABLE pollerd_watermarks, pollerd_seen_pages, pollerd_seen_state, pollerd_known_ids, \
-                 pollerd_reconciled, pollerd_outbox, pollerd_dead_letters, pollerd_leases \
+                "LOCK TABLE pollerd_watermarks, pollerd_seen_pages, pollerd_seen_state, \
+                 pollerd_known_ids, pollerd_reconciled, pollerd_outbox, pollerd_dead_letters, \
+                 pollerd_leases \
                  IN SHARE ROW EXCLUSIVE MODE",
             )
             .await

@@ -106,20 +106,18 @@ impl Db {
             }
         };
         let epoch = fence.epoch(instance).ok_or_else(lost)?;
-        let statement = tx
-            .prepare_cached(
+        let held = self
+            .query_cached(
+                tx,
                 "SELECT 1 FROM pollerd_leases WHERE instance = $1 AND owner = $2 AND epoch = $3 \
                  FOR SHARE",
+                &[&instance, &fence.node_id(), &epoch],
+                action,
             )
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        let held = tx
-            .query_opt(&statement, &[&instance, &fence.node_id(), &epoch])
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        match held {
-            Some(_) => Ok(()),
-            None => Err(lost()),
+            .await?;
+        match held.is_empty() {
+            false => Ok(()),
+            true => Err(lost()),
         }
     }
 

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use self::leases::{ClusterView, Heartbeat, LeaseClaim, LeaseView, NodeView};
@@ -311,6 +312,44 @@ impl Db {
             action: action.to_string(),
             reason: format!("no connection to PostgreSQL at {}: {e}", self.target),
         })
+    }
+
+    /// `sql` run with `params` through `client` (a connection or a transaction), prepared once
+    /// per connection: a statement run for every page, lookup or ack is not parsed again, nor
+    /// does it cost a round trip to prepare. Its rows; errors name `action`.
+    async fn query_cached(
+        &self,
+        client: &impl GenericClient,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        action: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error(action, &e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.error(action, &e))
+    }
+
+    /// As [`Db::query_cached`], for a statement that returns no rows: how many it changed.
+    async fn execute_cached(
+        &self,
+        client: &impl GenericClient,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        action: &str,
+    ) -> Result<u64, StoreError> {
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error(action, &e))?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.error(action, &e))
     }
 
     fn error(&self, action: impl Into<String>, e: &tokio_postgres::Error) -> StoreError {

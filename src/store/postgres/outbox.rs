@@ -119,21 +119,19 @@ impl Db {
         let action = format!("read the front of the outbox of {key}");
         let client = self.client(&action).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let statement = client
-            .prepare_cached(
-                "SELECT seq, event_id, body, created_ms, attempts, next_attempt_ms, last_error \
-                 FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
-                 AND seq > $4 ORDER BY seq LIMIT $3",
-            )
-            .await
-            .map_err(|e| self.error(&action, &e))?;
         for _ in 0..SET_ASIDE_MAX_PER_READ {
             // Delivered entries whose ack is not yet written are not the front any more.
             let after = self.acks.hidden_through(key).unwrap_or(i64::MIN);
-            let rows = client
-                .query(&statement, &[&key.instance, &key.resource, &limit, &after])
-                .await
-                .map_err(|e| self.error(&action, &e))?;
+            let rows = self
+                .query_cached(
+                    &client,
+                    "SELECT seq, event_id, body, created_ms, attempts, next_attempt_ms, \
+                     last_error FROM pollerd_outbox WHERE instance = $1 AND resource = $2 \
+                     AND seq > $4 ORDER BY seq LIMIT $3",
+                    &[&key.instance, &key.resource, &limit, &after],
+                    &action,
+                )
+                .await?;
             let mut entries = Vec::with_capacity(rows.len());
             for (at, row) in rows.iter().enumerate() {
                 match outbox_entry(key, row) {

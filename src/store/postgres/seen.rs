@@ -13,7 +13,7 @@
 //! write that finds the copy one version behind applies its own change to it; anything else
 //! (another node's or handle's write, a failed commit) drops it, and the next lookup reloads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -144,7 +144,6 @@ impl Db {
         ids: &[Vec<u8>],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
         let action = format!("read seen ids of {key}");
-        let version = self.seen_version(key, &action).await?;
         let answer = |entries: &SeenEntries| {
             ids.iter()
                 .map(|id| {
@@ -156,8 +155,13 @@ impl Db {
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(|reason| corrupt(&action, reason))
         };
-        if let Some(copy) = self.seen.lock().get(key).filter(|c| c.version == version) {
-            return answer(&copy.entries);
+        // With no copy to check, the version is read with the pages.
+        let held = self.seen.lock().contains_key(key);
+        if held {
+            let version = self.seen_version(key, &action).await?;
+            if let Some(copy) = self.seen.lock().get(key).filter(|c| c.version == version) {
+                return answer(&copy.entries);
+            }
         }
         let (version, entries) = self.load_seen(key, &action).await?;
         let dates = answer(&entries);
@@ -177,17 +181,15 @@ impl Db {
 
     async fn seen_version(&self, key: &ResourceKey, action: &str) -> Result<i64, StoreError> {
         let client = self.client(action).await?;
-        let statement = client
-            .prepare_cached(
+        let rows = self
+            .query_cached(
+                &client,
                 "SELECT version FROM pollerd_seen_state WHERE instance = $1 AND resource = $2",
+                &[&key.instance, &key.resource],
+                action,
             )
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        let row = client
-            .query_opt(&statement, &[&key.instance, &key.resource])
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        Ok(row.map_or(0, |row| row.get(0)))
+            .await?;
+        Ok(rows.first().map_or(0, |row| row.get(0)))
     }
 
     /// The version and every entry of `key`'s seen set, read in one statement (one snapshot).
@@ -240,7 +242,7 @@ impl Db {
             return Ok(None);
         }
         let versions = self.bump_seen_versions(tx, &[key], action).await?;
-        Ok(versions.into_iter().next().map(|(_, version)| version))
+        Ok(versions.first().copied())
     }
 
     /// In `tx`: `entries` as one page of `key`'s seen set (the caller bumps the version).
@@ -252,20 +254,14 @@ impl Db {
         action: &str,
     ) -> Result<(), StoreError> {
         let (page, oldest, newest) = encode(entries);
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO pollerd_seen_pages \
-                 (instance, resource, oldest_ms, newest_ms, entries) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        tx.execute(
-            &statement,
+        self.execute_cached(
+            tx,
+            "INSERT INTO pollerd_seen_pages (instance, resource, oldest_ms, newest_ms, entries) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[&key.instance, &key.resource, &oldest, &newest, &page],
+            action,
         )
-        .await
-        .map_err(|e| self.error(action, &e))?;
+        .await?;
         Ok(())
     }
 
@@ -279,14 +275,14 @@ impl Db {
     }
 
     /// In `tx`: drops the entries dated before each resource's cutoff; the resources whose set
-    /// changed. Whole pages go when their newest entry is older; a page holding entries on
-    /// both sides is written again without the older ones.
+    /// changed, with their cutoff. Whole pages go when their newest entry is older; a page
+    /// holding entries on both sides is written again without the older ones.
     pub(super) async fn prune_seen<'k>(
         &self,
         tx: &Transaction<'_>,
         cutoffs: &[(&'k ResourceKey, i64)],
         action: &str,
-    ) -> Result<Vec<&'k ResourceKey>, StoreError> {
+    ) -> Result<Vec<(&'k ResourceKey, i64)>, StoreError> {
         let instances: Vec<&str> = cutoffs.iter().map(|(k, _)| k.instance.as_str()).collect();
         let resources: Vec<&str> = cutoffs.iter().map(|(k, _)| k.resource.as_str()).collect();
         let limits: Vec<i64> = cutoffs.iter().map(|(_, cutoff)| *cutoff).collect();
@@ -339,53 +335,52 @@ impl Db {
             .await
             .map_err(fail)?;
         }
-        let changed = |instance: &str, resource: &str| {
-            let touched = |row: &tokio_postgres::Row| {
-                row.get::<_, &str>(0) == instance && row.get::<_, &str>(1) == resource
-            };
-            deleted.iter().any(touched) || split.iter().any(touched)
-        };
+        let changed: HashSet<(&str, &str)> = deleted
+            .iter()
+            .chain(&split)
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
         Ok(cutoffs
             .iter()
-            .map(|(key, _)| *key)
-            .filter(|key| changed(&key.instance, &key.resource))
+            .filter(|(key, _)| changed.contains(&(key.instance.as_str(), key.resource.as_str())))
+            .copied()
             .collect())
     }
 
-    /// In `tx`: one more version for each of `keys`' seen sets; the versions reached.
-    pub(super) async fn bump_seen_versions<'k>(
+    /// In `tx`: one more version for each of `keys`' seen sets (each key once); the versions
+    /// reached, in the order of `keys`.
+    pub(super) async fn bump_seen_versions(
         &self,
         tx: &Transaction<'_>,
-        keys: &[&'k ResourceKey],
+        keys: &[&ResourceKey],
         action: &str,
-    ) -> Result<Vec<(&'k ResourceKey, i64)>, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         let instances: Vec<&str> = keys.iter().map(|k| k.instance.as_str()).collect();
         let resources: Vec<&str> = keys.iter().map(|k| k.resource.as_str()).collect();
-        let statement = tx
-            .prepare_cached(
+        let rows = self
+            .query_cached(
+                tx,
                 "INSERT INTO pollerd_seen_state (instance, resource, version) \
                  SELECT i, r, 1 FROM unnest($1::text[], $2::text[]) AS t(i, r) \
                  ON CONFLICT (instance, resource) \
                  DO UPDATE SET version = pollerd_seen_state.version + 1 \
                  RETURNING instance, resource, version",
+                &[&instances, &resources],
+                action,
             )
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        let rows = tx
-            .query(&statement, &[&instances, &resources])
-            .await
-            .map_err(|e| self.error(action, &e))?;
-        let version_of = |key: &ResourceKey| {
-            rows.iter()
-                .find(|row| {
-                    row.get::<_, &str>(0) == key.instance && row.get::<_, &str>(1) == key.resource
-                })
-                .map(|row| row.get::<_, i64>(2))
-        };
-        Ok(keys
+            .await?;
+        let reached: HashMap<(&str, &str), i64> = rows
             .iter()
-            .filter_map(|key| version_of(key).map(|version| (*key, version)))
-            .collect())
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        keys.iter()
+            .map(|key| {
+                let version = reached.get(&(key.instance.as_str(), key.resource.as_str()));
+                version.copied().ok_or_else(|| {
+                    corrupt(action, format!("no seen version was returned for {key}"))
+                })
+            })
+            .collect()
     }
 }
 
